@@ -1,0 +1,191 @@
+"""Model configuration: frozen, JSON-safe dataclasses and the named presets.
+
+A model is rebuilt from its own `ModelConfig` (saved as JSON beside the weights). Levels are
+listed bottom-up: `levels[0]` is level 1 (nearest the pixels), `levels[-1]` is level L.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+VARIANTS = ("biva", "lvae", "lvae+")
+LIKELIHOODS = ("bernoulli", "dmol")
+
+
+@dataclass(frozen=True)
+class LevelConfig:
+    """One stochastic level: its deterministic blocks and its latent.
+
+    stride: 2 halves the resolution on the way up (and doubles it on the way down) at the
+        start of this level; 1 keeps it.
+    latent: channels of a convolutional latent (C x H x W at this level's resolution) or the
+        size of a dense latent vector. In BIVA each of z_BU and z_TD has this size.
+    """
+
+    blocks: int
+    channels: int
+    latent: int
+    stride: int = 1
+    dense: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.blocks >= 1, "levels[].blocks", self.blocks, "must be >= 1")
+        _check(self.channels >= 1, "levels[].channels", self.channels, "must be >= 1")
+        _check(self.latent >= 1, "levels[].latent", self.latent, "must be >= 1")
+        _check(self.stride in (1, 2), "levels[].stride", self.stride, "must be 1 or 2")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    levels: tuple[LevelConfig, ...]
+    likelihood: str = "dmol"
+    mixtures: int = 10  # components of the discretized logistic mixture
+    dropout_q: float = 0.0  # in the bottom-up / inference blocks
+    dropout_p: float = 0.0  # in the generative top-down blocks
+    variant: str = "biva"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+        object.__setattr__(self, "levels", tuple(
+            lv if isinstance(lv, LevelConfig) else _from_dict(LevelConfig, lv, "levels[]")
+            for lv in self.levels))
+        c, h, w = self.image_shape
+        _check(len(self.image_shape) == 3 and c in (1, 3) and h >= 1 and w >= 1,
+               "image_shape", self.image_shape, "must be (C, H, W) with C in {1, 3}")
+        _check(self.likelihood in LIKELIHOODS, "likelihood", self.likelihood, f"must be one of {LIKELIHOODS}")
+        _check(self.likelihood != "bernoulli" or c == 1, "likelihood", self.likelihood,
+               "bernoulli needs 1 channel")
+        _check(self.mixtures >= 1, "mixtures", self.mixtures, "must be >= 1")
+        _check(0.0 <= self.dropout_q < 1.0, "dropout_q", self.dropout_q, "must be in [0, 1)")
+        _check(0.0 <= self.dropout_p < 1.0, "dropout_p", self.dropout_p, "must be in [0, 1)")
+        _check(self.variant in VARIANTS, "variant", self.variant, f"must be one of {VARIANTS}")
+        _check(len(self.levels) >= 2, "levels", len(self.levels), "needs at least 2 levels")
+        size = h
+        for i, lv in enumerate(self.levels):
+            _check(size % lv.stride == 0, f"levels[{i}].stride", lv.stride,
+                   f"does not divide the resolution {size}")
+            size //= lv.stride
+
+    @property
+    def L(self) -> int:
+        return len(self.levels)
+
+    @property
+    def n_latents(self) -> int:
+        """N = 2L - 1 for BIVA (a BU/TD pair per level, one at the top); L for the LVAEs."""
+        return 2 * self.L - 1 if self.variant == "biva" else self.L
+
+    @property
+    def dims(self) -> int:
+        c, h, w = self.image_shape
+        return c * h * w
+
+    def resolutions(self) -> list[tuple[int, int]]:
+        """(H, W) of each level, bottom-up."""
+        _, h, w = self.image_shape
+        out = []
+        for lv in self.levels:
+            h, w = h // lv.stride, w // lv.stride
+            out.append((h, w))
+        return out
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return _from_dict(cls, d, "model")
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _check(ok: bool, key: str, value, why: str) -> None:
+    if not ok:
+        raise ValueError(f"config: {key}={value!r} {why}")
+
+
+def _from_dict(cls, d: dict, where: str):
+    if not isinstance(d, dict):
+        raise ValueError(f"config: {where} must be a JSON object, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"config: unknown key(s) {unknown} in {where}; known: {sorted(names)}")
+    missing = sorted(f.name for f in dataclasses.fields(cls)
+                     if f.name not in d and f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ValueError(f"config: missing key(s) {missing} in {where}")
+    try:
+        return cls(**d)
+    except TypeError as e:
+        raise ValueError(f"config: bad value in {where}: {e}") from None
+
+
+# ---------------------------------------------------------------- presets
+
+def _levels(spec: list[tuple[int, int, int, int, bool]]) -> tuple[LevelConfig, ...]:
+    return tuple(LevelConfig(blocks=b, channels=c, latent=z, stride=s, dense=d) for b, c, z, s, d in spec)
+
+
+def binarized_mnist() -> ModelConfig:
+    """The authors' binarized-MNIST BIVA: L = 6, 3 gated blocks of 64 channels, 28 -> 14 -> 7,
+    dense latents 48..8, dropout 0.5 / 0.5, Bernoulli output."""
+    zs = [48, 40, 32, 24, 16, 8]
+    strides = [1, 2, 1, 2, 1, 1]
+    return ModelConfig(image_shape=(1, 28, 28), likelihood="bernoulli",
+                       levels=_levels([(3, 64, z, s, True) for z, s in zip(zs, strides)]),
+                       dropout_q=0.5, dropout_p=0.5)
+
+
+def cifar10() -> ModelConfig:
+    """The authors' CIFAR-10 BIVA: L = 15, 3 gated blocks of 96 channels, 32 -> 16 -> 8 -> 4,
+    conv latents 38..20 channels at 16x16, 18..12 at 8x8, 10 at 4x4, dropout 0.2 / 0."""
+    zs = list(range(38, 19, -2)) + [18, 16, 14, 12] + [10]
+    strides = [2] + [1] * 9 + [2, 1, 1, 1] + [2]
+    return ModelConfig(image_shape=(3, 32, 32), likelihood="dmol", mixtures=10,
+                       levels=_levels([(3, 96, z, s, False) for z, s in zip(zs, strides)]),
+                       dropout_q=0.2, dropout_p=0.0)
+
+
+def celeba64() -> ModelConfig:
+    """CelebA 64x64, L = 20: 3 levels at 32x32, 6 at 16x16, 6 at 8x8, 5 at 4x4 (~28M parameters).
+
+    One gated block per stream and level: on a GPU, a level at 8x8 or 4x4 costs kernel launches,
+    not arithmetic, so depth comes from levels, width from channels.
+    """
+    widths = [(3, 64), (6, 96), (6, 128), (5, 128)]
+    spec = [(1, c, 8, 2 if i == 0 else 1, False) for n, c in widths for i in range(n)]
+    return ModelConfig(image_shape=(3, 64, 64), likelihood="dmol", mixtures=10,
+                       levels=_levels(spec), dropout_q=0.1, dropout_p=0.0)
+
+
+def fashion_mnist() -> ModelConfig:
+    """FashionMNIST 28x28 8-bit grayscale, L = 6 conv latents, discretized logistic mixture."""
+    spec = [(2, 48, 8, 2, False), (2, 48, 8, 1, False), (2, 64, 8, 2, False),
+            (2, 64, 8, 1, False), (2, 64, 8, 1, False), (2, 64, 8, 1, False)]
+    return ModelConfig(image_shape=(1, 28, 28), likelihood="dmol", mixtures=5,
+                       levels=_levels(spec), dropout_q=0.0, dropout_p=0.0)
+
+
+def tiny() -> ModelConfig:
+    """A few thousand parameters for tests: 3 levels on 8x8 RGB."""
+    spec = [(1, 16, 4, 2, False), (1, 16, 4, 1, False), (1, 16, 4, 2, False)]
+    return ModelConfig(image_shape=(3, 8, 8), likelihood="dmol", mixtures=3, levels=_levels(spec))
+
+
+PRESETS = {
+    "binarized_mnist": binarized_mnist,
+    "cifar10": cifar10,
+    "celeba64": celeba64,
+    "fashion_mnist": fashion_mnist,
+    "tiny": tiny,
+}
+
+
+def preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name]()

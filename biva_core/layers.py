@@ -1,0 +1,107 @@
+"""Building blocks: the gated residual block, resolution changes, latent heads and inputs.
+
+Choices the spec leaves open (written down here):
+- No weight normalisation. Each residual branch ends in a zero-initialised convolution, so a
+  deep stack starts as the identity; this keeps a 20-level model stable from step 0 and costs
+  nothing at run time (weight norm costs a reparameterisation per call).
+- Scales of the Gaussians are softplus(raw + 0.5413) + 1e-3: 1 at initialisation, free to go
+  below 1 (the released code's std >= 1 quirk is not copied).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(SOFTPLUS_ONE) = 1
+
+
+class GatedBlock(nn.Module):
+    """out = x + a * sigmoid(g),  [a, g] = conv(dropout(elu(conv(elu(x)) + conv1x1(elu(aux)))))."""
+
+    def __init__(self, channels: int, *, aux_channels: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.aux = nn.Conv2d(aux_channels, channels, 1) if aux_channels else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = nn.Conv2d(channels, 2 * channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: Tensor, aux: Tensor | None = None) -> Tensor:
+        h = self.conv1(F.elu(x))
+        if self.aux is not None:
+            h = h + self.aux(F.elu(aux))
+        a, g = self.conv2(self.dropout(F.elu(h))).chunk(2, dim=1)
+        return x + a * torch.sigmoid(g)
+
+
+class Stack(nn.Module):
+    """`n` gated blocks that all read the same auxiliary input."""
+
+    def __init__(self, n: int, channels: int, *, aux_channels: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            GatedBlock(channels, aux_channels=aux_channels, dropout=dropout) for _ in range(n))
+
+    def forward(self, x: Tensor, aux: Tensor | None = None) -> Tensor:
+        for block in self.blocks:
+            x = block(x, aux)
+        return x
+
+
+def down(c_in: int, c_out: int, stride: int) -> nn.Module:
+    """Bring features to the next level up: 3x3 conv with the level's stride (or 1x1)."""
+    if stride == 2:
+        return nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+    return nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+
+def up(c_in: int, c_out: int, stride: int) -> nn.Module:
+    """Bring features to the next level down: transposed 4x4 conv for stride 2 (or 1x1)."""
+    if stride == 2:
+        return nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
+    return nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+
+class GaussianHead(nn.Module):
+    """Features (B, C, H, W) -> `count` diagonal Gaussians over a latent of `latent` channels at
+    (H, W), or a dense vector of `latent` features. Returns [(mean, scale), ...] in float32."""
+
+    def __init__(self, channels: int, latent: int, hw: tuple[int, int], *, dense: bool, count: int = 1):
+        super().__init__()
+        self.count, self.dense = count, dense
+        if dense:
+            self.proj = nn.Linear(channels * hw[0] * hw[1], 2 * count * latent)
+        else:
+            self.proj = nn.Conv2d(channels, 2 * count * latent, 3, padding=1)
+        # start near N(0, 1): small means, scales ~ 1
+        with torch.no_grad():
+            self.proj.weight.mul_(0.1)
+            self.proj.bias.zero_()
+
+    def forward(self, h: Tensor) -> list[tuple[Tensor, Tensor]]:
+        h = F.elu(h)
+        out = self.proj(h.flatten(1) if self.dense else h).float()
+        out = out.chunk(2 * self.count, dim=1)
+        return [(out[2 * j], F.softplus(out[2 * j + 1] + SOFTPLUS_ONE) + 1e-3) for j in range(self.count)]
+
+
+class LatentIn(nn.Module):
+    """A latent (dense vector or map) -> features (B, channels, H, W) at its own level."""
+
+    def __init__(self, latent: int, channels: int, hw: tuple[int, int], *, dense: bool):
+        super().__init__()
+        self.hw, self.dense, self.channels = hw, dense, channels
+        if dense:
+            self.proj = nn.Linear(latent, channels * hw[0] * hw[1])
+        else:
+            self.proj = nn.Conv2d(latent, channels, 3, padding=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        if self.dense:
+            return self.proj(z).view(z.shape[0], self.channels, *self.hw)
+        return self.proj(z)

@@ -1,0 +1,276 @@
+"""BIVA (Maaloe et al. 2019): a deep hierarchy of latents with bidirectional inference.
+
+Levels are numbered i = 1..L from the pixels up; in code `j = i - 1` indexes the lists.
+Latents are indexed bottom-up as well: for BIVA, latent 2j is z_i^BU, 2j + 1 is z_i^TD, and
+the last one (2L - 2) is z_L; for the LVAE ablations latent j is z_i.
+
+    p(x, z) = p(x | z) p(z_L) prod_{i<L} p(z_i^BU | z_{>i}) p(z_i^TD | z_{>i})
+    q(z | x) = q(z_L | x, z^BU_{<L}) prod_{i<L} q(z_i^BU | x, z^BU_{<i}) q(z_i^TD | x, z^BU_{<i}, z_{>i})
+
+One top-down pass (`top_down`) serves everything: the levels above k take z from the posterior,
+the levels at and below k from the conditional prior. k = 0 is the ELBO / reconstruction, k = L
+is an unconditional sample, and 0 < k < L gives L^{>k} and hierarchical resampling. The pass can
+start from a cached `Boundary` so that n draws below k rerun only the levels <= k.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import likelihoods as lik
+from .config import ModelConfig
+from .layers import GatedBlock, GaussianHead, LatentIn, Stack, down, up
+from .operations import Operations
+
+Gaussian = tuple[Tensor, Tensor]  # (mean, scale), float32
+
+
+@dataclass
+class BottomUp:
+    """What the inference pass leaves for the top-down pass (per level j < L-1, and the top)."""
+    z_bu: list[Tensor | None]        # sampled z_i^BU (BIVA only)
+    log_q_bu: list[Tensor | None]    # log q(z_i^BU | .) per image, (B,)
+    q_bu: list[Gaussian | None]
+    feats: list[Tensor]              # TD-inference features (BIVA) or BU features (LVAE)
+    q_top: Gaussian
+
+
+@dataclass
+class Boundary:
+    """The top-down state just above level k: z_{k+1} as passed down and d_{k+1} (skip input)."""
+    k: int
+    z: Tensor
+    d: Tensor | None
+
+
+@dataclass
+class TopDown:
+    px: Tensor                       # parameters of p(x | z), (B, P, H, W)
+    log_q: list[Tensor | None]       # per latent, (B,); None where z came from the prior
+    log_p: list[Tensor]              # per latent, (B,)
+    z: list[Tensor]
+    q: list[Gaussian | None]         # posterior parameters where z came from q
+    boundary: Boundary | None
+
+
+class BIVA(Operations, nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.biva = cfg.variant == "biva"
+        self.skip = cfg.variant in ("biva", "lvae+")
+        c_img = cfg.image_shape[0]
+        lv, hw = cfg.levels, cfg.resolutions()
+        L = cfg.L
+        ch = [l.channels for l in lv]
+        # width of the z that level j passes down: [z_TD, z_BU] for BIVA below the top
+        z_down = [lv[j].latent * (2 if self.biva and j < L - 1 else 1) for j in range(L)]
+
+        # ---- bottom-up (inference) streams
+        self.bu_stem = nn.Conv2d(c_img, ch[0], 3, stride=lv[0].stride, padding=1)
+        self.bu_down = nn.ModuleList([nn.Identity()] + [down(ch[j - 1], ch[j], lv[j].stride) for j in range(1, L)])
+        self.bu_stacks = nn.ModuleList(
+            Stack(lv[j].blocks, ch[j], aux_channels=ch[j] if self.biva and j > 0 else 0, dropout=cfg.dropout_q)
+            for j in range(L))
+        if self.biva:
+            self.bu_zin = nn.ModuleList([nn.Identity()] + [
+                LatentIn(lv[j - 1].latent, ch[j - 1], hw[j - 1], dense=lv[j - 1].dense) for j in range(1, L)])
+            self.bu_skip = nn.ModuleList([nn.Identity()] + [
+                down(2 * ch[j - 1], ch[j], lv[j].stride) for j in range(1, L)])
+            self.q_bu_heads = nn.ModuleList(
+                GaussianHead(ch[j], lv[j].latent, hw[j], dense=lv[j].dense) for j in range(L - 1))
+            self.td_stem = nn.Conv2d(c_img, ch[0], 3, stride=lv[0].stride, padding=1)
+            self.td_down = nn.ModuleList([nn.Identity()] + [down(ch[j - 1], ch[j], lv[j].stride) for j in range(1, L)])
+            self.td_stacks = nn.ModuleList(
+                Stack(lv[j].blocks, ch[j], aux_channels=ch[j], dropout=cfg.dropout_q) for j in range(L))
+        top_in = 2 * ch[-1] if self.biva else ch[-1]
+        self.q_top_head = GaussianHead(top_in, lv[-1].latent, hw[-1], dense=lv[-1].dense)
+
+        # ---- top-down (generative) path, shared by inference; gen_*[j] computes d_{j+1}
+        self.gen_zin = nn.ModuleList(
+            LatentIn(z_down[j + 1], ch[j + 1], hw[j + 1], dense=lv[j + 1].dense) for j in range(L - 1))
+        self.gen_up_z = nn.ModuleList(up(ch[j + 1], ch[j], lv[j + 1].stride) for j in range(L - 1))
+        self.gen_up_d = nn.ModuleList(
+            up(ch[j + 1], ch[j], lv[j + 1].stride) if self.skip and j < L - 2 else nn.Identity()
+            for j in range(L - 1))
+        self.gen_stacks = nn.ModuleList(
+            Stack(lv[j].blocks, ch[j], aux_channels=ch[j] if self.skip and j < L - 2 else 0, dropout=cfg.dropout_p)
+            for j in range(L - 1))
+        n_pairs = 2 if self.biva else 1
+        self.p_heads = nn.ModuleList(
+            GaussianHead(ch[j], lv[j].latent, hw[j], dense=lv[j].dense, count=n_pairs) for j in range(L - 1))
+        self.q_merge = nn.ModuleList(GatedBlock(ch[j], aux_channels=ch[j]) for j in range(L - 1))
+        self.q_td_heads = nn.ModuleList(
+            GaussianHead(ch[j], lv[j].latent, hw[j], dense=lv[j].dense) for j in range(L - 1))
+
+        # ---- p(x | z): reads z_1 and d_1 at level 1's resolution
+        self.out_zin = LatentIn(z_down[0], ch[0], hw[0], dense=lv[0].dense)
+        self.out_stack = Stack(lv[0].blocks, ch[0], aux_channels=ch[0] if self.skip else 0, dropout=cfg.dropout_p)
+        self.out_up = up(ch[0], ch[0], lv[0].stride)
+        p_channels = 1 if cfg.likelihood == "bernoulli" else lik.dmol_channels(c_img, cfg.mixtures)
+        self.out_conv = nn.Conv2d(ch[0], p_channels, 3, padding=1)
+
+    # ------------------------------------------------------------------ data <-> model
+
+    def prepare(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Images in [0, 1], (B, C, H, W) -> (network input in [-1, 1], likelihood target).
+
+        Bernoulli targets are x itself (expected in {0, 1}); 8-bit targets are snapped to the
+        256-value grid in [-1, 1].
+        """
+        if self.config.likelihood == "bernoulli":
+            return 2 * x - 1, x
+        x = torch.round(x.clamp(0, 1) * 255) / 127.5 - 1
+        return x, x
+
+    def log_px(self, target: Tensor, px: Tensor) -> Tensor:
+        if self.config.likelihood == "bernoulli":
+            return lik.bernoulli_log_prob(target, px)
+        return lik.dmol_log_prob(target, px, self.config.mixtures)
+
+    def px_image(self, px: Tensor, *, sample_pixels: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        """Parameters of p(x | z) -> image in [0, 1]: the mean, or a draw of the pixels."""
+        c, m = self.config.image_shape[0], self.config.mixtures
+        if self.config.likelihood == "bernoulli":
+            return lik.bernoulli_sample(px, generator) if sample_pixels else lik.bernoulli_mean(px)
+        x = lik.dmol_sample(px, c, m, generator) if sample_pixels else lik.dmol_mean(px, c, m)
+        return (torch.round((x + 1) * 127.5) / 255).clamp(0, 1)
+
+    # ------------------------------------------------------------------ inference pass
+
+    def bottom_up(self, h: Tensor, *, mean_below: int = 0, q_mean: bool = False,
+                  generator: torch.Generator | None = None) -> BottomUp:
+        """Both deterministic streams climb from x; the BU stream is stochastic: level i emits
+        q(z_i^BU | x, z^BU_{<i}) and the next level reads the sampled z_i^BU.
+
+        mean_below: levels i <= mean_below pass the posterior mean of z_i^BU upwards (Havtorn
+            2021, for a well-defined q(z_{>k} | x)); q_mean: every level does.
+        """
+        L = self.config.L
+        z_bu, log_q_bu, q_bu, feats = [None] * (L - 1), [None] * (L - 1), [None] * (L - 1), []
+        if not self.biva:
+            b = self.bu_stem(h)
+            for j in range(L):
+                b = self.bu_stacks[j](self.bu_down[j](b))
+                feats.append(b)
+            return BottomUp(z_bu, log_q_bu, q_bu, feats[:-1], self.q_top_head(feats[-1])[0])
+        b, t = self.bu_stem(h), self.td_stem(h)
+        for j in range(L):
+            if j > 0:
+                aux = self.bu_skip[j](torch.cat([b, t], dim=1))        # skip: BU + TD-inf features
+                b = self.bu_stacks[j](self.bu_down[j](self.bu_zin[j](z)), aux)
+                t = self.td_stacks[j](self.td_down[j](t), b)
+            else:
+                b = self.bu_stacks[0](b)
+                t = self.td_stacks[0](t, b)
+            if j < L - 1:
+                mean, scale = q_bu[j] = self.q_bu_heads[j](b)[0]
+                use_mean = q_mean or j + 1 <= mean_below
+                z = mean if use_mean else lik.gaussian_sample(mean, scale, generator=generator)
+                z_bu[j], log_q_bu[j] = z, lik.gaussian_log_prob(z, mean, scale)
+                feats.append(t)
+        return BottomUp(z_bu, log_q_bu, q_bu, feats, self.q_top_head(torch.cat([b, t], dim=1))[0])
+
+    # ------------------------------------------------------------------ the top-down pass
+
+    def top_down(self, bu: BottomUp | None, *, k: int = 0, temperature: float | list[float] = 1.0,
+                 q_mean: bool = False, start: Boundary | None = None, keep: int | None = None,
+                 below: str = "p", batch: int = 1, generator: torch.Generator | None = None) -> TopDown:
+        """Generate from z_L down to x. Levels i > k take z from q (`bu` needed), levels i <= k
+        from p(z_i | z_{>i}) with their prior scales multiplied by `temperature` (one value, or
+        one per level, bottom-up). `start` resumes at a cached boundary (then k = start.k);
+        `keep` returns the boundary above level `keep`. `batch` sizes prior draws without `bu`.
+        below="q" takes the levels <= k from q as well (to mix a cached top with another image).
+        """
+        cfg, L = self.config, self.config.L
+        temps = [float(temperature)] * L if isinstance(temperature, (int, float)) else [float(t) for t in temperature]
+        assert len(temps) == L, f"expected 1 or {L} temperatures, got {len(temps)}"
+        n = cfg.n_latents
+        log_q, log_p, zs, qs = [None] * n, [None] * n, [None] * n, [None] * n
+        boundary = None
+        if start is not None and start.k < L:
+            k, z, d, first = start.k, start.z, start.d, start.k
+        else:
+            if start is not None:
+                k = L
+            assert k >= L or bu is not None, "levels above k come from q: pass the bottom-up pass"
+            if k < L:
+                mean, scale = qs[-1] = bu.q_top
+                z = mean if q_mean else lik.gaussian_sample(mean, scale, generator=generator)
+                log_q[-1] = lik.gaussian_log_prob(z, mean, scale)
+            else:
+                shape = (batch, cfg.levels[-1].latent) + (() if cfg.levels[-1].dense else cfg.resolutions()[-1])
+                dev = self.out_conv.weight.device
+                z = temps[-1] * torch.randn(shape, generator=generator, device=dev)
+            log_p[-1] = lik.gaussian_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
+            zs[-1], d, first = z, None, L - 1
+            if keep == L - 1:
+                boundary = Boundary(L - 1, z, d)
+        for j in range(first - 1, -1, -1):
+            a = self.gen_up_z[j](self.gen_zin[j](z))
+            d = self.gen_stacks[j](a, self.gen_up_d[j](d) if d is not None and self.skip else None)
+            priors = self.p_heads[j](d)
+            from_q = j + 1 > k or below == "q"
+            if from_q:
+                qs_td = self.q_td_heads[j](self.q_merge[j](d, bu.feats[j]))[0]
+            if self.biva:
+                (pb_mean, pb_scale), (pt_mean, pt_scale) = priors
+                ib, it = 2 * j, 2 * j + 1
+                if from_q:
+                    z_bu, log_q[ib], qs[ib] = bu.z_bu[j], bu.log_q_bu[j], bu.q_bu[j]
+                    z_td = qs_td[0] if q_mean else lik.gaussian_sample(*qs_td, generator=generator)
+                    log_q[it], qs[it] = lik.gaussian_log_prob(z_td, *qs_td), qs_td
+                else:  # a level is resampled as a pair: z^BU is redrawn from p as well
+                    z_bu = lik.gaussian_sample(pb_mean, pb_scale, temps[j], generator)
+                    z_td = lik.gaussian_sample(pt_mean, pt_scale, temps[j], generator)
+                log_p[ib] = lik.gaussian_log_prob(z_bu, pb_mean, pb_scale)
+                log_p[it] = lik.gaussian_log_prob(z_td, pt_mean, pt_scale)
+                zs[ib], zs[it] = z_bu, z_td
+                z = torch.cat([z_td, z_bu], dim=1)
+            else:
+                p_mean, p_scale = priors[0]
+                if from_q:
+                    z = qs_td[0] if q_mean else lik.gaussian_sample(*qs_td, generator=generator)
+                    log_q[j], qs[j] = lik.gaussian_log_prob(z, *qs_td), qs_td
+                else:
+                    z = lik.gaussian_sample(p_mean, p_scale, temps[j], generator)
+                log_p[j], zs[j] = lik.gaussian_log_prob(z, p_mean, p_scale), z
+            if keep == j:
+                boundary = Boundary(j, z, d)
+        h = self.out_stack(self.out_zin(z), d if self.skip else None)
+        px = self.out_conv(F.elu(self.out_up(h)))
+        return TopDown(px, log_q, log_p, zs, qs, boundary)
+
+    # ------------------------------------------------------------------ the bound
+
+    def forward(self, x: Tensor, *, k: int = 0, generator: torch.Generator | None = None) -> tuple[Tensor, list[Tensor | None]]:
+        """One posterior sample per image: (log p(x | z), [log q - log p per latent]).
+
+        For k = 0 the second list holds a single-sample estimate of every latent's KL and
+        log p(x | z) - sum(kl) is the ELBO L_1. For k > 0, z_{<=k} comes from the prior, the
+        terms of latents at levels <= k are None, and the same expression is L^{>k}'s weight.
+        """
+        h, target = self.prepare(x)
+        bu = self.bottom_up(h, mean_below=k, generator=generator)
+        td = self.top_down(bu, k=k, generator=generator)
+        kl = [None if lq is None else lq - lp for lq, lp in zip(td.log_q, td.log_p)]
+        return self.log_px(target, td.px), kl
+
+    def log_weight(self, x: Tensor, *, k: int = 0, generator: torch.Generator | None = None) -> Tensor:
+        """log p(x | z) p(z_{>k}) / q(z_{>k} | x) for one draw; its mean over draws is L^{>k}."""
+        log_px, kl = self(x, k=k, generator=generator)
+        return log_px - sum(t for t in kl if t is not None)
+
+    def latent_level(self, index: int) -> int:
+        """The level i (1..L) that latent `index` belongs to."""
+        return index // 2 + 1 if self.biva else index + 1
+
+    def latent_names(self) -> list[str]:
+        if not self.biva:
+            return [f"z{i + 1}" for i in range(self.config.L)]
+        L = self.config.L
+        return [f"z{j // 2 + 1}_{'td' if j % 2 else 'bu'}" for j in range(2 * L - 2)] + [f"z{L}"]

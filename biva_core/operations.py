@@ -1,0 +1,153 @@
+"""What the studio and the evaluation need (spec section 3), as methods of the model.
+
+Every entry point runs under inference mode with the model in eval mode (dropout off) and
+puts the model back in its previous mode. Images come in and go out as float tensors
+(B, C, H, W) in [0, 1] on the model's device. Seeds give the same images for the same call.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from . import bounds
+
+
+def _evaluating(fn):
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                return fn(self, *args, **kwargs)
+        finally:
+            self.train(was_training)
+    return wrapper
+
+
+@dataclass
+class Scores:
+    """Per image: L^{>0}, L^{>k} and LLR^{>k} for each requested k (nats), and bits/dim of L^{>0}."""
+    l0: Tensor                       # (B,)
+    lk: dict[int, Tensor]            # k -> (B,)
+    llr: dict[int, Tensor]           # k -> (B,)
+    bpd: Tensor                      # (B,)
+
+
+class Operations:
+    """Mixed into `BIVA`; relies on its `bottom_up`, `top_down`, `prepare` and `px_image`."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.out_conv.weight.device
+
+    def _generator(self, seed: int | None) -> torch.Generator | None:
+        if seed is None:
+            return None
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    @_evaluating
+    def sample(self, n: int, *, temperature: float | list[float] = 1.0, seed: int | None = None,
+               sample_pixels: bool = False) -> Tensor:
+        """n images with every z drawn from the prior (scales times `temperature`, one value or
+        one per level bottom-up); the image is the mean of p(x | z) unless `sample_pixels`."""
+        g = self._generator(seed)
+        td = self.top_down(None, k=self.config.L, temperature=temperature, batch=n, generator=g)
+        return self.px_image(td.px, sample_pixels=sample_pixels, generator=g)
+
+    @_evaluating
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The mean of p(x | z) with every z at its posterior mean."""
+        h, _ = self.prepare(x.to(self.device))
+        td = self.top_down(self.bottom_up(h, q_mean=True), k=0, q_mean=True)
+        return self.px_image(td.px)
+
+    def boundary(self, x: Tensor, k: int) -> "Boundary":
+        """The top-down state above level k for x, with z_{>k} at the posterior means."""
+        h, _ = self.prepare(x.to(self.device))
+        bu = self.bottom_up(h, q_mean=True)
+        if k >= self.config.L:
+            from .model import Boundary
+            return Boundary(self.config.L, None, None)
+        return self.top_down(bu, k=k, q_mean=True, keep=k).boundary
+
+    @_evaluating
+    def resample(self, x: Tensor, k: int, n: int, *, temperature: float | list[float] = 1.0,
+                 seed: int | None = None) -> Tensor:
+        """Keep z_{>k} from q(. | x) (posterior means) and draw z_{<=k} from p(z_{<=k} | z_{>k})
+        n times: (B, n, C, H, W). k = 0 reconstructs (every draw equal), k = L samples. The
+        state above k is computed once; the n draws rerun only levels <= k."""
+        L = self.config.L
+        assert 0 <= k <= L, f"k must be in 0..{L}, got {k}"
+        b = x.shape[0]
+        g = self._generator(seed)
+        start = self.boundary(x, k)
+        if start.z is not None:
+            rep = lambda t: None if t is None else t.repeat_interleave(n, dim=0)  # noqa: E731
+            start = type(start)(start.k, rep(start.z), rep(start.d))
+        td = self.top_down(None, start=start, temperature=temperature, batch=b * n, generator=g)
+        img = self.px_image(td.px)
+        return img.view(b, n, *img.shape[1:])
+
+    @_evaluating
+    def mix(self, x_top: Tensor, x_bottom: Tensor, k: int) -> Tensor:
+        """z_{>k} from image A (posterior means) and z_{<=k} from image B's posterior means
+        given those: the bottom-up pass of B, the top-down state of A."""
+        h_b, _ = self.prepare(x_bottom.to(self.device))
+        bu_b = self.bottom_up(h_b, q_mean=True)
+        start = self.boundary(x_top, k)
+        if start.z is None:
+            return self.reconstruct(x_bottom)
+        td = self.top_down(bu_b, start=start, below="q", q_mean=True)
+        # levels <= k read B's inference features but A's top-down state
+        return self.px_image(td.px)
+
+    @_evaluating
+    def elbo(self, x: Tensor, *, seed: int | None = None) -> dict[str, Tensor]:
+        """Single-sample ELBO L_1 per image (nats), log p(x|z), and each latent's KL: (B, N)."""
+        log_px, kl = self(x.to(self.device), generator=self._generator(seed))
+        kl = torch.stack(kl, dim=1)
+        elbo = log_px - kl.sum(1)
+        return {"elbo": elbo, "log_px": log_px, "kl": kl,
+                "bpd": bounds.bits_per_dim(elbo, self.config.dims)}
+
+    @_evaluating
+    def iw_bound(self, x: Tensor, K: int, *, chunk: int = 256, seed: int | None = None) -> Tensor:
+        """L_K per image (nats), computed in chunks."""
+        w = bounds.log_weights(self, x.to(self.device), K=K, chunk=chunk, generator=self._generator(seed))
+        return bounds.iw_bound(w)
+
+    @_evaluating
+    def scores(self, x: Tensor, ks: list[int], *, K: int = 1, chunk: int = 256,
+               seed: int | None = None) -> Scores:
+        """L^{>0}, L^{>k} and LLR^{>k} = L^{>0} - L^{>k} for each k in ks, each importance
+        weighted with K samples, and the bits/dim of L^{>0}."""
+        x = x.to(self.device)
+        g = self._generator(seed)
+        bound = lambda k: bounds.iw_bound(bounds.log_weights(self, x, K=K, k=k, chunk=chunk, generator=g))  # noqa: E731
+        l0 = bound(0)
+        lk = {int(k): (l0 if k == 0 else bound(k)) for k in ks}
+        return Scores(l0, lk, {k: l0 - v for k, v in lk.items()}, bounds.bits_per_dim(l0, self.config.dims))
+
+    @_evaluating
+    def posterior_means(self, x: Tensor) -> list[Tensor]:
+        """Each latent's posterior mean with every parent at its posterior mean: N x (B, ...)."""
+        h, _ = self.prepare(x.to(self.device))
+        td = self.top_down(self.bottom_up(h, q_mean=True), k=0, q_mean=True)
+        return [q[0] for q in td.q]
+
+    def active_units(self, xs, *, threshold: float = 0.01) -> list[int]:
+        """Per latent, how many units have Var_x[E_q[z]] > threshold over the batches in xs."""
+        s1 = s2 = None
+        count = 0
+        for x in xs:
+            means = [m.flatten(1).double() for m in self.posterior_means(x)]
+            sums = [m.sum(0) for m in means]
+            sq = [(m * m).sum(0) for m in means]
+            s1 = sums if s1 is None else [a + b for a, b in zip(s1, sums)]
+            s2 = sq if s2 is None else [a + b for a, b in zip(s2, sq)]
+            count += means[0].shape[0]
+        return [int(((b / count - (a / count) ** 2) > threshold).sum()) for a, b in zip(s1, s2)]
