@@ -1,0 +1,112 @@
+"""MNIST-like sets: statically binarized MNIST (.amat text or .npz) and the idx files of MNIST and
+Fashion-MNIST (gzipped or not). All give uint8 (N, 1, 28, 28).
+
+Binarized MNIST (Larochelle & Murray) has its own 50k / 10k / 10k split, values {0, 1}:
+binarized_mnist_{train,valid,test}.amat (784 whitespace-separated 0/1 a line) or an .npz with
+keys train / valid / test of shape (N, 784).
+MNIST and Fashion-MNIST ship 60k training and 10k test images and no validation set: "valid" is
+the last sixth of the training file (the last 10,000 of 60,000), "train" the rest (the first
+50,000), "test" the t10k file. Values 0..255.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .cache import Source
+
+SIDE = 28
+
+
+def _as_images(rows: np.ndarray, where: Path) -> np.ndarray:
+    """(N, 784) of zeros and ones -> uint8 (N, 1, 28, 28)."""
+    if rows.ndim != 2 or rows.shape[1] != SIDE * SIDE:
+        raise ValueError(f"{where}: expected rows of {SIDE * SIDE} pixels, found shape {rows.shape}")
+    if rows.size and not np.isin(rows, (0, 1)).all():
+        raise ValueError(f"{where}: binarized MNIST must hold only 0 and 1")
+    return rows.astype(np.uint8).reshape(-1, 1, SIDE, SIDE)
+
+
+def read_amat(path: Path) -> np.ndarray:
+    """uint8 (N, 1, 28, 28) of a binarized_mnist_*.amat file."""
+    text = path.read_bytes()
+    if not re.search(rb"[^01\s]|\S\S", text):
+        # fast path, the canonical files: every value is a single "0" or "1"
+        rows = [line.translate(None, b" \t\r\v\f") for line in text.split(b"\n")]
+        rows = [row for row in rows if row]
+        bad = next((n for n, row in enumerate(rows, 1) if len(row) != SIDE * SIDE), None)
+        if bad is not None:
+            raise ValueError(f"{path}: expected {SIDE * SIDE} values a line, found "
+                             f"{len(rows[bad - 1])} in row {bad}")
+        pixels = np.frombuffer(b"".join(rows), np.uint8) - ord("0")
+        return pixels.reshape(-1, 1, SIDE, SIDE)
+    try:  # other spellings ("1.0", "0.000"): the slow general parser
+        rows = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a whitespace-separated table of numbers ({err})") from err
+    return _as_images(rows, path)
+
+
+def binarized_source(root: Path, split: str) -> Source:
+    npz = sorted(root.glob("binarized_mnist*.npz"))
+    if npz:
+        def decode_npz(progress: bool) -> np.ndarray:
+            with np.load(npz[0], allow_pickle=False) as archive:
+                if split not in archive.files:
+                    raise ValueError(f"{npz[0]}: expected arrays train, valid, test; found "
+                                     f"{', '.join(archive.files)}")
+                return _as_images(archive[split], npz[0])
+        return Source([npz[0]], decode_npz)
+    amat = root / f"binarized_mnist_{split}.amat"
+    if not amat.is_file():
+        raise FileNotFoundError(f"binarized MNIST not found in {root}: expected {amat.name} "
+                                "(or binarized_mnist*.npz with arrays train, valid, test)")
+    return Source([amat], lambda progress: read_amat(amat))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """The uint8 array of an idx file (gzipped when its name ends in .gz)."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        try:
+            raw = f.read()
+        except (OSError, EOFError) as err:
+            raise ValueError(f"{path}: cannot read ({err})") from err
+    if len(raw) < 4 or raw[:3] != b"\0\0\x08":
+        raise ValueError(f"{path}: not an idx file of unsigned bytes (magic {raw[:4].hex()}, "
+                         "expected 00000803 for images)")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != math.prod(dims):
+        raise ValueError(f"{path}: header promises {dims} = {math.prod(dims)} bytes, found {data.size}")
+    return data.reshape(dims)
+
+
+def _idx_file(root: Path, stem: str) -> Path:
+    """train-images-idx3-ubyte[.gz] (or the train-images.idx3-ubyte spelling), in root or root/raw."""
+    names = [stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"]
+    for folder in (root, root / "raw"):
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    raise FileNotFoundError(f"{root}: expected the idx file {stem} or {stem}.gz")
+
+
+def idx_source(root: Path, split: str) -> Source:
+    path = _idx_file(root, "t10k-images-idx3-ubyte" if split == "test" else "train-images-idx3-ubyte")
+
+    def decode(progress: bool) -> np.ndarray:
+        images = read_idx(path)
+        if images.ndim != 3:
+            raise ValueError(f"{path}: expected images (N, H, W), found shape {images.shape}")
+        images = images[:, None]  # (N, 1, H, W)
+        if split == "test":
+            return images
+        n_valid = len(images) // 6  # 10,000 of 60,000
+        return images[len(images) - n_valid:] if split == "valid" else images[:len(images) - n_valid]
+    return Source([path], decode)
