@@ -1,0 +1,121 @@
+"""Training speed: images/s, step time and achieved FLOP rate per preset and execution mode.
+
+    python benchmarks/train_speed.py --device cuda --presets celeba64 cifar10 --batch 48
+    python benchmarks/train_speed.py --device cpu --presets celeba64 binarized_mnist --modes fp32 bf16_cl
+
+Modes: fp32 | bf16 (autocast) | bf16_cl (+ channels-last) | bf16_cl_fused (+ fused optimizer)
+| bf16_cl_fused_compile (+ torch.compile). Every mode runs the real `Trainer.train_step` on
+random data. FLOPs of one step (forward + backward) come from torch.utils.flop_counter; the
+rate is FLOPs / median step time, and on CUDA also a fraction of the bf16 dense peak given
+by --peak-tflops (989 for an H100 / H200 SXM).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from biva_core.config import preset  # noqa: E402
+from biva_core.trainer import TrainConfig, Trainer  # noqa: E402
+
+MODES = {
+    "fp32": dict(amp="none", channels_last=False, fused=False, compile=False),
+    "bf16": dict(amp="bf16", channels_last=False, fused=False, compile=False),
+    "bf16_cl": dict(amp="bf16", channels_last=True, fused=False, compile=False),
+    "bf16_cl_fused": dict(amp="bf16", channels_last=True, fused=True, compile=False),
+    "bf16_cl_fused_compile": dict(amp="bf16", channels_last=True, fused=True, compile=True),
+}
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(name: str, mode: str, *, batch: int, device: str, steps: int, warmup: int) -> dict:
+    cfg = preset(name)
+    c, h, w = cfg.image_shape
+    data = np.random.default_rng(0).integers(0, 2 if cfg.likelihood == "bernoulli" else 256,
+                                             (max(4 * batch, 256), c, h, w), dtype=np.uint8)
+    tc = TrainConfig(batch_size=batch, warmup=1, flip=False, **MODES[mode])
+    with tempfile.TemporaryDirectory() as out:
+        tr = Trainer(cfg, tc, data, data[:batch], out, device=device, log=lambda *a: None)
+        x = tr.next_batch()
+        flops = None
+        if not tc.compile:
+            with FlopCounterMode(display=False) as fc:
+                tr.train_step(x)
+            flops = fc.get_total_flops()
+        t0 = time.time()
+        for _ in range(warmup):
+            tr.train_step(tr.next_batch())
+        sync(device)
+        first = time.time() - t0
+        times = []
+        for _ in range(steps):
+            x = tr.next_batch()
+            sync(device)
+            t = time.perf_counter()
+            r = tr.train_step(x)
+            sync(device)
+            times.append(time.perf_counter() - t)
+        assert np.isfinite(r["loss"]), f"{name}/{mode}: loss is not finite"
+        step = statistics.median(times)
+        n_params = sum(p.numel() for p in tr.model.parameters())
+    return {"preset": name, "mode": mode, "batch": batch, "params_M": n_params / 1e6,
+            "step_ms": 1e3 * step, "images_per_s": batch / step, "gflop_per_step": flops / 1e9 if flops else None,
+            "warmup_s": first, "loss": r["loss"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=["celeba64", "cifar10"])
+    ap.add_argument("--modes", nargs="+", default=list(MODES))
+    ap.add_argument("--batch", type=int, default=48)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--peak-tflops", type=float, default=989.0)
+    ap.add_argument("--json", help="append each result to this JSONL file")
+    args = ap.parse_args()
+    rows = []
+    for name in args.presets:
+        flops = None
+        for mode in args.modes:
+            try:
+                r = measure(name, mode, batch=args.batch, device=args.device, steps=args.steps, warmup=args.warmup)
+            except Exception as e:  # a mode that fails here (e.g. no compiler) is reported, not fatal
+                r = {"preset": name, "mode": mode, "error": f"{type(e).__name__}: {e}"[:300]}
+            flops = r.get("gflop_per_step") or flops
+            if "step_ms" in r and flops:
+                r["tflop_per_s"] = flops / r["step_ms"]
+                if args.device.startswith("cuda"):
+                    r["peak_fraction"] = r["tflop_per_s"] / args.peak_tflops
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()} threads"
+    print(f"\n{dev}, batch {args.batch}")
+    print(f"{'preset':<16}{'mode':<24}{'step ms':>9}{'img/s':>9}{'GFLOP/step':>12}{'TFLOP/s':>9}{'of peak':>9}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['preset']:<16}{r['mode']:<24}  failed: {r['error'][:60]}")
+            continue
+        print(f"{r['preset']:<16}{r['mode']:<24}{r['step_ms']:>9.1f}{r['images_per_s']:>9.1f}"
+              f"{(r.get('gflop_per_step') or float('nan')):>12.1f}{r.get('tflop_per_s', float('nan')):>9.3f}"
+              f"{r.get('peak_fraction', float('nan')):>9.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Pictures without a plotting library: image grids and line charts drawn with PIL."""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from PIL import Image, ImageDraw
+from torchvision.utils import make_grid
+
+
+def grid_image(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> Image.Image:
+    """(N, C, H, W) in [0, 1] -> one PIL image, nrow images a row (default: square-ish)."""
+    images = images.detach().float().cpu().clamp(0, 1)
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(len(images)))))
+    g = make_grid(images, nrow=nrow, padding=pad, pad_value=1.0)
+    return Image.fromarray((g.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> None:
+    grid_image(images, nrow).save(path)
+
+
+def _color(i: int, n: int) -> tuple[int, int, int]:
+    """A blue -> red ramp for latents ordered bottom-up."""
+    t = i / max(1, n - 1)
+    return int(40 + 200 * t), int(90 + 60 * math.sin(math.pi * t)), int(230 - 200 * t)
+
+
+def line_chart(series: dict[str, list[tuple[float, float]]], path: str | os.PathLike, *, title: str,
+               xlabel: str, ylabel: str, size: tuple[int, int] = (900, 520)) -> None:
+    """Draw each named series of (x, y) points; the legend lists them in order."""
+    w, h = size
+    left, right, top, bottom = 70, 150, 40, 50
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    pts = [p for s in series.values() for p in s if math.isfinite(p[1])]
+    if not pts:
+        d.text((w // 2 - 40, h // 2), "no data yet", fill="black")
+        img.save(path)
+        return
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    sx = lambda x: left + (x - x0) / (x1 - x0) * (w - left - right)  # noqa: E731
+    sy = lambda y: h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)  # noqa: E731
+    d.rectangle([left, top, w - right, h - bottom], outline="black")
+    for t in range(5):
+        yv = y0 + (y1 - y0) * t / 4
+        xv = x0 + (x1 - x0) * t / 4
+        d.text((5, sy(yv) - 6), f"{yv:.3g}", fill="black")
+        d.text((sx(xv) - 15, h - bottom + 5), f"{xv:.4g}", fill="black")
+        d.line([left, sy(yv), w - right, sy(yv)], fill=(230, 230, 230))
+    d.text((w // 2 - 4 * len(title), 10), title, fill="black")
+    d.text((w // 2 - 30, h - 20), xlabel, fill="black")
+    d.text((5, top - 25), ylabel, fill="black")
+    n = len(series)
+    for i, (name, s) in enumerate(series.items()):
+        col = _color(i, n)
+        xy = [(sx(x), sy(y)) for x, y in s if math.isfinite(y)]
+        if len(xy) > 1:
+            d.line(xy, fill=col, width=2)
+        elif xy:
+            d.ellipse([xy[0][0] - 2, xy[0][1] - 2, xy[0][0] + 2, xy[0][1] + 2], fill=col)
+        ly = top + i * (h - top - bottom) / max(n, 1)
+        d.line([w - right + 8, ly + 6, w - right + 24, ly + 6], fill=col, width=3)
+        d.text((w - right + 28, ly), name, fill="black")
+    img.save(path)
+
+
+def kl_per_latent_plot(history: list[tuple[int, list[float]]], names: list[str], path: str | os.PathLike) -> None:
+    """The paper's Fig. 2: log KL (nats) of each latent over training steps."""
+    series = {name: [(step, math.log(max(kl[j], 1e-4))) for step, kl in history] for j, name in enumerate(names)}
+    line_chart(series, path, title="KL per latent (valid split)", xlabel="step", ylabel="log KL (nats)")

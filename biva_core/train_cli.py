@@ -1,0 +1,101 @@
+"""`python train.py` / `biva-train`: train a BIVA on a data set into a pretrained folder.
+
+    python train.py --preset celeba64 --data celeba --data-dir ../shared/data --out runs/celeba64
+    python train.py --preset tiny --data folder --data-dir my_images --out runs/mine \\
+        --steps 2000 --set image_shape=[3,8,8] lr=1e-3
+    python train.py ... --resume            # continue exactly where runs/... stopped
+
+`--set key=value` changes a model-config key (image_shape, likelihood, mixtures, levels,
+dropout_q, dropout_p, variant) or a training key (see TrainConfig); values are JSON
+(strings may go bare). `--init DIR` starts from a pretrained folder's weights with a fresh
+optimizer.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import torch
+
+from .config import PRESETS, ModelConfig, preset
+from .trainer import TrainConfig, Trainer
+
+DIGITS = ("binarized_mnist", "mnist", "fashion_mnist")
+
+
+def parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    model = preset(args.preset).to_dict()
+    train = dataclasses.asdict(TrainConfig())
+    train["flip"] = args.data not in DIGITS
+    for item in args.set:
+        if "=" not in item:
+            raise SystemExit(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        if key in model:
+            model[key] = parse_value(value)
+        elif key in train:
+            train[key] = parse_value(value)
+        else:
+            raise SystemExit(f"--set {key}: unknown key; model keys {sorted(model)}, training keys {sorted(train)}")
+    for key in ("steps", "batch_size", "max_minutes"):
+        if getattr(args, key) is not None:
+            train[key] = getattr(args, key)
+    try:
+        return ModelConfig.from_dict(model), TrainConfig.from_dict(train)
+    except (TypeError, ValueError) as e:
+        raise SystemExit(str(e)) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .data import DATASETS, load_split
+    ap = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    ap.add_argument("--data", required=True, choices=DATASETS)
+    ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"), help="default: $BIVA_DATA")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--max-minutes", type=float, help="stop after this wall time")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/state")
+    ap.add_argument("--init", help="start from the weights of this pretrained folder")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    if args.data_dir is None:
+        raise SystemExit("--data-dir is required when $BIVA_DATA is not set")
+    model_cfg, train_cfg = build_configs(args)
+    size = model_cfg.image_shape[1]
+    try:
+        train = load_split(args.data, "train", args.data_dir, image_size=size, progress=not args.no_progress)
+        valid = load_split(args.data, "valid", args.data_dir, image_size=size, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"data: {e}") from None
+    if tuple(train.shape[1:]) != model_cfg.image_shape:
+        raise SystemExit(f"data: {args.data} images are {tuple(train.shape[1:])}, the model expects "
+                         f"{model_cfg.image_shape}; choose another --preset or --set image_shape=...")
+    if len(valid) == 0:
+        raise SystemExit(f"data: the valid split of {args.data} is empty")
+    if args.data == "mnist" and model_cfg.likelihood == "bernoulli":
+        train, valid = (train > 127).astype("uint8"), (valid > 127).astype("uint8")
+    trainer = Trainer(model_cfg, train_cfg, train, valid, args.out, device=args.device, init=args.init,
+                      log=lambda m: print(m, file=sys.stderr))
+    if args.resume:
+        trainer.load_state()
+        print(f"resumed at step {trainer.step}", file=sys.stderr)
+    result = trainer.run(progress=not args.no_progress)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""Training: the released recipe (Adamax, free bits, EMA, evaluation with the EMA weights) plus
+warm-up, gradient clipping, skipping of non-finite or spiking updates, bf16 autocast,
+channels-last and optional torch.compile.
+
+The trainer works on uint8 arrays (N, C, H, W) held in memory (8-bit data in 0..255, binarized
+data in {0, 1}). It writes to `out`:
+    config.json + model*.safetensors   the best EMA weights so far (the pretrained layout)
+    metrics.jsonl                      one JSON object per log line / validation
+    state/                             everything --resume needs (written atomically)
+    samples_*.png, kl_per_latent.png   pictures, refreshed at every validation
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from . import bounds
+from .checkpoint import _atomic_write, save_pretrained
+from .config import ModelConfig
+from .model import BIVA
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200_000
+    batch_size: int = 48
+    lr: float = 2e-3
+    lr_decay: float = 0.999999       # per step, down to lr_min
+    lr_min: float = 1e-4
+    warmup: int = 200                # linear warm-up steps
+    free_bits: float = 2.0           # nats per latent group and image (training only)
+    ema: float = 0.9995
+    grad_clip: float = 200.0         # clip the global gradient norm to this
+    skip_threshold: float = 1000.0   # skip the update when the norm exceeds this (or is not finite)
+    amp: str = "auto"                # "bf16", "none", or "auto" (bf16 on CUDA, none on CPU)
+    channels_last: bool = True
+    compile: bool = False
+    fused: bool = True               # fused (CUDA) / foreach optimizer kernels
+    flip: bool = True                # random horizontal flips (faces, not digits)
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 1000           # steps between validations (and best-weights saves)
+    eval_images: int = 1000          # valid images per validation (0 = all)
+    ckpt_minutes: float = 5.0        # resume state at least this often
+    max_minutes: float = 0.0         # stop after this wall time (0 = no limit)
+    num_threads: int = 0             # CPU threads (0 = all cores)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"train config: unknown key(s) {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+
+def to_float(batch: torch.Tensor, binary: bool) -> torch.Tensor:
+    """uint8 batch -> float images in [0, 1]."""
+    return batch.float() if binary else batch.float() / 255
+
+
+class Trainer:
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, train: np.ndarray, valid: np.ndarray,
+                 out: str | os.PathLike, *, device: str = "cpu", init: str | None = None, log=print):
+        self.cfg, self.device, self.out, self.log = cfg, torch.device(device), Path(out), log
+        self.out.mkdir(parents=True, exist_ok=True)
+        if cfg.num_threads and self.device.type == "cpu":
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
+        self.binary = bool(train.max() <= 1)
+        # uint8 in memory; on a GPU the whole split lives there (16k faces at 64x64 are 197 MB)
+        self.train_data = torch.from_numpy(np.ascontiguousarray(train)).to(
+            self.device if self.device.type == "cuda" else "cpu")
+        self.valid_data = torch.from_numpy(np.ascontiguousarray(valid))
+        self.model = BIVA(model_cfg).to(self.device)
+        if init:  # warm start from a pretrained layout; the optimizer starts fresh
+            from .checkpoint import load_pretrained
+            self.model.load_state_dict(load_pretrained(init).state_dict())
+        self.ema = BIVA(model_cfg).to(self.device)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.requires_grad_(False).eval()
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            self.ema.to(memory_format=torch.channels_last)
+        self.params = [p for p in self.model.parameters()]
+        self.ema_params = [p for p in self.ema.parameters()]
+        self.opt = torch.optim.Adamax(self.params, lr=cfg.lr, **self._fused())
+        self.amp = (self.device.type == "cuda") if cfg.amp == "auto" else cfg.amp == "bf16"
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.step, self.epoch, self.pos = 0, 0, 0
+        self.best_bpd, self.seconds = math.inf, 0.0
+        self.kl_history: list[tuple[int, list[float]]] = []
+        self.stop_requested = False
+
+    def _fused(self) -> dict:
+        if self.device.type != "cuda" or not self.cfg.fused:
+            return {}
+        try:  # a fused kernel where this torch has one for Adamax, else foreach
+            torch.optim.Adamax([nn.Parameter(torch.zeros(1, device=self.device))], fused=True)
+            return {"fused": True}
+        except (RuntimeError, TypeError, ValueError):
+            return {"foreach": True}
+
+    # ------------------------------------------------------------------ data order
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        return torch.randperm(len(self.train_data), generator=g)
+
+    def next_batch(self) -> torch.Tensor:
+        """The next batch of the epoch's permutation; (step, epoch, pos) fix the data order."""
+        b = self.cfg.batch_size
+        if self.pos + b > len(self.train_data):
+            self.epoch, self.pos = self.epoch + 1, 0
+        if self.pos == 0 or not hasattr(self, "_perm") or self._perm[0] != self.epoch:
+            self._perm = (self.epoch, self._permutation(self.epoch).to(self.train_data.device))
+        idx = self._perm[1][self.pos:self.pos + b]
+        self.pos += b
+        x = self.train_data[idx]
+        if self.cfg.flip:
+            g = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.step)
+            flip = (torch.rand(len(idx), generator=g) < 0.5).to(x.device).view(-1, 1, 1, 1)
+            x = torch.where(flip, x.flip(-1), x)
+        x = to_float(x.to(self.device, non_blocking=True), self.binary)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    # ------------------------------------------------------------------ one update
+
+    def lr_at(self, step: int) -> float:
+        c = self.cfg
+        lr = max(c.lr * c.lr_decay ** step, c.lr_min)
+        return lr * min(1.0, (step + 1) / c.warmup) if c.warmup else lr
+
+    def train_step(self, x: torch.Tensor) -> dict:
+        c = self.cfg
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            log_px, kl = self.forward(x)
+        log_px, kl = log_px.float(), [t.float() for t in kl]
+        loss = bounds.free_bits_loss(log_px, kl, c.free_bits).mean() / self.model.config.dims
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
+        # one host sync per step: whether to apply the update
+        gn_value, loss_value = float(gn), float(loss.detach())
+        ok = math.isfinite(gn_value) and math.isfinite(loss_value) and gn_value < c.skip_threshold
+        if ok:
+            self.opt.step()
+            torch._foreach_lerp_(self.ema_params, self.params, 1 - c.ema)
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        with torch.no_grad():
+            kl_t = torch.stack(kl, 1).detach()
+            elbo = (log_px - kl_t.sum(1)).mean()
+        return {"loss": loss_value, "elbo": elbo, "grad_norm": gn_value, "skipped": not ok,
+                "kl": kl_t.mean(0)}
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.inference_mode()
+    def validate(self, model: BIVA | None = None, images: int | None = None) -> dict:
+        """Single-sample ELBO and per-latent KL of the EMA model on the valid split."""
+        model = model or self.ema
+        n = images if images is not None else (self.cfg.eval_images or len(self.valid_data))
+        data = self.valid_data[:n]
+        elbos, kls = [], []
+        g = torch.Generator(device=self.device).manual_seed(1234)
+        model.eval()
+        for i in range(0, len(data), 4 * self.cfg.batch_size):
+            x = to_float(data[i:i + 4 * self.cfg.batch_size].to(self.device), self.binary)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                log_px, kl = model(x, generator=g)
+            kl = torch.stack([t.float() for t in kl], 1)
+            elbos.append(log_px.float() - kl.sum(1))
+            kls.append(kl)
+        elbo = torch.cat(elbos).mean().item()
+        kl = torch.cat(kls).mean(0).tolist()
+        return {"valid_elbo": elbo, "valid_bpd": bounds.bits_per_dim(elbo, model.config.dims),
+                "valid_kl": kl, "valid_images": len(data)}
+
+    # ------------------------------------------------------------------ saving and resuming
+
+    def metadata(self, extra: dict | None = None) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "seconds": round(self.seconds, 1),
+                "best_valid_bpd": self.best_bpd, "train_config": dataclasses.asdict(self.cfg),
+                **(extra or {})}
+
+    def save_state(self) -> None:
+        """Everything --resume needs, written atomically: tensors as safetensors, the rest JSON."""
+        d = self.out / "state"
+        d.mkdir(exist_ok=True)
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        opt = self.opt.state_dict()
+        for pid, st in opt["state"].items():
+            for name, v in st.items():
+                tensors[f"opt.{pid}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        _atomic_write(d / "tensors.safetensors", lambda p: save_file(tensors, p))
+        scalars = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "best_bpd": self.best_bpd,
+                   "seconds": self.seconds, "kl_history": self.kl_history,
+                   "param_groups": opt["param_groups"], "torch_rng": torch.get_rng_state().tolist(),
+                   "train_config": dataclasses.asdict(self.cfg), "model_config": self.model.config.to_dict()}
+        _atomic_write(d / "scalars.json", lambda p: Path(p).write_text(json.dumps(scalars)))
+
+    def load_state(self) -> None:
+        d = self.out / "state"
+        if not (d / "scalars.json").is_file():
+            raise FileNotFoundError(f"{d / 'scalars.json'}: no training state to resume from")
+        scalars = json.loads((d / "scalars.json").read_text())
+        if scalars["model_config"] != self.model.config.to_dict():
+            raise ValueError(f"{d}: the saved run has another model config; resume with the same --preset/--set")
+        tensors = load_file(d / "tensors.safetensors", device=str(self.device))
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        state: dict = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v.cpu() if name == "step" else v
+        self.opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+        self.step, self.epoch, self.pos = scalars["step"], scalars["epoch"], scalars["pos"]
+        self.best_bpd, self.seconds = scalars["best_bpd"], scalars["seconds"]
+        self.kl_history = [tuple(r) for r in scalars["kl_history"]]
+        torch.set_rng_state(torch.tensor(scalars["torch_rng"], dtype=torch.uint8))
+
+    def write_metrics(self, row: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    # ------------------------------------------------------------------ the loop
+
+    def on_validation(self, row: dict) -> None:
+        """Keep the best EMA weights by valid bits/dim; draw the pictures."""
+        if row["valid_bpd"] < self.best_bpd:
+            self.best_bpd = row["valid_bpd"]
+            save_pretrained(self.ema, self.out, training=self.metadata({"valid": {k: v for k, v in row.items() if k != "valid_kl"}}))
+        self.kl_history.append((self.step, row["valid_kl"]))
+        from .plots import kl_per_latent_plot, save_grid
+        names = self.model.latent_names()
+        kl_per_latent_plot(self.kl_history, names, self.out / "kl_per_latent.png")
+        for t in (1.0, 0.8):
+            save_grid(self.ema.sample(16, temperature=t, seed=0), self.out / f"samples_t{t:.1f}.png")
+
+    def run(self, progress: bool = True) -> dict:
+        from tqdm import tqdm
+        c = self.cfg
+        self._install_signal_handlers()
+        last_ckpt = time.time()
+        t_start, s_start = time.time(), self.seconds
+        bar = tqdm(total=c.steps, initial=self.step, disable=not progress, dynamic_ncols=True, desc="train")
+        acc, n_acc, t_log = None, 0, time.time()
+        try:
+            while self.step < c.steps and not self.stop_requested:
+                if c.max_minutes and (time.time() - t_start) > 60 * c.max_minutes:
+                    break
+                x = self.next_batch()
+                r = self.train_step(x)
+                self.seconds = s_start + time.time() - t_start
+                acc = r if acc is None else {k: (acc[k] + r[k]) if k in ("loss", "elbo", "grad_norm", "kl") else r[k] for k in r}
+                acc["skips"] = acc.get("skips", 0) + int(r["skipped"])
+                n_acc += 1
+                if self.step % c.log_every == 0:
+                    dt = time.time() - t_log
+                    elbo = float(acc["elbo"]) / n_acc
+                    row = {"step": self.step, "loss": acc["loss"] / n_acc, "elbo": elbo,
+                           "bpd": bounds.bits_per_dim(elbo, self.model.config.dims),
+                           "grad_norm": acc["grad_norm"] / n_acc, "skipped": acc["skips"],
+                           "lr": self.lr_at(self.step), "images_per_s": n_acc * c.batch_size / dt,
+                           "seconds": round(self.seconds, 1), "kl": (acc["kl"] / n_acc).tolist()}
+                    self.write_metrics(row)
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", bpd=f"{row['bpd']:.3f}", ips=f"{row['images_per_s']:.0f}")
+                    acc, n_acc, t_log = None, 0, time.time()
+                if self.step % c.eval_every == 0 or self.step == c.steps:
+                    row = {"step": self.step, "seconds": round(self.seconds, 1), **self.validate()}
+                    self.write_metrics(row)
+                    self.on_validation(row)
+                    self.log(f"step {self.step}: valid bpd {row['valid_bpd']:.4f} (best {self.best_bpd:.4f})")
+                if time.time() - last_ckpt > 60 * c.ckpt_minutes:
+                    self.save_state()
+                    last_ckpt = time.time()
+                bar.update(1)
+        finally:
+            bar.close()
+            self.save_state()
+            self._restore_signal_handlers()
+        return {"step": self.step, "best_valid_bpd": self.best_bpd, "seconds": self.seconds}
+
+    def _install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            self.log(f"signal {signum}: saving and stopping after this step")
+            self.stop_requested = True
+        self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in self._old:
+            try:
+                signal.signal(s, handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def _restore_signal_handlers(self) -> None:
+        for s, h in self._old.items():
+            try:
+                signal.signal(s, h)
+            except ValueError:
+                pass
