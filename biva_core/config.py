@@ -6,6 +6,7 @@ listed bottom-up: `levels[0]` is level 1 (nearest the pixels), `levels[-1]` is l
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 
 VARIANTS = ("biva", "lvae", "lvae+")
@@ -46,6 +47,10 @@ class ModelConfig:
     variant: str = "biva"
 
     def __post_init__(self) -> None:
+        _check(hasattr(self.image_shape, "__len__") and not isinstance(self.image_shape, (str, dict))
+               and len(self.image_shape) == 3 and all(isinstance(s, numbers.Integral) for s in self.image_shape),
+               "image_shape", self.image_shape, "must be (C, H, W) with C in {1, 3}")
+        _check(isinstance(self.levels, (list, tuple)), "levels", self.levels, "must be a list of levels")
         object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
         object.__setattr__(self, "levels", tuple(
             lv if isinstance(lv, LevelConfig) else _from_dict(LevelConfig, lv, "levels[]")
@@ -106,6 +111,9 @@ def _check(ok: bool, key: str, value, why: str) -> None:
         raise ValueError(f"config: {key}={value!r} {why}")
 
 
+_JSON_SCALARS = {"int": int, "float": (int, float), "bool": bool, "str": str}  # field annotation -> accepted
+
+
 def _from_dict(cls, d: dict, where: str):
     if not isinstance(d, dict):
         raise ValueError(f"config: {where} must be a JSON object, got {type(d).__name__}")
@@ -118,6 +126,11 @@ def _from_dict(cls, d: dict, where: str):
                      and f.default_factory is dataclasses.MISSING)
     if missing:
         raise ValueError(f"config: missing key(s) {missing} in {where}")
+    for f in dataclasses.fields(cls):  # JSON scalars: 2.5 blocks or "yes" for a bool would pass __post_init__
+        want = _JSON_SCALARS.get(f.type)
+        value = d.get(f.name)
+        if f.name in d and want and (not isinstance(value, want) or (isinstance(value, bool) and f.type != "bool")):
+            raise ValueError(f"config: {f.name}={value!r} in {where} must be {f.type}")
     try:
         return cls(**d)
     except TypeError as e:

@@ -256,7 +256,7 @@ class BIVA(Operations, nn.Module):
         """
         h, target = self.prepare(x)
         bu = self.bottom_up(h, mean_below=k, generator=generator)
-        td = self.top_down(bu, k=k, generator=generator)
+        td = self.top_down(bu, k=k, batch=h.shape[0], generator=generator)  # batch: k = L draws every z from p
         kl = [None if lq is None else lq - lp for lq, lp in zip(td.log_q, td.log_p)]
         return self.log_px(target, td.px), kl
 

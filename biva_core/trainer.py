@@ -245,16 +245,22 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def on_validation(self, row: dict) -> None:
-        """Keep the best EMA weights by valid bits/dim; draw the pictures."""
-        if row["valid_bpd"] < self.best_bpd:
-            self.best_bpd = row["valid_bpd"]
-            save_pretrained(self.ema, self.out, training=self.metadata({"valid": {k: v for k, v in row.items() if k != "valid_kl"}}))
+        """Keep the best weights by valid bits/dim (the EMA weights, or the raw ones when they
+        are better: early in training an average of fast-moving weights can lag far behind);
+        draw the pictures."""
+        best_model = self.ema if row["valid_bpd"] <= row.get("raw_valid_bpd", math.inf) else self.model
+        bpd = min(row["valid_bpd"], row.get("raw_valid_bpd", math.inf))
+        if bpd < self.best_bpd:
+            self.best_bpd = bpd
+            which = "ema" if best_model is self.ema else "raw"
+            meta = {k: v for k, v in row.items() if k not in ("valid_kl", "raw_valid_kl")}
+            save_pretrained(best_model, self.out, training=self.metadata({"valid": meta, "weights": which}))
         self.kl_history.append((self.step, row["valid_kl"]))
         from .plots import kl_per_latent_plot, save_grid
         names = self.model.latent_names()
         kl_per_latent_plot(self.kl_history, names, self.out / "kl_per_latent.png")
         for t in (1.0, 0.8):
-            save_grid(self.ema.sample(16, temperature=t, seed=0), self.out / f"samples_t{t:.1f}.png")
+            save_grid(best_model.sample(16, temperature=t, seed=0), self.out / f"samples_t{t:.1f}.png")
 
     def run(self, progress: bool = True) -> dict:
         from tqdm import tqdm
@@ -286,10 +292,12 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['loss']:.3f}", bpd=f"{row['bpd']:.3f}", ips=f"{row['images_per_s']:.0f}")
                     acc, n_acc, t_log = None, 0, time.time()
                 if self.step % c.eval_every == 0 or self.step == c.steps:
-                    row = {"step": self.step, "seconds": round(self.seconds, 1), **self.validate()}
+                    raw = {f"raw_{k}": v for k, v in self.validate(self.model).items()}
+                    row = {"step": self.step, "seconds": round(self.seconds, 1), **self.validate(), **raw}
                     self.write_metrics(row)
                     self.on_validation(row)
-                    self.log(f"step {self.step}: valid bpd {row['valid_bpd']:.4f} (best {self.best_bpd:.4f})")
+                    self.log(f"step {self.step}: valid bpd EMA {row['valid_bpd']:.4f}, raw {row['raw_valid_bpd']:.4f} "
+                             f"(best {self.best_bpd:.4f})")
                 if time.time() - last_ckpt > 60 * c.ckpt_minutes:
                     self.save_state()
                     last_ckpt = time.time()

@@ -54,6 +54,10 @@ def main() -> None:
     ap.add_argument("--preset", default="celeba64")
     ap.add_argument("--set", nargs="*", default=[], help="model config overrides key=value (tests)")
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--eval-every", type=int, default=400)
+    ap.add_argument("--init", help="warm start from these pretrained weights")
     ap.add_argument("--eval-reserve", type=float, default=110.0, help="seconds kept for steps 4-5")
     ap.add_argument("--bench-presets", nargs="*", default=["celeba64", "cifar10"])
     ap.add_argument("--bench-steps", type=int, default=10)
@@ -118,20 +122,22 @@ def main() -> None:
     if overrides:
         mcfg = mcfg.from_dict({**mcfg.to_dict(), **{k: json.loads(v) for k, v in overrides.items()}})
     minutes = (args.deadline - args.eval_reserve - elapsed()) / 60
-    tcfg = TrainConfig(steps=10 ** 7, batch_size=args.batch, ema=0.999, warmup=100, eval_every=400,
+    tcfg = TrainConfig(steps=10 ** 7, batch_size=args.batch, ema=args.ema, lr=args.lr, warmup=100, eval_every=args.eval_every,
                        eval_images=0, log_every=50, ckpt_minutes=2.0, max_minutes=minutes)
     log(f"training {args.preset} for {minutes:.2f} min, batch {args.batch}")
     run_dir = work / "run"
-    trainer = Trainer(mcfg, tcfg, train, valid, run_dir, device=args.device, log=log)
+    trainer = Trainer(mcfg, tcfg, train, valid, run_dir, device=args.device, log=log, init=args.init)
     try:
         r = trainer.run(progress=False)
     except Exception:
         traceback.print_exc()
         r = {"step": trainer.step, "error": traceback.format_exc()[-800:]}
-    if trainer.best_bpd == math.inf:  # never validated: validate and save what we have
-        row = {"step": trainer.step, **trainer.validate()}
-        trainer.write_metrics(row)
-        trainer.on_validation(row)
+    # a last validation of both the EMA and the raw weights; the better one is kept if best
+    raw = {f"raw_{k}": v for k, v in trainer.validate(trainer.model).items()}
+    row = {"step": trainer.step, **trainer.validate(), **raw}
+    trainer.write_metrics(row)
+    trainer.on_validation(row)
+    log(f"final valid bpd: EMA {row['valid_bpd']:.4f}, raw {row['raw_valid_bpd']:.4f}")
     r["images_seen"] = trainer.step * args.batch
     r["epochs"] = r["images_seen"] / len(train)
     results["train"] = r
@@ -174,7 +180,7 @@ def main() -> None:
         K, done, vals = 1000, 0, []
         t_img = None
         while done < len(test):
-            left = args.deadline - 45 - elapsed()
+            left = args.deadline - 25 - elapsed()
             if left < 15 or (t_img is not None and left < t_img * 1.2):
                 break
             t = time.time()

@@ -1,0 +1,142 @@
+"""Configs: presets build (on the meta device: no memory, no time), the reference shapes of
+docs/biva.md hold, JSON round trips, and bad input is an error that names the key."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from biva_core import BIVA, PRESETS, LevelConfig, ModelConfig, preset
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_builds_and_round_trips(name: str) -> None:
+    cfg = preset(name)
+    with torch.device("meta"):
+        model = BIVA(cfg)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert len(model.latent_names()) == cfg.n_latents == 2 * cfg.L - 1
+    assert len(set(model.latent_names())) == cfg.n_latents
+    again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and isinstance(again.levels[0], LevelConfig)
+
+
+def test_celeba64_shape() -> None:
+    """L = 20, N = 39, 64x64x3, latents at 32x32 and below."""
+    cfg = preset("celeba64")
+    assert cfg.L == 20 and cfg.n_latents == 39 and cfg.image_shape == (3, 64, 64)
+    assert max(h for h, _ in cfg.resolutions()) == 32
+    with torch.device("meta"):
+        model = BIVA(cfg)
+    assert model.latent_names()[0] == "z1_bu" and model.latent_names()[-1] == "z20"
+    assert [model.latent_level(i) for i in (0, 1, 2, 37, 38)] == [1, 1, 2, 19, 20]
+
+
+def test_reference_presets_follow_the_released_code() -> None:
+    mnist, cifar = preset("binarized_mnist"), preset("cifar10")
+    assert mnist.L == 6 and mnist.likelihood == "bernoulli" and all(lv.dense for lv in mnist.levels)
+    assert [lv.latent for lv in mnist.levels] == [48, 40, 32, 24, 16, 8]
+    assert [h for h, _ in mnist.resolutions()] == [28, 14, 14, 7, 7, 7]
+    assert (mnist.dropout_q, mnist.dropout_p) == (0.5, 0.5)
+    assert cifar.L == 15 and cifar.mixtures == 10 and (cifar.dropout_q, cifar.dropout_p) == (0.2, 0.0)
+    res = [h for h, _ in cifar.resolutions()]
+    assert res == [16] * 10 + [8] * 4 + [4]
+    assert [lv.latent for lv in cifar.levels] == list(range(38, 19, -2)) + [18, 16, 14, 12, 10]
+
+
+def test_tiny_forward_shapes() -> None:
+    cfg = preset("tiny")
+    model = BIVA(cfg).eval()
+    out = model.elbo(torch.rand(2, *cfg.image_shape), seed=0)
+    assert out["kl"].shape == (2, cfg.n_latents) and out["elbo"].shape == (2,)
+
+
+@pytest.mark.parametrize("variant,n", [("lvae", 3), ("lvae+", 3), ("biva", 5)])
+def test_variant_counts(variant: str, n: int) -> None:
+    cfg = preset("tiny").replace(variant=variant)
+    assert cfg.n_latents == n
+
+
+def test_json_numbers_are_accepted_where_they_fit() -> None:
+    d = _tiny_dict()
+    d["dropout_q"] = 0                                           # an int where a float is expected
+    assert ModelConfig.from_dict(d).dropout_q == 0.0
+
+
+def _tiny_dict() -> dict:
+    return json.loads(json.dumps(preset("tiny").to_dict()))
+
+
+@pytest.mark.parametrize("where", ["model", "level"])
+def test_unknown_key_is_named(where: str) -> None:
+    d = _tiny_dict()
+    (d if where == "model" else d["levels"][1])["widht"] = 3
+    with pytest.raises(ValueError, match="widht"):
+        ModelConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("key", ["image_shape", "levels"])
+def test_missing_key_is_named(key: str) -> None:
+    d = _tiny_dict()
+    del d[key]
+    with pytest.raises(ValueError, match=key):
+        ModelConfig.from_dict(d)
+
+
+def test_missing_level_key_is_named() -> None:
+    d = _tiny_dict()
+    del d["levels"][0]["channels"]
+    with pytest.raises(ValueError, match="channels"):
+        ModelConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("likelihood", "gaussian"), ("variant", "nvae"), ("mixtures", 0), ("dropout_q", 1.0),
+    ("dropout_p", -0.1), ("image_shape", [2, 8, 8]), ("levels", []),
+    # wrong JSON types: each must name its key, not fail deep inside with a bare TypeError
+    ("mixtures", "10"), ("mixtures", 2.5), ("mixtures", True), ("dropout_q", "0.1"), ("variant", None),
+    ("image_shape", [8, 8]), ("image_shape", ["a", 8, 8]), ("image_shape", 64), ("levels", 5),
+])
+def test_bad_value_is_named(key: str, value) -> None:
+    d = _tiny_dict()
+    d[key] = value
+    with pytest.raises(ValueError, match=key):
+        ModelConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("key,value", [("stride", 3), ("blocks", 0), ("channels", 0), ("latent", -1),
+                                       ("blocks", "3"), ("blocks", 1.5), ("dense", "yes"), ("stride", 2.0)])
+def test_bad_level_value_is_named(key: str, value) -> None:
+    d = _tiny_dict()
+    d["levels"][0][key] = value
+    with pytest.raises(ValueError, match=key):
+        ModelConfig.from_dict(d)
+
+
+def test_stride_that_does_not_divide_the_resolution() -> None:
+    d = _tiny_dict()
+    d["levels"][1]["stride"] = 2
+    d["levels"].append({**d["levels"][1]})                      # 8 -> 4 -> 2 -> 1 -> 1/2
+    d["levels"][2]["stride"] = 2
+    with pytest.raises(ValueError, match=r"levels\[3\]\.stride"):
+        ModelConfig.from_dict(d)
+
+
+def test_bernoulli_needs_one_channel() -> None:
+    with pytest.raises(ValueError, match="likelihood"):
+        preset("tiny").replace(likelihood="bernoulli")
+
+
+def test_not_an_object() -> None:
+    with pytest.raises(ValueError, match="levels"):
+        ModelConfig.from_dict({**_tiny_dict(), "levels": [[1, 16, 4, 2, False]] * 3})
+
+
+def test_config_is_frozen_and_unknown_preset_is_named() -> None:
+    cfg = preset("tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.mixtures = 5
+    with pytest.raises(ValueError, match="celeba128"):
+        preset("celeba128")
