@@ -4,11 +4,12 @@
     python train.py --preset tiny --data folder --data-dir my_images --out runs/mine \\
         --steps 2000 --set image_shape=[3,8,8] lr=1e-3
     python train.py ... --resume            # continue exactly where runs/... stopped
+    torchrun --nproc_per_node 4 train.py ... # data-parallel over 4 GPUs (batch = global batch)
 
 `--set key=value` changes a model-config key (image_shape, likelihood, mixtures, levels,
 dropout_q, dropout_p, variant) or a training key (see TrainConfig); values are JSON
 (strings may go bare). `--init DIR` starts from a pretrained folder's weights with a fresh
-optimizer.
+optimizer. SIGINT / SIGTERM (Ctrl-C, a scheduler's kill) save the state and exit cleanly.
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import os
 import sys
 
 import torch
+import torch.distributed
 
+from . import distributed as dist
 from .config import PRESETS, ModelConfig, preset
 from .trainer import TrainConfig, Trainer
 
@@ -88,13 +91,19 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"data: the valid split of {args.data} is empty")
     if args.data == "mnist" and model_cfg.likelihood == "bernoulli":
         train, valid = (train > 127).astype("uint8"), (valid > 127).astype("uint8")
-    trainer = Trainer(model_cfg, train_cfg, train, valid, args.out, device=args.device, init=args.init,
-                      log=lambda m: print(m, file=sys.stderr))
+    trainer = Trainer(model_cfg, train_cfg, train, valid, args.out, device=dist.local_device(args.device),
+                      init=args.init, log=lambda m: print(m, file=sys.stderr))
     if args.resume:
         trainer.load_state()
-        print(f"resumed at step {trainer.step}", file=sys.stderr)
-    result = trainer.run(progress=not args.no_progress)
-    print(json.dumps(result))
+        if trainer.rank == 0:
+            print(f"resumed at step {trainer.step}", file=sys.stderr)
+    try:
+        result = trainer.run(progress=not args.no_progress)
+    finally:
+        if trainer.distributed:
+            torch.distributed.destroy_process_group()
+    if trainer.rank == 0:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

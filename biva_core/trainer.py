@@ -8,6 +8,21 @@ data in {0, 1}). It writes to `out`:
     metrics.jsonl                      one JSON object per log line / validation
     state/                             everything --resume needs (written atomically)
     samples_*.png, kl_per_latent.png   pictures, refreshed at every validation
+
+Exact resumption: a run stopped at step n (--steps n, --max-minutes, SIGINT / SIGTERM) and
+resumed to N ends with the same parameters, bit for bit on the same device and thread count,
+as one run to N. The data order is a function of (seed, epoch, position), flips of (seed, step),
+the learning rate of the step; the optimizer and EMA state and every rank's RNG state (dropout
+and latent draws) are saved; validation runs under `fork_rng` with its own generator so it
+draws nothing from the training stream.
+
+Several processes (torchrun, WORLD_SIZE > 1): NCCL on CUDA, Gloo on CPU. `batch_size` is the
+global batch: each epoch's permutation is the same on every rank and rank r takes the r-th
+slice of each batch (batch_size must divide by the number of ranks). The model is wrapped in
+DistributedDataParallel for the training forward (gradients averaged over ranks, so every rank
+applies the same update and keeps the same EMA). Rank 0 alone logs, validates and writes;
+stopping and checkpointing are decided together (a flag reduced over ranks each step). Resuming
+needs the state folder on a file system every node sees.
 """
 from __future__ import annotations
 
@@ -26,6 +41,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from . import bounds
+from . import distributed as dist
 from .checkpoint import _atomic_write, save_pretrained
 from .config import ModelConfig
 from .model import BIVA
@@ -77,7 +93,12 @@ class Trainer:
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, train: np.ndarray, valid: np.ndarray,
                  out: str | os.PathLike, *, device: str = "cpu", init: str | None = None, log=print):
         self.cfg, self.device, self.out, self.log = cfg, torch.device(device), Path(out), log
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.distributed = dist.init(self.device)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        if cfg.batch_size % self.world:
+            raise ValueError(f"train config: batch_size={cfg.batch_size} must divide by the {self.world} ranks")
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
         if cfg.num_threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
@@ -106,11 +127,17 @@ class Trainer:
         if cfg.amp not in ("auto", "bf16", "none"):
             raise ValueError(f"train config: amp={cfg.amp!r} must be 'auto', 'bf16' or 'none'")
         self.amp = cfg.amp == "bf16"
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        forward = self.model
+        if self.distributed:  # broadcasts rank 0's parameters; averages gradients in backward
+            from torch.nn.parallel import DistributedDataParallel
+            forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.forward = torch.compile(forward) if cfg.compile else forward
         self.step, self.epoch, self.pos = 0, 0, 0
         self.best_bpd, self.seconds = math.inf, 0.0
         self.kl_history: list[tuple[int, list[float]]] = []
         self.stop_requested = False
+        if self.rank:  # every rank its own stream of dropout masks and latent draws
+            torch.manual_seed(cfg.seed + 1_000_003 * self.rank)
 
     def _fused(self) -> dict:
         if self.device.type != "cuda" or not self.cfg.fused:
@@ -128,18 +155,20 @@ class Trainer:
         return torch.randperm(len(self.train_data), generator=g)
 
     def next_batch(self) -> torch.Tensor:
-        """The next batch of the epoch's permutation; (step, epoch, pos) fix the data order."""
+        """This rank's slice of the next global batch of the epoch's permutation; (step, epoch,
+        pos) fix the data order."""
         b = self.cfg.batch_size
+        part = slice(self.rank * b // self.world, (self.rank + 1) * b // self.world)
         if self.pos + b > len(self.train_data):
             self.epoch, self.pos = self.epoch + 1, 0
         if self.pos == 0 or not hasattr(self, "_perm") or self._perm[0] != self.epoch:
             self._perm = (self.epoch, self._permutation(self.epoch).to(self.train_data.device))
-        idx = self._perm[1][self.pos:self.pos + b]
+        idx = self._perm[1][self.pos:self.pos + b][part]
         self.pos += b
         x = self.train_data[idx]
         if self.cfg.flip:
             g = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.step)
-            flip = (torch.rand(len(idx), generator=g) < 0.5).to(x.device).view(-1, 1, 1, 1)
+            flip = (torch.rand(b, generator=g)[part] < 0.5).to(x.device).view(-1, 1, 1, 1)
             x = torch.where(flip, x.flip(-1), x)
         x = to_float(x.to(self.device, non_blocking=True), self.binary)
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
@@ -162,8 +191,9 @@ class Trainer:
         loss = bounds.free_bits_loss(log_px, kl, c.free_bits).mean() / self.model.config.dims
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
-        # one host sync per step: whether to apply the update
-        gn_value, loss_value = float(gn), float(loss.detach())
+        # one host sync per step: whether to apply the update (the same decision on every rank:
+        # the gradients and their norm are already averaged, the loss is averaged here)
+        gn_value, loss_value = float(gn), dist.mean(float(loss.detach()), self.device)
         ok = math.isfinite(gn_value) and math.isfinite(loss_value) and gn_value < c.skip_threshold
         if ok:
             self.opt.step()
@@ -180,7 +210,8 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self, model: BIVA | None = None, images: int | None = None) -> dict:
-        """Single-sample ELBO and per-latent KL of the EMA model on the valid split."""
+        """Single-sample ELBO and per-latent KL of the EMA model on the valid split (its own
+        generator: the training RNG stream is left as it was)."""
         model = model or self.ema
         n = images if images is not None else (self.cfg.eval_images or len(self.valid_data))
         data = self.valid_data[:n]
@@ -207,31 +238,44 @@ class Trainer:
                 **(extra or {})}
 
     def save_state(self) -> None:
-        """Everything --resume needs, written atomically: tensors as safetensors, the rest JSON."""
+        """Everything --resume needs. Collective: every rank sends its RNG state, rank 0 writes.
+
+        The tensors go to state/tensors-<step>.safetensors, then scalars.json (naming that file)
+        replaces the old one atomically, then older tensor files are removed: a crash at any
+        point leaves a consistent pair."""
+        rng = dist.gather_rng(self.device)
+        if self.rank:
+            return
         d = self.out / "state"
         d.mkdir(exist_ok=True)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        tensors.update({f"rng.{r}": v for r, v in enumerate(rng)})
         opt = self.opt.state_dict()
         for pid, st in opt["state"].items():
             for name, v in st.items():
                 tensors[f"opt.{pid}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        _atomic_write(d / "tensors.safetensors", lambda p: save_file(tensors, p))
+        name = f"tensors-{self.step:09d}.safetensors"
+        _atomic_write(d / name, lambda p: save_file(tensors, p))
         scalars = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "best_bpd": self.best_bpd,
-                   "seconds": self.seconds, "kl_history": self.kl_history,
-                   "param_groups": opt["param_groups"], "torch_rng": torch.get_rng_state().tolist(),
+                   "seconds": self.seconds, "kl_history": self.kl_history, "tensors": name,
+                   "world_size": self.world, "param_groups": opt["param_groups"],
                    "train_config": dataclasses.asdict(self.cfg), "model_config": self.model.config.to_dict()}
         _atomic_write(d / "scalars.json", lambda p: Path(p).write_text(json.dumps(scalars)))
+        for old in d.glob("tensors*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
 
     def load_state(self) -> None:
+        """Restore a run saved by `save_state` (on every rank)."""
         d = self.out / "state"
         if not (d / "scalars.json").is_file():
             raise FileNotFoundError(f"{d / 'scalars.json'}: no training state to resume from")
         scalars = json.loads((d / "scalars.json").read_text())
-        if scalars["model_config"] != self.model.config.to_dict():
+        if ModelConfig.from_dict(scalars["model_config"]) != self.model.config:  # JSON has lists, not tuples
             raise ValueError(f"{d}: the saved run has another model config; resume with the same --preset/--set")
-        tensors = load_file(d / "tensors.safetensors", device=str(self.device))
+        tensors = load_file(d / scalars.get("tensors", "tensors.safetensors"), device=str(self.device))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         state: dict = {}
@@ -243,13 +287,34 @@ class Trainer:
         self.step, self.epoch, self.pos = scalars["step"], scalars["epoch"], scalars["pos"]
         self.best_bpd, self.seconds = scalars["best_bpd"], scalars["seconds"]
         self.kl_history = [tuple(r) for r in scalars["kl_history"]]
-        torch.set_rng_state(torch.tensor(scalars["torch_rng"], dtype=torch.uint8))
+        if f"rng.{self.rank}" in tensors:
+            dist.set_rng(tensors[f"rng.{self.rank}"].cpu(), self.device)
+        elif "torch_rng" in scalars and self.rank == 0:  # the first state format: rank 0's CPU RNG
+            torch.set_rng_state(torch.tensor(scalars["torch_rng"], dtype=torch.uint8))
+        else:  # more ranks than the saved run: a fresh stream (the run is no longer bit-exact)
+            self.log(f"rank {self.rank}: no saved RNG state (saved with {scalars.get('world_size', 1)} ranks)")
+        if scalars.get("world_size", 1) != self.world and self.rank == 0:
+            self.log(f"resuming a {scalars.get('world_size', 1)}-rank run on {self.world} ranks")
 
     def write_metrics(self, row: dict) -> None:
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.rank == 0:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
 
     # ------------------------------------------------------------------ the loop
+
+    def validate_and_save(self) -> None:
+        """Validation of the EMA and the raw weights, best-weights save and pictures (rank 0;
+        the others wait). It runs under fork_rng: the training RNG stream is untouched."""
+        if self.rank == 0:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                raw = {f"raw_{k}": v for k, v in self.validate(self.model).items()}
+                row = {"step": self.step, "seconds": round(self.seconds, 1), **self.validate(), **raw}
+                self.write_metrics(row)
+                self.on_validation(row)
+            self.log(f"step {self.step}: valid bpd EMA {row['valid_bpd']:.4f}, raw {row['raw_valid_bpd']:.4f} "
+                     f"(best {self.best_bpd:.4f})")
+        dist.barrier()
 
     def on_validation(self, row: dict) -> None:
         """Keep the best weights by valid bits/dim (the EMA weights, or the raw ones when they
@@ -270,17 +335,19 @@ class Trainer:
             save_grid(best_model.sample(16, temperature=t, seed=0), self.out / f"samples_t{t:.1f}.png")
 
     def run(self, progress: bool = True) -> dict:
+        """Train to cfg.steps, or until cfg.max_minutes or a SIGINT / SIGTERM; save the state."""
         from tqdm import tqdm
         c = self.cfg
         self._install_signal_handlers()
         last_ckpt = time.time()
         t_start, s_start = time.time(), self.seconds
-        bar = tqdm(total=c.steps, initial=self.step, disable=not progress, dynamic_ncols=True, desc="train")
+        bar = tqdm(total=c.steps, initial=self.step, disable=not progress or self.rank > 0,
+                   dynamic_ncols=True, desc="train")
         acc, n_acc, t_log = None, 0, time.time()
+        out_of_time = lambda: bool(c.max_minutes) and time.time() - t_start > 60 * c.max_minutes  # noqa: E731
+        stop = dist.any_flag([self.stop_requested or out_of_time()], self.device)[0]
         try:
-            while self.step < c.steps and not self.stop_requested:
-                if c.max_minutes and (time.time() - t_start) > 60 * c.max_minutes:
-                    break
+            while self.step < c.steps and not stop:
                 x = self.next_batch()
                 r = self.train_step(x)
                 self.seconds = s_start + time.time() - t_start
@@ -289,7 +356,7 @@ class Trainer:
                 n_acc += 1
                 if self.step % c.log_every == 0:
                     dt = time.time() - t_log
-                    elbo = float(acc["elbo"]) / n_acc
+                    elbo = float(acc["elbo"]) / n_acc  # rank 0's share of the batch
                     row = {"step": self.step, "loss": acc["loss"] / n_acc, "elbo": elbo,
                            "bpd": bounds.bits_per_dim(elbo, self.model.config.dims),
                            "grad_norm": acc["grad_norm"] / n_acc, "skipped": acc["skips"],
@@ -299,19 +366,23 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['loss']:.3f}", bpd=f"{row['bpd']:.3f}", ips=f"{row['images_per_s']:.0f}")
                     acc, n_acc, t_log = None, 0, time.time()
                 if self.step % c.eval_every == 0 or self.step == c.steps:
-                    raw = {f"raw_{k}": v for k, v in self.validate(self.model).items()}
-                    row = {"step": self.step, "seconds": round(self.seconds, 1), **self.validate(), **raw}
-                    self.write_metrics(row)
-                    self.on_validation(row)
-                    self.log(f"step {self.step}: valid bpd EMA {row['valid_bpd']:.4f}, raw {row['raw_valid_bpd']:.4f} "
-                             f"(best {self.best_bpd:.4f})")
-                if time.time() - last_ckpt > 60 * c.ckpt_minutes:
+                    self.validate_and_save()
+                # decided together: every rank stops / checkpoints at the same step
+                stop, ckpt = dist.any_flag([self.stop_requested or out_of_time(),
+                                            time.time() - last_ckpt > 60 * c.ckpt_minutes], self.device)
+                if ckpt and not stop:
                     self.save_state()
                     last_ckpt = time.time()
                 bar.update(1)
+        except BaseException:
+            if self.world == 1:  # a lone process keeps what it has; ranks cannot meet any more
+                self.save_state()
+            raise
+        else:
+            self.save_state()
+            dist.barrier()
         finally:
             bar.close()
-            self.save_state()
             self._restore_signal_handlers()
         return {"step": self.step, "best_valid_bpd": self.best_bpd, "seconds": self.seconds}
 

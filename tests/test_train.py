@@ -1,0 +1,214 @@
+"""The trainer: the train.py layout, exact resumption (a stopped and resumed run equals one run),
+SIGTERM saving, warm starts, and two Gloo processes that stay identical."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from biva_core.checkpoint import load_pretrained
+from biva_core.data.folder import split_of
+from biva_core.trainer import TrainConfig, Trainer
+
+from conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+# the tiny model with dropout, so that the RNG stream matters to the result
+CFG = tiny_config().replace(dropout_q=0.2, dropout_p=0.2)
+
+
+def fast_config(**changes) -> TrainConfig:
+    base = dict(steps=8, batch_size=4, warmup=3, log_every=2, eval_every=3, eval_images=6,
+                ckpt_minutes=1e9, flip=True, num_threads=1)
+    return TrainConfig(**{**base, **changes})
+
+
+def data(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 3, 8, 8), dtype=np.uint8)
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def state_of(t: Trainer) -> dict[str, torch.Tensor]:
+    """Parameters, EMA and optimizer moments: everything an update depends on."""
+    out = {f"model.{k}": v for k, v in t.model.state_dict().items()}
+    out.update({f"ema.{k}": v for k, v in t.ema.state_dict().items()})
+    for pid, st in t.opt.state_dict()["state"].items():
+        out.update({f"opt.{pid}.{n}": v for n, v in st.items()})
+    return out
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    bad = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not bad, f"{len(bad)} tensors differ, e.g. {bad[:3]}"
+
+
+# ---------------------------------------------------------------- in-process
+
+def test_resume_is_exact(tmp_path):
+    """8 steps in one go == 4 steps, stop (with a validation at the stop), resume to 8. 20
+    training images at batch 4 cross an epoch boundary; flips and dropout are on."""
+    train, valid = data(20, 0), data(6, 1)
+    whole = Trainer(CFG, fast_config(), train, valid, tmp_path / "whole", log=quiet)
+    whole.run(progress=False)
+
+    Trainer(CFG, fast_config(steps=4), train, valid, tmp_path / "split", log=quiet).run(progress=False)
+    resumed = Trainer(CFG, fast_config(), train, valid, tmp_path / "split", log=quiet)
+    resumed.load_state()
+    assert (resumed.step, resumed.epoch, resumed.pos) == (4, 0, 16)
+    resumed.run(progress=False)
+    assert resumed.step == whole.step == 8
+    assert_same(state_of(whole), state_of(resumed))
+    # only the latest tensors file is kept, and scalars.json names it
+    files = sorted(p.name for p in (tmp_path / "split" / "state").glob("tensors*"))
+    assert files == [json.loads((tmp_path / "split" / "state" / "scalars.json").read_text())["tensors"]]
+
+
+def test_validation_leaves_the_training_rng_alone(tmp_path):
+    t = Trainer(CFG, fast_config(), data(8, 0), data(6, 1), tmp_path, log=quiet)
+    before = torch.get_rng_state()
+    t.validate_and_save()
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_init_warm_starts_from_a_pretrained_folder(tmp_path):
+    first = Trainer(CFG, fast_config(steps=3, eval_every=3), data(12, 0), data(6, 1), tmp_path / "a", log=quiet)
+    first.run(progress=False)
+    shipped = load_pretrained(tmp_path / "a").state_dict()
+    warm = Trainer(CFG, fast_config(seed=5), data(12, 0), data(6, 1), tmp_path / "b", init=str(tmp_path / "a"), log=quiet)
+    for name, t in warm.model.state_dict().items():
+        assert torch.equal(t, shipped[name]), name
+        assert torch.equal(warm.ema.state_dict()[name], shipped[name]), name
+    assert warm.step == 0 and not warm.opt.state  # the optimizer starts fresh
+    cold = Trainer(CFG, fast_config(seed=5), data(12, 0), data(6, 1), tmp_path / "c", log=quiet)
+    assert not all(torch.equal(t, shipped[n]) for n, t in cold.model.state_dict().items())
+
+
+# ---------------------------------------------------------------- two processes (Gloo)
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    import torch.distributed as tdist
+    try:
+        t = Trainer(CFG, fast_config(steps=3, eval_every=2), data(16, 0), data(6, 1), Path(out) / "run", log=quiet)
+        assert t.distributed and t.world == world and t.rank == rank
+        t.run(progress=False)
+        torch.save({k: v.clone() for k, v in state_of(t).items()}, Path(out) / f"rank{rank}.pt")
+        torch.save(torch.get_rng_state(), Path(out) / f"rng{rank}.pt")
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_two_gloo_processes_stay_identical(tmp_path):
+    torch.multiprocessing.spawn(_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert_same(r0, r1)
+    init = Trainer(CFG, fast_config(), data(16, 0), data(6, 1), tmp_path / "init", log=quiet)
+    assert any(not torch.equal(v, r0[k]) for k, v in state_of(init).items() if k.startswith("model."))
+    # each rank drew its own dropout masks and latents
+    assert not torch.equal(torch.load(tmp_path / "rng0.pt"), torch.load(tmp_path / "rng1.pt"))
+    run = tmp_path / "run"
+    assert json.loads((run / "state" / "scalars.json").read_text())["world_size"] == 2
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "valid_bpd" in r] == [2, 3]  # written once, by rank 0
+
+
+# ---------------------------------------------------------------- train.py in a subprocess
+
+def image_folder(root: Path, n_train: int = 12, n_valid: int = 3) -> Path:
+    """A few random 8x8 PNGs whose names the folder loader's hash puts in train and valid."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    counts = {"train": 0, "valid": 0}
+    want = {"train": n_train, "valid": n_valid}
+    i = 0
+    while counts != want:
+        name = f"img{i:04d}.png"
+        split = split_of(name)
+        if split in want and counts[split] < want[split]:
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / name)
+            counts[split] += 1
+        i += 1
+    return root
+
+
+def train_py(tmp_path: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), "--preset", "tiny", "--data", "folder",
+            "--data-dir", str(tmp_path / "images"), "--out", str(out), "--batch-size", "4", "--no-progress",
+            "--set", "image_shape=[3,8,8]", "num_threads=1", "eval_images=0", *extra]
+
+
+def env(tmp_path: Path) -> dict:
+    return {**os.environ, "BIVA_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+
+def test_train_py_writes_the_pretrained_layout(tmp_path):
+    image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    r = subprocess.run(train_py(tmp_path, out, "log_every=2", "eval_every=3", "--steps", "6"),
+                       env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 6
+    for name in ("config.json", "model.safetensors", "metrics.jsonl", "samples_t1.0.png", "samples_t0.8.png",
+                 "kl_per_latent.png", "state/scalars.json"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "valid_bpd" in r] == [3, 6]
+    model = load_pretrained(out)
+    assert model.config.image_shape == (3, 8, 8)
+    assert model.training_info["step"] in (3, 6)
+
+
+def test_sigterm_saves_and_resume_continues(tmp_path):
+    image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    p = subprocess.Popen(train_py(tmp_path, out, "log_every=1", "eval_every=100000", "--steps", "100000"),
+                         env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
+            assert p.poll() is None, p.communicate()[1]
+            assert time.time() < deadline, "no training steps logged in 120 s"
+            time.sleep(0.2)
+        p.send_signal(signal.SIGTERM)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, stderr
+    assert "signal" in stderr
+    stopped = json.loads(stdout.strip().splitlines()[-1])["step"]
+    state = json.loads((out / "state" / "scalars.json").read_text())
+    assert 2 <= stopped < 100000 and state["step"] == stopped
+    r = subprocess.run(train_py(tmp_path, out, "log_every=1", "eval_every=100000", "--steps", str(stopped + 2),
+                                "--resume"), env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"resumed at step {stopped}" in r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == stopped + 2
+
+
+def test_unknown_training_key_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown key"):
+        TrainConfig.from_dict({"stepz": 3})
