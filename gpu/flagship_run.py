@@ -121,7 +121,7 @@ def main() -> None:
     mcfg = preset(args.preset)
     if overrides:
         mcfg = mcfg.from_dict({**mcfg.to_dict(), **{k: json.loads(v) for k, v in overrides.items()}})
-    minutes = (args.deadline - args.eval_reserve - elapsed()) / 60
+    minutes = max(0.1, (args.deadline - args.eval_reserve - elapsed()) / 60)
     tcfg = TrainConfig(steps=10 ** 7, batch_size=args.batch, ema=args.ema, lr=args.lr, warmup=100, eval_every=args.eval_every,
                        eval_images=0, log_every=50, ckpt_minutes=2.0, max_minutes=minutes)
     log(f"training {args.preset} for {minutes:.2f} min, batch {args.batch}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
 import numpy as np
 from PIL import Image
@@ -27,8 +28,10 @@ def _encode(img: np.ndarray, fmt: str, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _decode(data: bytes) -> np.ndarray:
+def _decode(data: bytes, channels: int = 3) -> np.ndarray:
     a = np.asarray(Image.open(io.BytesIO(data)))
+    if a.ndim == 3 and channels == 1:  # WebP stores grey as RGB with equal channels
+        a = a[..., 0]
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
@@ -47,12 +50,13 @@ def unpack(path: str | os.PathLike, *, workers: int | None = None) -> np.ndarray
     with np.load(path) as f:
         blob, offsets, shape = f["blob"].tobytes(), f["offsets"], tuple(f["shape"])
     parts = [blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    decode = partial(_decode, channels=int(shape[0]))
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(parts) > 1000:
         with ProcessPoolExecutor(workers) as ex:
-            out = list(ex.map(_decode, parts, chunksize=256))
+            out = list(ex.map(decode, parts, chunksize=256))
     else:
-        out = [_decode(p) for p in parts]
+        out = [decode(p) for p in parts]
     images = np.stack(out)
     assert images.shape[1:] == shape, f"{path}: decoded {images.shape[1:]}, header says {shape}"
     return images
