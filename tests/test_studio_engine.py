@@ -1,0 +1,306 @@
+"""The studio engine on tiny models: each action equals the model operation it wraps (same seed,
+same pixels), bad input is refused with a message naming the file, and every image mode loads."""
+from __future__ import annotations
+
+import csv
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from studio import engine
+from studio.__main__ import main
+from studio.engine import Studio, default_ks, derive, discover, parse_ks, parse_temperature
+from studio.images import CELEBA_ALIGNED, crop_box, prepare
+from studio.reference import Reference, percentile, quantile
+
+from studio_weights import make_weights, tensor_of_png, write_bad_files
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "weights" / "celeba64"
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory) -> dict[str, Path]:
+    return make_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def studio(dirs, tmp_path_factory) -> Studio:
+    s = Studio([dirs[n] for n in ("celeba_tiny", "gray_tiny", "binary_tiny", "broken")], strict=False,
+               workdir=tmp_path_factory.mktemp("out"))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory) -> dict[str, Path]:
+    return write_bad_files(tmp_path_factory.mktemp("bad"))
+
+
+def save(image: Image.Image, path: Path) -> str:
+    image.save(path)
+    return str(path)
+
+
+def cell(grid: Image.Image, x: int, y: int, size: int, step: int) -> torch.Tensor:
+    """The image drawn at (x, y) as size x size cells enlarged by `step`: (C, size, size) in [0, 1]."""
+    a = np.asarray(grid.convert("RGB"), np.float32)[y + step // 2:y + size * step:step, x + step // 2:x + size * step:step]
+    return torch.from_numpy(a / 255).permute(2, 0, 1)
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def test_loads_each_model_once_and_reports_broken_ones(studio, dirs):
+    assert studio.names == ["celeba_tiny", "gray_tiny", "binary_tiny", "broken"]
+    assert studio.entries["celeba_tiny"].face and not studio.entries["gray_tiny"].face
+    assert "model.safetensors" in studio.entries["broken"].error
+    with pytest.raises(ValueError, match="'broken' could not be loaded"):
+        studio.sample("broken", 2)
+    with pytest.raises(ValueError, match="unknown model 'nope'.*celeba_tiny"):
+        studio.sample("nope", 2)
+
+
+def test_strict_loading_names_the_folder(dirs, tmp_path):
+    with pytest.raises(ValueError, match="cannot load weights .*broken"):
+        Studio([dirs["broken"]])
+    with pytest.raises(ValueError, match="no such folder"):
+        Studio([tmp_path / "missing"])
+    with pytest.raises(ValueError, match="no model to serve"):
+        Studio([])
+
+
+def test_discover_puts_face_models_first(tmp_path):
+    for name in ("mnist", "celeba128", "celeba64", "faces_x", "cifar", "no_config"):
+        (tmp_path / name).mkdir()
+        if name != "no_config":
+            (tmp_path / name / "config.json").write_text("{}")
+    assert [p.name for p in discover(tmp_path)] == ["celeba64", "celeba128", "faces_x", "cifar", "mnist"]
+    assert discover(tmp_path / "absent") == []
+
+
+def test_cli_errors_exit_2_with_a_message(dirs, tmp_path, capsys, monkeypatch):
+    assert main(["--weights", str(tmp_path / "missing")]) == 2
+    assert "weights folder not found" in capsys.readouterr().err
+    assert main(["--weights", str(dirs["broken"])]) == 2
+    assert "cannot load weights" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    assert main([]) == 2
+    assert "no model under" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- preprocessing
+
+
+@pytest.mark.parametrize("kind, message", [("text", "not an image"), ("truncated", "corrupt or truncated"),
+                                           ("empty", "empty"), ("bomb", "too large"),
+                                           ("garbage_jpg", "corrupt or truncated|not an image")])
+def test_bad_files_are_refused_with_the_file_name(studio, bad, kind, message):
+    config = studio.entries["celeba_tiny"].model.config
+    with pytest.raises(ValueError, match=message) as err:
+        prepare(bad[kind], config, face=True)
+    assert str(err.value).startswith(bad[kind].name)
+
+
+@pytest.mark.parametrize("mode, value, expected", [
+    ("L", 100, 100 / 255), ("I;16", 32896, 128 / 255), ("RGBA", (0, 0, 0, 0), 1.0), ("LA", (0, 0), 1.0),
+    ("P", 7, None), ("1", 1, 1.0), ("CMYK", (0, 0, 0, 0), 1.0), ("RGB", (10, 20, 30), None)])
+def test_every_image_mode_becomes_a_model_input(studio, tmp_path, mode, value, expected):
+    if mode == "I;16":
+        image = Image.fromarray(np.full((12, 12), value, np.uint16))
+    else:
+        image = Image.new(mode, (12, 12), value)
+    path = save(image, tmp_path / f"img.{'tif' if mode == 'CMYK' else 'png'}")
+    for name in ("celeba_tiny", "gray_tiny", "binary_tiny"):
+        config = studio.entries[name].model.config
+        p = prepare(path, config, face=False)
+        assert p.x.shape == config.image_shape and 0 <= p.x.min() and p.x.max() <= 1
+        if expected is not None and name == "celeba_tiny":
+            assert torch.allclose(p.x, torch.full_like(p.x, expected), atol=1 / 255)
+        if name == "binary_tiny":
+            assert set(p.x.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_crop_rules():
+    assert crop_box(CELEBA_ALIGNED, (64, 64), face=True)[0] == (15, 40, 163, 188)
+    assert crop_box(CELEBA_ALIGNED, (64, 64), face=False)[0] == (0, 20, 178, 198)
+    assert crop_box((64, 64), (64, 64), face=True) == ((0, 0, 64, 64), "already the model's size: used as it is")
+    assert crop_box((300, 100), (8, 8), face=False)[0] == (100, 0, 200, 100)
+
+
+# ---------------------------------------------------------------------- actions
+
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_sample_equals_the_model_with_derived_seeds(studio, n):
+    model = studio.entries["celeba_tiny"].model
+    r = studio.sample("celeba_tiny", n, "0.7", 11)
+    expected = torch.cat([model.sample(min(8, n - s), temperature=0.7, seed=derive(11, c))
+                          for c, s in enumerate(range(0, n, 8))])
+    got = torch.stack([tensor_of_png(p) for p in r.paths])
+    assert torch.allclose(got, expected, atol=1e-6)
+    again = studio.sample("celeba_tiny", n, "0.7", 11)
+    assert [Path(p).read_bytes() for p in again.paths] == [Path(p).read_bytes() for p in r.paths]
+    with zipfile.ZipFile(r.archive) as z:
+        names = z.namelist()
+        assert len(names) == n + 2 and json.loads(z.read("settings.json"))["seed"] == 11
+
+
+def test_sample_arguments(studio):
+    L = studio.entries["celeba_tiny"].L
+    r = studio.sample("celeba_tiny", 2, ",".join(["0.5"] * L), None)
+    assert 0 <= r.seed < 2 ** 32 and r.temperature == [0.5] * L
+    assert studio.sample("binary_tiny", 3, 1.0, 0).paths
+    for args, message in [((0,), "count"), ((65,), "count"), ((2.5,), "count"), ((2, "0.5, 0.5"), "one per level"),
+                          ((2, "hot"), "temperature"), ((2, "-1"), r"\(0, 10\]"), ((2, "1", -3), "seed")]:
+        with pytest.raises(ValueError, match=message):
+            studio.sample("celeba_tiny", *args)
+
+
+def test_reconstruct_shows_input_and_reconstruction_and_skips_bad_files(studio, bad, tmp_path):
+    entry = studio.entries["celeba_tiny"]
+    path = save(Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), np.uint8)), tmp_path / "a.png")
+    r = studio.reconstruct("celeba_tiny", [path, str(bad["text"])])
+    assert len(r.panels) == 1 and r.skipped and "notes.txt" in r.skipped[0]
+    x = prepare(path, entry.model.config, face=True).x[None]
+    panel = Image.open(r.panels[0][0])
+    got = cell(panel, panel.width - 6 - 128, 6, 8, 16)  # the last cell: the reconstruction, 16x enlarged
+    assert torch.allclose(got, entry.model.reconstruct(x)[0], atol=1e-6)
+    assert r.rows[0][3] == round(float(entry.model.elbo(x, seed=derive(0, 0))["bpd"][0]), 4)
+    assert r.rows[0][2].startswith("centre crop 20x20")
+    with pytest.raises(ValueError, match="no image given"):
+        studio.reconstruct("celeba_tiny", [])
+    with pytest.raises(ValueError, match="truncated.png: corrupt"):
+        studio.reconstruct("celeba_tiny", [str(bad["truncated"])])
+
+
+def test_hierarchy_rows_are_resamples_above_k(studio, tmp_path):
+    entry = studio.entries["celeba_tiny"]
+    path = save(Image.new("RGB", (8, 8), (200, 120, 40)), tmp_path / "b.png")
+    x = prepare(path, entry.model.config, face=True).x[None]
+    r = studio.hierarchy("celeba_tiny", path, "0, 2,3", 3, "0.9", 5)
+    assert r.ks == [0, 2, 3]
+    grid = Image.open(r.grid)
+    origin = lambda row, col: (110 + 4 + col * 68, 20 + 4 + row * 68)  # noqa: E731  label, pad, header, 64+4
+    recon = entry.model.reconstruct(x)[0]
+    for col in (1, 2, 3):
+        assert torch.allclose(cell(grid, *origin(0, col), 8, 8), recon, atol=1e-6)
+    draws = entry.model.resample(x, 2, 3, temperature=0.9, seed=derive(5, 2))[0]
+    for col in (1, 2, 3):
+        assert torch.allclose(cell(grid, *origin(1, col), 8, 8), draws[col - 1], atol=1e-6)
+    assert Path(r.grid).read_bytes() == Path(studio.hierarchy("celeba_tiny", path, [0, 2, 3], 3, "0.9", 5).grid).read_bytes()
+    with pytest.raises(ValueError, match="k must be a whole number from 0 to 3"):
+        studio.hierarchy("celeba_tiny", path, "0,4")
+    with pytest.raises(ValueError, match="draws per row"):
+        studio.hierarchy("celeba_tiny", path, "0", 17)
+    with pytest.raises(ValueError, match="no image given"):
+        studio.hierarchy("celeba_tiny", None)
+
+
+def test_mix_goes_from_a_to_b(studio, tmp_path):
+    entry = studio.entries["celeba_tiny"]
+    a = save(Image.new("RGB", (8, 8), (250, 10, 10)), tmp_path / "a.png")
+    b = save(Image.new("RGB", (8, 8), (10, 10, 250)), tmp_path / "b.png")
+    grid = Image.open(studio.mix("celeba_tiny", a, b, [0, 3]))
+    xa, xb = (prepare(p, entry.model.config, face=True).x[None] for p in (a, b))
+    origin = lambda col: (80 + 4 + col * 68, 20 + 4)  # noqa: E731
+    assert torch.allclose(cell(grid, *origin(1), 8, 8), entry.model.reconstruct(xa)[0], atol=1e-6)
+    assert torch.allclose(cell(grid, *origin(2), 8, 8), entry.model.reconstruct(xb)[0], atol=1e-6)
+    with pytest.raises(ValueError, match="no image B given"):
+        studio.mix("celeba_tiny", a, None)
+
+
+def test_anomaly_scores_percentiles_flags_and_csv(studio, tmp_path):
+    entry = studio.entries["celeba_tiny"]
+    paths = [save(Image.fromarray(np.random.default_rng(i).integers(0, 255, (8, 8, 3), np.uint8)), tmp_path / f"{i}.png")
+             for i in range(3)]
+    r = studio.anomaly("celeba_tiny", paths, 2, 2, 0.0, 4)
+    x = torch.stack([prepare(p, entry.model.config, face=True).x for p in paths])
+    s = entry.model.scores(x, [2], K=2, seed=derive(4, 0))
+    ref = sorted(entry.reference.llr[2])
+    for i, row in enumerate(r.rows):
+        assert row[1:5] == [round(float(s.l0[i]), 1), round(float(s.lk[2][i]), 1), round(float(s.llr[2][i]), 1),
+                            round(float(s.bpd[i]), 4)]
+        assert row[5] == round(percentile(ref, float(s.llr[2][i])), 1)
+        assert row[7] == ("yes" if float(s.llr[2][i]) > ref[0] else "no")  # threshold 0: above the minimum
+    assert "K=1" in r.note  # the reference used K=1
+    with open(r.csv) as f:
+        table = list(csv.reader(f))
+    assert table[0] == r.headers and len(table) == 4
+    assert all(row[7] == "no" for row in studio.anomaly("celeba_tiny", paths, 2, 1, 100.0, 4).rows)
+    no_ref = studio.anomaly("gray_tiny", paths, 1)
+    assert no_ref.rows[0][5] is None and no_ref.rows[0][7] == "n/a" and "reference.json" in no_ref.note
+    for args, message in [((0,), "k must"), ((3,), "k must"), ((1, 0), "K"), ((1, 1, 101), "threshold")]:
+        with pytest.raises(ValueError, match=message):
+            studio.anomaly("celeba_tiny", paths, *args)
+
+
+def test_model_card_and_latents(studio):
+    c = studio.model_card("celeba_tiny")
+    params = sum(p.numel() for p in studio.entries["celeba_tiny"].model.parameters())
+    assert f"{params:,}" in c.markdown and "40 images of the valid split" in c.markdown
+    assert Image.open(c.curves).size == (900, 520) and Image.open(c.kl_plot).size == (60, 40)
+    assert [Path(p).name for p in c.samples] == ["samples_t1.0.png"]
+    assert json.loads(c.config)["image_shape"] == [3, 8, 8]
+    g = studio.model_card("gray_tiny")
+    assert g.curves is None and g.kl_plot is None and g.samples == [] and "absent" in g.markdown
+    report = studio.model_latents("celeba_tiny")
+    n = studio.entries["celeba_tiny"].model.config.n_latents
+    assert len(report.rows) == n and "example images" in report.note
+    assert all(0 <= row[3] <= row[4] for row in report.rows)
+    assert "samples of the model" in studio.model_latents("gray_tiny").note
+
+
+def test_unreadable_reference_is_reported(dirs, tmp_path):
+    import shutil
+    folder = Path(shutil.copytree(dirs["celeba_tiny"], tmp_path / "celeba_bad_ref"))
+    (folder / "reference.json").write_text('{"bpd": [1, 2]}')
+    s = Studio([folder], workdir=tmp_path / "out")
+    assert "not a valid reference file" in s.entries["celeba_bad_ref"].reference_error
+    assert "unreadable" in s.model_card("celeba_bad_ref").markdown
+    assert s.anomaly("celeba_bad_ref", [str(next((ROOT / "studio" / "examples").glob("*.png")))]).rows[0][7] == "n/a"
+
+
+# ---------------------------------------------------------------------- small pieces
+
+
+def test_parsers_and_statistics():
+    assert default_ks(20) == [0, 1, 2, 4, 7, 10, 12, 15, 18, 20] and default_ks(3) == [0, 1, 2, 3]
+    assert parse_ks("3, 1,1", 5) == [1, 3] and parse_ks([0, "2"], 5) == [0, 2]
+    with pytest.raises(ValueError, match="at least one k"):
+        parse_ks(" , ", 5)
+    assert parse_temperature("0.5", 3) == 0.5 and parse_temperature("1,2,3", 3) == [1.0, 2.0, 3.0]
+    assert len({derive(1, c) for c in range(100)} | {derive(2, 0)}) == 101
+    assert engine.check_seed("") >= 0 and engine.check_seed(7.0) == 7
+    values = [1.0, 2.0, 3.0, 4.0]
+    assert percentile(values, 2.5) == 50.0 and percentile(values, 0) == 0.0 and percentile(values, 4) == 100.0
+    assert quantile(values, 50) == 2.5 and quantile(values, 0) == 1.0 and quantile(values, 100) == 4.0
+
+
+def test_reference_file_round_trip(dirs):
+    ref = Reference.read(dirs["celeba_tiny"])
+    assert ref.images == 40 and sorted(ref.llr) == [1, 2] and len(ref.bpd) == 40
+    assert all(abs(a - (b - c)) < 1e-3 for a, b, c in zip(ref.llr[1], ref.l0, ref.lk[1]))
+    assert Reference.read(dirs["gray_tiny"]) is None
+
+
+# ---------------------------------------------------------------------- the shipped model
+
+
+@pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="no shipped weights/celeba64")
+def test_shipped_celeba64_smoke(tmp_path):
+    s = Studio([SHIPPED], workdir=tmp_path)
+    r = s.sample("celeba64", 2, "0.8", 0)
+    assert Image.open(r.paths[0]).size == (64, 64)
+    examples = s.examples("celeba64")
+    rec = s.reconstruct("celeba64", examples[-1:])  # the aligned 178x218 JPEG: the CelebA crop
+    assert rec.rows[0][1] == "178x218" and "crop box (15, 40, 163, 188)" in rec.rows[0][2]
+    assert 3.0 < rec.rows[0][3] < 6.5
+    a = s.anomaly("celeba64", examples[:1], 1, 1, 95.0, 0)
+    assert a.rows[0][5] is not None and a.rows[0][7] in ("yes", "no")
