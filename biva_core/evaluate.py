@@ -78,7 +78,8 @@ def bounds_per_image(model: BIVA, images: Tensor, K: int, *, batch_size: int = 6
     l1, lk = [], []
     for i, x in _batches(images, batch_size, f"L_1, L_{K}", progress):
         l1.append(model.elbo(x, seed=seed + i)["elbo"].float().cpu())
-        lk.append(model.iw_bound(x, K, chunk=chunk, seed=seed + i).float().cpu())
+        # K = 1 with the same seed draws the same z as the ELBO: L_1 itself
+        lk.append(l1[-1] if K == 1 else model.iw_bound(x, K, chunk=chunk, seed=seed + i).float().cpu())
     return {"L_1": torch.cat(l1), "L_K": torch.cat(lk)}
 
 
@@ -90,9 +91,10 @@ def scores_per_image(model: BIVA, images: Tensor, ks: list[int], K: int, *, batc
     lk: dict[int, list[Tensor]] = {k: [] for k in ks}
     llr: dict[int, list[Tensor]] = {k: [] for k in ks}
     for i, x in _batches(images, batch_size, desc, progress):
-        l1.append(model.elbo(x, seed=seed + i)["elbo"].float().cpu())
         s = model.scores(x, ks, K=K, chunk=chunk, seed=seed + i)
         l0.append(s.l0.float().cpu())
+        # K = 1: L^{>0} drew the same z as the ELBO with this seed
+        l1.append(l0[-1] if K == 1 else model.elbo(x, seed=seed + i)["elbo"].float().cpu())
         bpd.append(s.bpd.float().cpu())
         for k in ks:
             lk[k].append(s.lk[k].float().cpu())

@@ -113,3 +113,11 @@ def test_digits_are_binarized_for_a_bernoulli_model(tmp_path, monkeypatch):
     dmol = BIVA(ModelConfig(image_shape=(1, 28, 28), levels=levels, likelihood="dmol", mixtures=2))
     assert torch.allclose(load_images("mnist", "test", str(tmp_path), dmol, limit=2) * 255,
                           torch.from_numpy(test[:2, None].astype(np.float32)))
+
+
+def test_one_sample_scores_are_the_elbo():
+    """With K = 1 and the same seed, L^{>0} draws the same z as the ELBO (the CLI relies on it)."""
+    model = live_model(tiny_config())
+    x = images(model.config, 3)
+    s = model.scores(x, [1], K=1, seed=7)
+    assert torch.equal(s.l0, model.elbo(x, seed=7)["elbo"])
