@@ -345,7 +345,8 @@ class Trainer:
                    dynamic_ncols=True, desc="train")
         acc, n_acc, t_log = None, 0, time.time()
         out_of_time = lambda: bool(c.max_minutes) and time.time() - t_start > 60 * c.max_minutes  # noqa: E731
-        stop = dist.any_flag([self.stop_requested or out_of_time()], self.device)[0]
+        stop = dist.any_flag([self.stop_requested], self.device)[0]  # max_minutes: after one step
+        validated = self.step
         try:
             while self.step < c.steps and not stop:
                 x = self.next_batch()
@@ -367,6 +368,7 @@ class Trainer:
                     acc, n_acc, t_log = None, 0, time.time()
                 if self.step % c.eval_every == 0 or self.step == c.steps:
                     self.validate_and_save()
+                    validated = self.step
                 # decided together: every rank stops / checkpoints at the same step
                 stop, ckpt = dist.any_flag([self.stop_requested or out_of_time(),
                                             time.time() - last_ckpt > 60 * c.ckpt_minutes], self.device)
@@ -379,6 +381,8 @@ class Trainer:
                 self.save_state()
             raise
         else:
+            if validated != self.step and not self.stop_requested:
+                self.validate_and_save()  # out of time: the last steps count for the best weights too
             self.save_state()
             dist.barrier()
         finally:

@@ -212,3 +212,11 @@ def test_sigterm_saves_and_resume_continues(tmp_path):
 def test_unknown_training_key_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="unknown key"):
         TrainConfig.from_dict({"stepz": 3})
+
+
+def test_running_out_of_time_validates_the_last_step(tmp_path):
+    t = Trainer(CFG, fast_config(eval_every=100, max_minutes=1e-9), data(8, 0), data(6, 1), tmp_path, log=quiet)
+    t.run(progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert t.step == 1 and [r["step"] for r in rows if "valid_bpd" in r] == [1]
+    assert (tmp_path / "model.safetensors").is_file()
