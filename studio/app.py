@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from . import engine
+from . import card, engine
 from .engine import EXAMPLES, Studio, default_ks
 
 CSS = """
@@ -60,7 +60,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
     def do_sample(model, count, temperature, seed, progress=gr.Progress()):
         with user_errors():
             r = studio.sample(model, count, temperature, seed, progress=_progress(progress))
-        return [(p, f"#{i + 1}") for i, p in enumerate(r.paths)], r.archive, r.seed
+        return r.paths, r.archive, r.seed
 
     def do_reconstruct(model, files, progress=gr.Progress()):
         with user_errors():
@@ -100,9 +100,8 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
             message = f"### {model}\n**This model could not be loaded:** {entry.error if entry else 'unknown model'}"
             return (gr.update(), gr.update(), message, "", None, None, [])
         L = entry.L
-        card = do_card(model)
         return (gr.update(choices=list(range(L + 1)), value=default_ks(L)),
-                gr.update(choices=list(range(1, L)), value=1), *card)
+                gr.update(choices=list(range(1, L)), value=1), *do_card(model))
 
     def examples(model, ood=False):
         with user_errors():
@@ -134,25 +133,25 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                 with gr.Row():
                     sample_btn = gr.Button("Sample", variant="primary")
                     new_seed_btn = gr.Button("New seed")
-                gallery = gr.Gallery(label="samples (lossless PNG)", format="png", columns=8, height="auto",
-                                     object_fit="contain", elem_classes="pixelated")
-                archive = gr.File(label="download all (zip)")
+                gallery = gr.Gallery(label="samples (lossless PNG)", format="png", columns=8, height="auto", fit_columns=False,
+                                     object_fit="contain", elem_classes="pixelated", elem_id="sample-gallery")
+                archive = gr.File(label="download all (zip)", elem_id="sample-zip")
             with gr.Tab("Reconstruct", id="reconstruct"):
                 gr.Markdown("Each row: the upload with the model's crop in red | the model input | "
                             "the reconstruction (every z at its posterior mean). Bits/dim: the ELBO.")
-                recon_files = gr.File(file_count="multiple", label="images")
+                recon_files = gr.File(file_count="multiple", label="images", elem_id="recon-files")
                 with gr.Row():
                     recon_examples = gr.Button("Use the example images")
                     recon_btn = gr.Button("Reconstruct", variant="primary")
                 recon_gallery = gr.Gallery(label="upload | input | reconstruction", format="png", columns=3,
-                                           height="auto", object_fit="contain")
-                recon_table = gr.Dataframe(label="bits/dim per image", interactive=False)
+                                           height="auto", object_fit="contain", fit_columns=False, elem_id="recon-gallery")
+                recon_table = gr.Dataframe(label="bits/dim per image", interactive=False, headers=list(engine.Reconstructions.headers), elem_id="recon-table")
             with gr.Tab("Hierarchy", id="hierarchy"):
                 gr.Markdown("Row k keeps z above level k from the image's posterior and redraws the levels "
                             "<= k: k = 0 is the reconstruction, k = L a fresh sample.")
                 with gr.Row():
-                    file_a = gr.File(label="image (A)")
-                    file_b = gr.File(label="image B (for mixing)")
+                    file_a = gr.File(label="image (A)", elem_id="file-a")
+                    file_b = gr.File(label="image B (for mixing)", elem_id="file-b")
                 hier_examples = gr.Button("Use example images")
                 ks = gr.CheckboxGroup(list(range(max_L + 1)), value=default_ks(max_L), label="levels k")
                 with gr.Row():
@@ -162,14 +161,14 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                 with gr.Row():
                     hier_btn = gr.Button("Redraw levels", variant="primary")
                     mix_btn = gr.Button("Mix: top levels from A, the rest from B")
-                hier_grid = gr.Image(label="one row per k", format="png", type="filepath", elem_classes="pixelated")
-                hier_crop = gr.Image(label="preprocessing of A", format="png", type="filepath", height=170)
+                hier_grid = gr.Image(label="one row per k", format="png", type="filepath", elem_classes="pixelated", elem_id="hier-grid")
+                hier_crop = gr.Image(label="preprocessing of A", format="png", type="filepath", height=170, elem_id="hier-crop")
                 mix_grid = gr.Image(label="mix over k: z above k from A, z up to k from B", format="png",
-                                    type="filepath", elem_classes="pixelated")
+                                    type="filepath", elem_classes="pixelated", elem_id="mix-grid")
             with gr.Tab("Anomaly", id="anomaly"):
                 gr.Markdown("LLR>k = L>0 - L>k (Havtorn et al. 2021): large means out of distribution. "
                             "Percentiles place each image within the model's reference distribution.")
-                anom_files = gr.File(file_count="multiple", label="images")
+                anom_files = gr.File(file_count="multiple", label="images", elem_id="anom-files")
                 anom_examples = gr.Button("Use the examples (faces and out-of-distribution images)")
                 with gr.Row():
                     anom_k = gr.Dropdown(list(range(1, max_L)), value=1, label="k")
@@ -177,25 +176,25 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                     threshold = gr.Slider(50, 100, value=95, step=0.5, label="flag above this reference percentile")
                     anom_seed = gr.Number(0, precision=0, label="seed", minimum=0)
                 anom_btn = gr.Button("Score", variant="primary")
-                anom_note = gr.Markdown()
-                anom_table = gr.Dataframe(label="scores", interactive=False)
-                anom_plot = gr.Image(label="reference distribution and uploads", format="png", type="filepath")
-                anom_csv = gr.File(label="download (CSV)")
+                anom_note = gr.Markdown(elem_id="anom-note")
+                anom_table = gr.Dataframe(label="scores", interactive=False, headers=engine.anomaly_headers(1), elem_id="anom-table")
+                anom_plot = gr.Image(label="reference distribution and uploads", format="png", type="filepath", elem_id="anom-plot")
+                anom_csv = gr.File(label="download (CSV)", elem_id="anom-csv")
             with gr.Tab("Model", id="model"):
-                card_md = gr.Markdown()
+                card_md = gr.Markdown(elem_id="model-card")
                 with gr.Accordion("config.json", open=False):
                     card_config = gr.Code(language="json")
                 with gr.Row():
-                    curves = gr.Image(label="training curves", format="png", type="filepath")
+                    curves = gr.Image(label="training curves", format="png", type="filepath", elem_id="model-curves")
                     kl_plot = gr.Image(label="KL per latent during training", format="png", type="filepath")
                 run_samples = gr.Gallery(label="the run's samples (temperature in the file name)", columns=5,
-                                         height="auto", format="png")
+                                         height="auto", format="png", fit_columns=False)
                 gr.Markdown("### How the model uses its latents")
-                lat_files = gr.File(file_count="multiple", label="images (optional; default: the examples)")
+                lat_files = gr.File(file_count="multiple", label="images (optional; default: the examples)", elem_id="lat-files")
                 lat_btn = gr.Button("Per-level KL and active units", variant="primary")
-                lat_chart = gr.Image(label="KL per level", format="png", type="filepath")
+                lat_chart = gr.Image(label="KL per level", format="png", type="filepath", elem_id="lat-chart")
                 lat_note = gr.Markdown()
-                lat_table = gr.Dataframe(label="per latent", interactive=False)
+                lat_table = gr.Dataframe(label="per latent", interactive=False, headers=list(card.LatentReport.headers), elem_id="lat-table")
 
         # ------------------------------------------------------------ events
         private = {"api_visibility": "private"}

@@ -33,9 +33,9 @@ class Card:
 @dataclass
 class LatentReport:
     chart: str                       # per-level KL bar chart
-    headers: tuple[str, ...]
     rows: list[list]                 # per latent: name, level, KL, active units, units
     note: str
+    headers: tuple[str, ...] = ("latent", "level", "KL (nats)", "active units", "units")
 
 
 def parameter_count(model: BIVA) -> int:
@@ -88,10 +88,10 @@ def card(name: str, directory: Path, model: BIVA, reference_words: str, out: Pat
     c, h, w = cfg.image_shape
     info = model.training_info or {}
     lik = "Bernoulli" if cfg.likelihood == "bernoulli" else f"discretized logistic mixture ({cfg.mixtures} components)"
-    lines = [f"### {name}", "", "| | |", "|---|---|",
+    lines = [f"| model | **{name}** |", "|---|---|",
              f"| folder | `{directory}` |",
              f"| images | {c} x {h} x {w}, p(x\\|z): {lik} |",
-             f"| model | {cfg.variant.upper()}, L = {cfg.L} levels, N = {cfg.n_latents} latent variables |",
+             f"| architecture | {cfg.variant.upper()}, L = {cfg.L} levels, N = {cfg.n_latents} latent variables |",
              f"| parameters | {parameter_count(model):,} |"]
     if info:
         bits = [f"step {info['step']}" if "step" in info else "",
@@ -150,4 +150,4 @@ def latent_report(model: BIVA, images: list[Prepared] | torch.Tensor, source: st
     rows = [[n, lv, round(v, 3), a, u] for n, lv, v, a, u in zip(names, levels, kl, active, total)]
     note = (f"Over {len(x)} {source}. A unit is active when the variance over these images of its posterior "
             f"mean exceeds 0.01; {sum(active)} of {sum(total)} units are active. Few images give a rough count.")
-    return LatentReport(str(path), ("latent", "level", "KL (nats)", "active units", "units"), rows, note)
+    return LatentReport(str(path), rows, note)

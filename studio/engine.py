@@ -332,8 +332,7 @@ class Studio:
                          "yes" if flagged else ("no" if cut is not None else "n/a")])
             marks_llr.append((llr, str(i + 1), flagged))
             marks_bpd.append((bpd, str(i + 1), flagged))
-        headers = ["image", "L>0 (nats)", f"L>{k} (nats)", f"LLR>{k} (nats)", "bits/dim",
-                   f"LLR>{k} percentile", "bits/dim percentile", "flagged"]
+        headers = anomaly_headers(k)
         out = self._outdir("anomaly")
         plot = draw.stack([
             draw.histogram(ref_llr or [], marks_llr, threshold=cut,
@@ -423,6 +422,11 @@ class Anomalies:
     csv: str
     note: str
     skipped: list[str]
+
+
+def anomaly_headers(k: int) -> list[str]:
+    return ["image", "L>0 (nats)", f"L>{k} (nats)", f"LLR>{k} (nats)", "bits/dim",
+            f"LLR>{k} percentile", "bits/dim percentile", "flagged"]
 
 
 # ---------------------------------------------------------------------- argument checks

@@ -1,0 +1,155 @@
+"""The served studio through gradio_client: every endpoint by its stable api_name, the same seed
+gives the same images for every caller, and engine errors reach the caller as messages."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from studio.app import launch
+from studio.engine import Studio
+
+from studio_weights import make_weights, write_bad_files
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
+              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
+ENDPOINTS = {"/sample", "/reconstruct", "/resample", "/mix", "/anomaly", "/latents", "/model_card"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory) -> dict[str, Path]:
+    return make_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def server(dirs, tmp_path_factory):
+    studio = Studio([dirs[n] for n in ("celeba_tiny", "gray_tiny", "broken")], strict=False,
+                    workdir=tmp_path_factory.mktemp("out"))
+    demo = launch(studio, port=free_port(), concurrency=2, block=False)
+    yield demo
+    demo.close()
+    studio.close()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Client:
+    return Client(server.local_url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    return write_bad_files(tmp_path_factory.mktemp("bad"))
+
+
+def faces() -> list[str]:
+    return sorted(str(p) for p in (ROOT / "studio" / "examples").glob("celeba_test_*.png"))[:3]
+
+
+def test_binds_to_localhost_and_names_every_endpoint(server, client):
+    assert server.server_name == "127.0.0.1"
+    api = client.view_api(print_info=False, return_format="dict")
+    assert ENDPOINTS <= set(api["named_endpoints"])
+
+
+def test_sample_is_the_same_for_every_caller(server, client):
+    first = client.predict("celeba_tiny", 5, "0.8", 42, api_name="/sample")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        Client(server.local_url, verbose=False).predict("celeba_tiny", 5, "0.8", 42, api_name="/sample")))
+        for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    def pixels(result):
+        return [Path(item["image"]).read_bytes() for item in result[0]]
+    assert len(first[0]) == 5 and first[2] == 42
+    assert all(pixels(r) == pixels(first) for r in results)
+    with zipfile.ZipFile(first[1]) as z:
+        assert sum(n.endswith(".png") for n in z.namelist()) == 6  # 5 images + the grid
+    other = client.predict("celeba_tiny", 5, "0.8", 43, api_name="/sample")
+    assert pixels(other) != pixels(first)
+
+
+def test_reconstruct_resample_mix(client):
+    gallery, table = client.predict("celeba_tiny", [handle_file(p) for p in faces()], api_name="/reconstruct")
+    assert len(gallery) == 3 and "bits/dim" in gallery[0]["caption"]
+    assert table["headers"][3] == "bits/dim" and len(table["data"]) == 3
+    grid, crop, seed = client.predict("celeba_tiny", handle_file(faces()[0]), [0, 1, 3], 2, "1.0", 7,
+                                      api_name="/resample")
+    assert Path(grid).is_file() and Path(crop).is_file() and seed == 7
+    mixed = client.predict("celeba_tiny", handle_file(faces()[0]), handle_file(faces()[1]), [0, 2],
+                           api_name="/mix")
+    assert Path(mixed).is_file()
+
+
+def test_anomaly_latents_and_card(client):
+    table, plot, csv_path, note = client.predict("celeba_tiny", [handle_file(p) for p in faces()], 1, 1, 90, 0,
+                                                 api_name="/anomaly")
+    assert len(table["data"]) == 3 and table["headers"][3] == "LLR>1 (nats)"
+    assert Path(plot).is_file() and Path(csv_path).read_text().startswith("image,")
+    assert "flagged" in note
+    chart, per_latent, note = client.predict("celeba_tiny", None, api_name="/latents")
+    assert Path(chart).is_file() and len(per_latent["data"]) == 5
+    card = client.predict("celeba_tiny", api_name="/model_card")
+    assert "parameters" in card["markdown"] and '"image_shape"' in card["config"]
+
+
+@pytest.mark.parametrize("kind, message", [("truncated", "truncated.png: corrupt or truncated image"),
+                                           ("text", "notes.txt: not an image file"),
+                                           ("bomb", "bomb.png: image too large"),
+                                           ("empty", "empty.png: the file is empty")])
+def test_bad_uploads_come_back_as_messages(client, files, kind, message):
+    with pytest.raises(AppError, match=message):
+        client.predict("celeba_tiny", [handle_file(files[kind])], api_name="/reconstruct")
+
+
+def test_bad_arguments_and_broken_models_come_back_as_messages(client):
+    with pytest.raises(AppError, match="temperature"):
+        client.predict("celeba_tiny", 2, "warm", 0, api_name="/sample")
+    with pytest.raises(AppError, match="could not be loaded"):
+        client.predict("broken", 2, "1.0", 0, api_name="/sample")
+    with pytest.raises(AppError, match="no image given"):
+        client.predict("celeba_tiny", [], api_name="/reconstruct")
+    # the server still answers after the errors
+    assert len(client.predict("gray_tiny", 1, "1.0", 0, api_name="/sample")[0]) == 1
+
+
+def test_cli_serves_the_page(dirs):
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "studio", "--weights", str(dirs["gray_tiny"]),
+                             "--port", str(port), "--threads", "1"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        page = None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert page is not None, f"no page; exit code {proc.poll()}"
+        assert "BIVA Studio" in page
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert "serving gray_tiny" in out

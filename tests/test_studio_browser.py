@@ -1,0 +1,166 @@
+"""The studio in a real browser (Playwright driving Debian's chromium): every tab's action puts
+images on the page, and a corrupt upload shows its error message while the page keeps working.
+
+Skipped only when /usr/bin/chromium is missing. With BIVA_STUDIO_SCREENSHOTS=DIR it serves the
+shipped weights/celeba64 instead of a tiny model and saves one full-page screenshot per tab in DIR
+(how docs/screenshots/ is made):
+
+    BIVA_STUDIO_SCREENSHOTS=docs/screenshots pytest tests/test_studio_browser.py
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = os.environ.get("BIVA_STUDIO_SCREENSHOTS")
+TIMEOUT_MS = 300_000 if SHOTS else 60_000
+
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (apt-get install chromium)"),
+              pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
+              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    from studio.app import launch
+    from studio.engine import Studio
+    from studio_weights import make_weights
+
+    if SHOTS:
+        folders = [ROOT / "weights" / "celeba64"]
+    else:
+        dirs = make_weights(tmp_path_factory.mktemp("weights"))
+        folders = [dirs["celeba_tiny"], dirs["gray_tiny"]]
+    studio = Studio(folders, workdir=tmp_path_factory.mktemp("out"))
+    demo = launch(studio, port=free_port(), block=False)
+    yield demo.local_url
+    demo.close()
+    studio.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, url):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.get_by_text("BIVA Studio", exact=True).first.wait_for()
+    page.get_by_role("button", name="Sample", exact=True).wait_for()
+    yield page
+    page.close()
+
+
+def images_shown(page, selector: str, count: int = 1) -> int:
+    """Wait until `count` images under `selector` have loaded with a real size; return how many."""
+    page.wait_for_function(
+        """([sel, n]) => { const imgs = [...document.querySelectorAll(sel + ' img')];
+                           return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
+        arg=[selector, count])
+    return page.locator(f"{selector} img").count()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def listed(page, selector: str, name: str) -> None:
+    """Wait until the file component `selector` lists a file called `name`."""
+    page.locator(f'{selector} td.filename[aria-label="{name}"]').wait_for()
+
+
+def shows_text(page, selector: str, text: str) -> None:
+    """Wait until the element `selector` holds `text` (table cells may be laid out hidden)."""
+    page.wait_for_function("([sel, t]) => (document.querySelector(sel)?.textContent || '').includes(t)",
+                           arg=[selector, text])
+
+
+def click(page, label: str) -> None:
+    page.get_by_role("button", name=label, exact=True).click()
+
+
+def screenshot(page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def test_every_tab_puts_images_on_the_page(page):
+    click(page, "Sample")
+    assert images_shown(page, "#sample-gallery", 16) == 16
+    page.locator("#sample-zip a").first.wait_for()
+    screenshot(page, "1_sample")
+
+    open_tab(page, "Reconstruct")
+    click(page, "Use the example images")
+    listed(page, "#recon-files", "celeba_aligned_202368.jpg")
+    click(page, "Reconstruct")
+    assert images_shown(page, "#recon-gallery", 7) == 7
+    shows_text(page, "#recon-table", "celeba_aligned_202368.jpg")
+    screenshot(page, "2_reconstruct")
+
+    open_tab(page, "Hierarchy")
+    click(page, "Use example images")
+    listed(page, "#file-b", "celeba_test_185290.png")
+    click(page, "Redraw levels")
+    images_shown(page, "#hier-grid")
+    images_shown(page, "#hier-crop")
+    click(page, "Mix: top levels from A, the rest from B")
+    images_shown(page, "#mix-grid")
+    screenshot(page, "3_hierarchy")
+
+    open_tab(page, "Anomaly")
+    click(page, "Use the examples (faces and out-of-distribution images)")
+    listed(page, "#anom-files", "ood_mnist_7.png")
+    click(page, "Score")
+    images_shown(page, "#anom-plot")
+    shows_text(page, "#anom-table", "ood_mnist_7.png")
+    page.locator("#anom-csv a").first.wait_for()
+    assert "flagged" in page.locator("#anom-note").inner_text()
+    screenshot(page, "4_anomaly")
+
+    open_tab(page, "Model")
+    shows_text(page, "#model-card", "parameters")
+    images_shown(page, "#model-curves")
+    click(page, "Per-level KL and active units")
+    images_shown(page, "#lat-chart")
+    shows_text(page, "#lat-table", "z1_bu")
+    screenshot(page, "5_model")
+
+
+def test_corrupt_upload_shows_the_error_and_the_page_keeps_working(page, tmp_path):
+    good = (ROOT / "studio" / "examples" / "celeba_test_182676.png").read_bytes()
+    broken = tmp_path / "half_a_face.png"
+    broken.write_bytes(good[: len(good) // 2])
+    open_tab(page, "Reconstruct")
+    page.locator("#recon-files input[type=file]").set_input_files(str(broken))
+    listed(page, "#recon-files", "half_a_face.png")
+    click(page, "Reconstruct")
+    page.get_by_text("half_a_face.png: corrupt or truncated image").first.wait_for()
+    # the same page still works: a good upload next to the bad one is reconstructed, the bad one skipped
+    page.locator("#recon-files input[type=file]").set_input_files([str(broken), str(ROOT / "studio" / "examples" / "celeba_test_182676.png")])
+    listed(page, "#recon-files", "celeba_test_182676.png")
+    click(page, "Reconstruct")
+    assert images_shown(page, "#recon-gallery", 1) == 1
+    page.get_by_text("Skipped half_a_face.png").first.wait_for()
