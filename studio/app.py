@@ -86,7 +86,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
     def do_card(model):
         with user_errors():
             c = studio.model_card(model)
-        return c.markdown, c.config, c.curves, c.kl_plot, c.samples
+        return c.markdown, c.levels, c.config, c.curves, c.kl_plot, c.samples
 
     def do_latents(model, files, progress=gr.Progress()):
         with user_errors():
@@ -98,7 +98,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
         entry = studio.entries.get(model)
         if entry is None or entry.error is not None:
             message = f"### {model}\n**This model could not be loaded:** {entry.error if entry else 'unknown model'}"
-            return (gr.update(), gr.update(), message, "", None, None, [])
+            return (gr.update(), gr.update(), message, "", "", None, None, [])
         L = entry.L
         return (gr.update(choices=list(range(L + 1)), value=default_ks(L)),
                 gr.update(choices=list(range(1, L)), value=1), *do_card(model))
@@ -163,8 +163,9 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                     mix_btn = gr.Button("Mix: top levels from A, the rest from B")
                 hier_grid = gr.Image(label="one row per k", format="png", type="filepath", elem_classes="pixelated", elem_id="hier-grid")
                 hier_crop = gr.Image(label="preprocessing of A", format="png", type="filepath", height=170, elem_id="hier-crop")
-                mix_grid = gr.Image(label="mix over k: z above k from A, z up to k from B", format="png",
-                                    type="filepath", elem_classes="pixelated", elem_id="mix-grid")
+                gr.Markdown("**Mix** over k: z above level k from A, z at and below k from B's posterior "
+                            "given A's top (k = 0 reconstructs A, k = L reconstructs B).")
+                mix_grid = gr.Image(label="mix", show_label=False, format="png", type="filepath", elem_classes="pixelated", elem_id="mix-grid")
             with gr.Tab("Anomaly", id="anomaly"):
                 gr.Markdown("LLR>k = L>0 - L>k (Havtorn et al. 2021): large means out of distribution. "
                             "Percentiles place each image within the model's reference distribution.")
@@ -178,21 +179,27 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                 anom_btn = gr.Button("Score", variant="primary")
                 anom_note = gr.Markdown(elem_id="anom-note")
                 anom_table = gr.Dataframe(label="scores", interactive=False, headers=engine.anomaly_headers(1), elem_id="anom-table")
-                anom_plot = gr.Image(label="reference distribution and uploads", format="png", type="filepath", elem_id="anom-plot")
+                anom_plot = gr.Image(label="reference distribution and uploads", format="png", type="filepath", elem_id="anom-plot",
+                                     show_label=False)
                 anom_csv = gr.File(label="download (CSV)", elem_id="anom-csv")
             with gr.Tab("Model", id="model"):
                 card_md = gr.Markdown(elem_id="model-card")
+                with gr.Accordion("levels", open=False):
+                    card_levels = gr.Markdown()
                 with gr.Accordion("config.json", open=False):
                     card_config = gr.Code(language="json")
                 with gr.Row():
-                    curves = gr.Image(label="training curves", format="png", type="filepath", elem_id="model-curves")
-                    kl_plot = gr.Image(label="KL per latent during training", format="png", type="filepath")
+                    curves = gr.Image(label="training curves", format="png", type="filepath", elem_id="model-curves",
+                                      show_label=False)
+                    kl_plot = gr.Image(label="KL per latent during training", format="png", type="filepath",
+                                       show_label=False)
                 run_samples = gr.Gallery(label="the run's samples (temperature in the file name)", columns=5,
                                          height="auto", format="png", fit_columns=False)
                 gr.Markdown("### How the model uses its latents")
                 lat_files = gr.File(file_count="multiple", label="images (optional; default: the examples)", elem_id="lat-files")
                 lat_btn = gr.Button("Per-level KL and active units", variant="primary")
-                lat_chart = gr.Image(label="KL per level", format="png", type="filepath", elem_id="lat-chart")
+                lat_chart = gr.Image(label="KL per level", format="png", type="filepath", elem_id="lat-chart",
+                                     show_label=False)
                 lat_note = gr.Markdown()
                 lat_table = gr.Dataframe(label="per latent", interactive=False, headers=list(card.LatentReport.headers), elem_id="lat-table")
 
@@ -211,7 +218,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
         anom_btn.click(do_anomaly, [model_dd, anom_files, anom_k, anom_K, threshold, anom_seed],
                        [anom_table, anom_plot, anom_csv, anom_note], api_name="anomaly")
         lat_btn.click(do_latents, [model_dd, lat_files], [lat_chart, lat_table, lat_note], api_name="latents")
-        card_outputs = [card_md, card_config, curves, kl_plot, run_samples]
+        card_outputs = [card_md, card_levels, card_config, curves, kl_plot, run_samples]
         model_dd.change(on_model, model_dd, [ks, anom_k, *card_outputs], **private)
         demo.load(on_model, model_dd, [ks, anom_k, *card_outputs], **private)
         gr.api(do_card_api(studio), api_name="model_card")
@@ -224,7 +231,7 @@ def do_card_api(studio: Studio) -> Callable[[str], dict]:
     def model_card(model: str) -> dict:
         with user_errors():
             c = studio.model_card(model)
-        return {"markdown": c.markdown, "config": c.config, "curves": c.curves, "kl_plot": c.kl_plot,
+        return {"markdown": c.markdown, "levels": c.levels, "config": c.config, "curves": c.curves, "kl_plot": c.kl_plot,
                 "samples": c.samples}
     return model_card
 

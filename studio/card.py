@@ -24,6 +24,7 @@ RESULTS = "results.json"
 @dataclass
 class Card:
     markdown: str
+    levels: str                      # markdown table, one row per level
     config: str                      # config.json's model section, pretty JSON
     curves: str | None               # training curves drawn from metrics.jsonl
     kl_plot: str | None              # the run's own kl_per_latent.png
@@ -105,17 +106,17 @@ def card(name: str, directory: Path, model: BIVA, reference_words: str, out: Pat
     if shown:
         lines.append(f"| results.json | {'; '.join(shown)} (bits/dim) |")
     lines.append(f"| reference.json | {reference_words} |")
-    lines += ["", "| level | resolution | channels | latent | blocks |", "|---|---|---|---|---|"]
+    levels = ["| level | resolution | channels | latent | blocks |", "|---|---|---|---|---|"]
     for i, (lv, (rh, rw)) in enumerate(zip(cfg.levels, cfg.resolutions()), 1):
         kind = f"{lv.latent}" if lv.dense else f"{lv.latent} x {rh} x {rw}"
         pair = " (BU + TD)" if cfg.variant == "biva" and i < cfg.L else ""
-        lines.append(f"| {i} | {rh} x {rw} | {lv.channels} | {kind}{pair} | {lv.blocks} |")
+        levels.append(f"| {i} | {rh} x {rw} | {lv.channels} | {kind}{pair} | {lv.blocks} |")
     # the run's pictures are copied out so the page never serves the weights folder itself
     shipped = [p for p in [directory / KL_PLOT, *sorted(directory.glob("samples_t*.png"))] if p.is_file()]
     for p in shipped:
         shutil.copyfile(p, out / p.name)
     kl_plot = out / KL_PLOT
-    return Card("\n".join(lines), json.dumps(cfg.to_dict(), indent=2),
+    return Card("\n".join(lines), "\n".join(levels), json.dumps(cfg.to_dict(), indent=2),
                 training_curves(directory, out / "curves.png"),
                 str(kl_plot) if kl_plot.is_file() else None,
                 [str(out / p.name) for p in shipped if p.name != KL_PLOT])
