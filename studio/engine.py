@@ -85,8 +85,12 @@ class Studio:
                  workdir: str | Path | None = None):
         """Load every folder once. strict: a folder that does not load raises ValueError (the CLI's
         explicit --weights); otherwise it is kept as an entry whose every action explains why."""
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            raise ValueError(f"device {device!r}: not a torch device (cpu, cuda, cuda:N)") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine")
         self.device = device
         self.entries: dict[str, Entry] = {}
         for directory in directories:

@@ -73,6 +73,11 @@ def test_strict_loading_names_the_folder(dirs, tmp_path):
         Studio([tmp_path / "missing"])
     with pytest.raises(ValueError, match="no model to serve"):
         Studio([])
+    with pytest.raises(ValueError, match="not a torch device"):
+        Studio([dirs["gray_tiny"]], device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            Studio([dirs["gray_tiny"]], device="cuda")
 
 
 def test_discover_puts_face_models_first(tmp_path):
