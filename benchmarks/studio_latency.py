@@ -97,8 +97,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 call()
                 times.append(time.perf_counter() - t0)
-            results["endpoints"][label] = {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3)}
-            print(f"{label:40s} {statistics.median(times):9.2f} {min(times):7.2f}", flush=True)
+            median = statistics.median(times)
+            results["endpoints"][label] = {"median_s": round(median, 3), "min_s": round(min(times), 3)}
+            print(f"{label:40s} {median:9.2f} {min(times):7.2f}", flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

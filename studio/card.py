@@ -43,6 +43,10 @@ def parameter_count(model: BIVA) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
@@ -74,8 +78,7 @@ def training_curves(directory: Path, out: Path) -> str | None:
     series = {}
     for key, label in (("bpd", "train bits/dim"), ("valid_bpd", "valid bits/dim"),
                        ("raw_valid_bpd", "valid, raw weights")):
-        points = [(float(r["step"]), float(r[key])) for r in rows
-                  if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        points = [(float(r["step"]), float(r[key])) for r in rows if _number(r.get(key))]
         if points:
             series[label] = points
     if not series:
@@ -88,7 +91,8 @@ def card(name: str, directory: Path, model: BIVA, reference_words: str, out: Pat
     cfg = model.config
     c, h, w = cfg.image_shape
     info = model.training_info or {}
-    lik = "Bernoulli" if cfg.likelihood == "bernoulli" else f"discretized logistic mixture ({cfg.mixtures} components)"
+    lik = ("Bernoulli" if cfg.likelihood == "bernoulli"
+           else f"discretized logistic mixture ({cfg.mixtures} components)")
     lines = [f"| model | **{name}** |", "|---|---|",
              f"| folder | `{directory}` |",
              f"| images | {c} x {h} x {w}, p(x\\|z): {lik} |",
@@ -96,13 +100,13 @@ def card(name: str, directory: Path, model: BIVA, reference_words: str, out: Pat
              f"| parameters | {parameter_count(model):,} |"]
     if info:
         bits = [f"step {info['step']}" if "step" in info else "",
-                f"{info['seconds']:.0f} s" if isinstance(info.get("seconds"), (int, float)) else "",
-                f"best valid {info['best_valid_bpd']:.3f} bits/dim" if isinstance(info.get("best_valid_bpd"), (int, float)) else "",
+                f"{info['seconds']:.0f} s" if _number(info.get("seconds")) else "",
+                f"best valid {info['best_valid_bpd']:.3f} bits/dim" if _number(info.get("best_valid_bpd")) else "",
                 f"weights: {info['weights']}" if "weights" in info else ""]
         lines.append(f"| training | {', '.join(b for b in bits if b) or 'recorded'} |")
     results = _read_json(directory / RESULTS) or {}
     ev = results.get("eval", {}) if isinstance(results.get("eval"), dict) else {}
-    shown = [f"{k.replace('_', ' ')} {v:.3f}" for k, v in ev.items() if k.endswith("bpd") and isinstance(v, (int, float))]
+    shown = [f"{k.replace('_', ' ')} {v:.3f}" for k, v in ev.items() if k.endswith("bpd") and _number(v)]
     if shown:
         lines.append(f"| results.json | {'; '.join(shown)} (bits/dim) |")
     lines.append(f"| reference.json | {reference_words} |")
@@ -144,7 +148,8 @@ def latent_report(model: BIVA, images: list[Prepared] | torch.Tensor, source: st
     levels = [model.latent_level(i) for i in range(len(kl))]
     per_level = [sum(v for v, lv in zip(kl, levels) if lv == i) for i in range(1, model.config.L + 1)]
     chart = draw.log_bar_chart(per_level, [str(i) for i in range(1, model.config.L + 1)],
-                               title=f"KL per level (nats, mean over {len(x)} {source}); level 1 is nearest the pixels",
+                               title=f"KL per level (nats, mean over {len(x)} {source}); "
+                                     "level 1 is nearest the pixels",
                                ylabel="nats")
     path = out / "kl_per_level.png"
     chart.save(path)

@@ -11,8 +11,8 @@ Seeds: an action draws its images in chunks of CHUNK; chunk c uses the seed deri
 """
 from __future__ import annotations
 
+import csv
 import json
-import random
 import shutil
 import tempfile
 import time
@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -31,6 +30,7 @@ from biva_core.plots import grid_image
 
 from . import card, draw
 from .images import Prepared, prepare, show_crop, to_pil, upscale
+from .params import check_float, check_int, check_seed, default_ks, derive, parse_ks, parse_temperature
 from .reference import Reference, percentile, quantile
 
 Progress = Callable[[float, str], None]
@@ -39,13 +39,20 @@ MAX_SAMPLES = 64
 MAX_DRAWS = 16
 MAX_UPLOADS = 64
 MAX_K_SAMPLES = 64             # importance samples for the anomaly scores
-MAX_SEED = 2 ** 32 - 1
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 KEEP_OUTPUTS_S = 3600          # output folders older than this are removed
 
 
 def _quiet(fraction: float, desc: str) -> None:
     pass
+
+
+def chunks(n: int, verb: str, progress: Progress):
+    """(chunk index, start, stop) over n items in steps of CHUNK, reporting progress before each."""
+    for c, start in enumerate(range(0, n, CHUNK)):
+        stop = min(n, start + CHUNK)
+        progress(start / n, f"{verb} images {start + 1}-{stop} of {n}")
+        yield c, start, stop
 
 
 @dataclass
@@ -206,9 +213,8 @@ class Studio:
         seed = check_seed(seed)
         out = self._outdir("sample")
         images: list[torch.Tensor] = []
-        for c, start in enumerate(range(0, n, CHUNK)):
-            progress(start / n, f"sampling images {start + 1}-{min(n, start + CHUNK)} of {n}")
-            images.append(entry.model.sample(min(CHUNK, n - start), temperature=temps, seed=derive(seed, c)).cpu())
+        for c, start, stop in chunks(n, "sampling", progress):
+            images.append(entry.model.sample(stop - start, temperature=temps, seed=derive(seed, c)).cpu())
         x = torch.cat(images)
         paths = []
         for i, img in enumerate(x):
@@ -235,9 +241,8 @@ class Studio:
         preps, skipped = self._prepare_all(entry, files)
         out = self._outdir("reconstruct")
         panels, rows = [], []
-        for c, start in enumerate(range(0, len(preps), CHUNK)):
-            progress(start / len(preps), f"reconstructing images {start + 1}-{min(len(preps), start + CHUNK)} of {len(preps)}")
-            batch = preps[start:start + CHUNK]
+        for c, start, stop in chunks(len(preps), "reconstructing", progress):
+            batch = preps[start:stop]
             x = torch.stack([p.x for p in batch])
             recon = entry.model.reconstruct(x).cpu()
             bound = entry.model.elbo(x, seed=derive(0, c))
@@ -248,7 +253,8 @@ class Studio:
                 path = out / f"{start + i:02d}_{Path(p.name).stem[:40]}.png"
                 panel.save(path)
                 panels.append((str(path), caption))
-                rows.append([p.name, f"{p.original.width}x{p.original.height}", p.rule, round(bpd, 4), round(nats, 1)])
+                size = f"{p.original.width}x{p.original.height}"
+                rows.append([p.name, size, p.rule, round(bpd, 4), round(nats, 1)])
         progress(1.0, "done")
         return Reconstructions(panels, rows, skipped)
 
@@ -316,9 +322,8 @@ class Studio:
         seed = check_seed(seed)
         preps, skipped = self._prepare_all(entry, files)
         scores = {"l0": [], "lk": [], "llr": [], "bpd": []}
-        for c, start in enumerate(range(0, len(preps), CHUNK)):
-            progress(start / len(preps), f"scoring images {start + 1}-{min(len(preps), start + CHUNK)} of {len(preps)}")
-            x = torch.stack([p.x for p in preps[start:start + CHUNK]])
+        for c, start, stop in chunks(len(preps), "scoring", progress):
+            x = torch.stack([p.x for p in preps[start:stop]])
             s = entry.model.scores(x, [k], K=K, seed=derive(seed, c))
             for key, v in (("l0", s.l0), ("lk", s.lk[k]), ("llr", s.llr[k]), ("bpd", s.bpd)):
                 scores[key] += v.cpu().tolist()
@@ -340,7 +345,8 @@ class Studio:
         out = self._outdir("anomaly")
         plot = draw.stack([
             draw.histogram(ref_llr or [], marks_llr, threshold=cut,
-                           title=f"LLR>{k} (nats): reference {self._ref_words(entry)}; uploads numbered as in the table"),
+                           title=f"LLR>{k} (nats): reference {self._ref_words(entry)}; "
+                                 "uploads numbered as in the table"),
             draw.histogram(ref_bpd or [], marks_bpd, title="bits/dim of L>0: reference and uploads")])
         plot_path = out / f"{name}_anomaly_k{k}.png"
         plot.save(plot_path)
@@ -433,83 +439,7 @@ def anomaly_headers(k: int) -> list[str]:
             f"LLR>{k} percentile", "bits/dim percentile", "flagged"]
 
 
-# ---------------------------------------------------------------------- argument checks
-
-
-def check_int(what: str, value, lo: int, hi: int) -> int:
-    """An integer in [lo, hi]; integral floats and numeric strings are accepted."""
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a whole number from {lo} to {hi}, got {value!r}") from None
-    if not f.is_integer() or not lo <= f <= hi:
-        raise ValueError(f"{what} must be a whole number from {lo} to {hi}, got {value!r}")
-    return int(f)
-
-
-def check_float(what: str, value, lo: float, hi: float) -> float:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number from {lo:g} to {hi:g}, got {value!r}") from None
-    if not lo <= f <= hi:
-        raise ValueError(f"{what} must be a number from {lo:g} to {hi:g}, got {value!r}")
-    return f
-
-
-def check_seed(seed) -> int:
-    """A seed in [0, 2^32); an empty seed draws a fresh one (reported back to the user)."""
-    if seed is None or (isinstance(seed, str) and not seed.strip()):
-        return new_seed()
-    return check_int("seed", seed, 0, MAX_SEED)
-
-
-def new_seed() -> int:
-    return random.SystemRandom().randrange(0, 1_000_000)
-
-
-def derive(seed: int, *parts: int) -> int:
-    """An independent 63-bit seed for one chunk / row of a request."""
-    return int(np.random.SeedSequence([seed, *parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def parse_temperature(value: str | float | int | Sequence[float], L: int) -> float | list[float]:
-    """One temperature, or L comma-separated values (levels bottom-up), each in (0, 10]."""
-    if isinstance(value, (int, float)):
-        parts = [value]
-    elif isinstance(value, str):
-        parts = [p for p in value.replace(";", ",").split(",") if p.strip()]
-    else:
-        parts = list(value)
-    try:
-        temps = [float(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"temperature must be a number or {L} comma-separated numbers, got {value!r}") from None
-    if len(temps) not in (1, L):
-        raise ValueError(f"temperature: give one value or one per level ({L}, bottom-up), got {len(temps)}")
-    if not all(0.0 < t <= 10.0 for t in temps):
-        raise ValueError(f"temperature values must be in (0, 10], got {value!r}")
-    return temps[0] if len(temps) == 1 else temps
-
-
-def parse_ks(value: Sequence[int] | str, L: int) -> list[int]:
-    """Levels k in 0..L, as a list or a comma-separated string; sorted, duplicates dropped."""
-    parts = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
-    ks = sorted({check_int("k", p, 0, L) for p in parts if str(p).strip()})
-    if not ks:
-        raise ValueError(f"choose at least one k in 0..{L}")
-    return ks
-
-
-def default_ks(L: int) -> list[int]:
-    """All of 0..L for shallow models; 10 spread-out values for deep ones (L=20: 0 1 2 4 7 10 12 15 18 20)."""
-    if L <= 10:
-        return list(range(L + 1))
-    return sorted({0, 1, 2, L} | {round(float(v)) for v in np.linspace(4, L - 2, 6)})
-
-
 def write_csv(path: Path, headers: Sequence[str], rows: Sequence[Sequence]) -> None:
-    import csv
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(headers)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHOTS = os.environ.get("BIVA_STUDIO_SCREENSHOTS")
 TIMEOUT_MS = 300_000 if SHOTS else 60_000
 
-pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (apt-get install chromium)"),
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no /usr/bin/chromium"),
               pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
 
@@ -159,7 +159,8 @@ def test_corrupt_upload_shows_the_error_and_the_page_keeps_working(page, tmp_pat
     click(page, "Reconstruct")
     page.get_by_text("half_a_face.png: corrupt or truncated image").first.wait_for()
     # the same page still works: a good upload next to the bad one is reconstructed, the bad one skipped
-    page.locator("#recon-files input[type=file]").set_input_files([str(broken), str(ROOT / "studio" / "examples" / "celeba_test_182676.png")])
+    face = ROOT / "studio" / "examples" / "celeba_test_182676.png"
+    page.locator("#recon-files input[type=file]").set_input_files([str(broken), str(face)])
     listed(page, "#recon-files", "celeba_test_182676.png")
     click(page, "Reconstruct")
     assert images_shown(page, "#recon-gallery", 1) == 1

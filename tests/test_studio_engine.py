@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from studio import engine
+from studio import params
 from studio.__main__ import main
-from studio.engine import Studio, default_ks, derive, discover, parse_ks, parse_temperature
+from studio.engine import Studio, discover
 from studio.images import CELEBA_ALIGNED, crop_box, prepare
+from studio.params import default_ks, derive, parse_ks, parse_temperature
 from studio.reference import Reference, percentile, quantile
 
 from studio_weights import make_weights, tensor_of_png, write_bad_files
@@ -49,7 +50,8 @@ def save(image: Image.Image, path: Path) -> str:
 
 def cell(grid: Image.Image, x: int, y: int, size: int, step: int) -> torch.Tensor:
     """The image drawn at (x, y) as size x size cells enlarged by `step`: (C, size, size) in [0, 1]."""
-    a = np.asarray(grid.convert("RGB"), np.float32)[y + step // 2:y + size * step:step, x + step // 2:x + size * step:step]
+    a = np.asarray(grid.convert("RGB"), np.float32)
+    a = a[y + step // 2:y + size * step:step, x + step // 2:x + size * step:step]  # one pixel per cell
     return torch.from_numpy(a / 255).permute(2, 0, 1)
 
 
@@ -199,7 +201,8 @@ def test_hierarchy_rows_are_resamples_above_k(studio, tmp_path):
     draws = entry.model.resample(x, 2, 3, temperature=0.9, seed=derive(5, 2))[0]
     for col in (1, 2, 3):
         assert torch.allclose(cell(grid, *origin(1, col), 8, 8), draws[col - 1], atol=1e-6)
-    assert Path(r.grid).read_bytes() == Path(studio.hierarchy("celeba_tiny", path, [0, 2, 3], 3, "0.9", 5).grid).read_bytes()
+    again = studio.hierarchy("celeba_tiny", path, [0, 2, 3], 3, "0.9", 5)
+    assert Path(r.grid).read_bytes() == Path(again.grid).read_bytes()
     with pytest.raises(ValueError, match="k must be a whole number from 0 to 3"):
         studio.hierarchy("celeba_tiny", path, "0,4")
     with pytest.raises(ValueError, match="draws per row"):
@@ -223,8 +226,8 @@ def test_mix_goes_from_a_to_b(studio, tmp_path):
 
 def test_anomaly_scores_percentiles_flags_and_csv(studio, tmp_path):
     entry = studio.entries["celeba_tiny"]
-    paths = [save(Image.fromarray(np.random.default_rng(i).integers(0, 255, (8, 8, 3), np.uint8)), tmp_path / f"{i}.png")
-             for i in range(3)]
+    noise = [np.random.default_rng(i).integers(0, 255, (8, 8, 3), np.uint8) for i in range(3)]
+    paths = [save(Image.fromarray(a), tmp_path / f"{i}.png") for i, a in enumerate(noise)]
     r = studio.anomaly("celeba_tiny", paths, 2, 2, 0.0, 4)
     x = torch.stack([prepare(p, entry.model.config, face=True).x for p in paths])
     s = entry.model.scores(x, [2], K=2, seed=derive(4, 0))
@@ -282,7 +285,7 @@ def test_parsers_and_statistics():
         parse_ks(" , ", 5)
     assert parse_temperature("0.5", 3) == 0.5 and parse_temperature("1,2,3", 3) == [1.0, 2.0, 3.0]
     assert len({derive(1, c) for c in range(100)} | {derive(2, 0)}) == 101
-    assert engine.check_seed("") >= 0 and engine.check_seed(7.0) == 7
+    assert params.check_seed("") >= 0 and params.check_seed(7.0) == 7
     values = [1.0, 2.0, 3.0, 4.0]
     assert percentile(values, 2.5) == 50.0 and percentile(values, 0) == 0.0 and percentile(values, 4) == 100.0
     assert quantile(values, 50) == 2.5 and quantile(values, 0) == 1.0 and quantile(values, 100) == 4.0
