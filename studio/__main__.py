@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +21,10 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 def default_weights_root() -> Path:
     local = Path("weights")
     return local if local.is_dir() else PACKAGE_ROOT / "weights"
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,13 +80,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"biva-studio: warning: not serving {name}: {studio.entries[name].error}", file=sys.stderr)
     if not served:
         return fail("none of the models could be loaded")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl-C: outputs are removed
+    try:
+        demo = launch(studio, host=args.host, port=args.port, concurrency=args.concurrency, block=False)
+    except (OSError, KeyboardInterrupt) as err:
+        studio.close()
+        if isinstance(err, KeyboardInterrupt):
+            return 130
+        return fail(f"cannot serve on {args.host}:{args.port} ({err}); is the port in use? pass --port")
     print(f"BIVA Studio: serving {', '.join(served)} on {args.device} at http://{args.host}:{args.port}", flush=True)
     try:
-        launch(studio, host=args.host, port=args.port, concurrency=args.concurrency)
-    except OSError as err:
-        return fail(f"cannot serve on {args.host}:{args.port} ({err}); is the port in use? pass --port")
-    except KeyboardInterrupt:
-        pass
+        demo.block_thread()  # until Ctrl-C
     finally:
         studio.close()
     return 0

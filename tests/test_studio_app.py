@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -139,17 +138,15 @@ def test_cli_serves_the_page(dirs):
                              "--port", str(port), "--threads", "1"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 120
-        page = None
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
-                break
-            except OSError:
-                time.sleep(0.5)
-        assert page is not None, f"no page; exit code {proc.poll()}"
+        seen = ""
+        while "BIVA Studio: serving" not in seen:  # printed once the server is up
+            line = proc.stdout.readline()
+            assert line, f"the studio exited: {seen}"
+            seen += line
+        assert f"serving gray_tiny on cpu at http://127.0.0.1:{port}" in seen
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
         assert "BIVA Studio" in page
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=30)[0]
-    assert "serving gray_tiny" in out
+        rest = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, rest
