@@ -47,6 +47,11 @@ def _quiet(fraction: float, desc: str) -> None:
     pass
 
 
+def cell(x: torch.Tensor) -> Image.Image:
+    """An image tensor (C, H, W) as a grid cell, enlarged to at least 64 pixels high."""
+    return upscale(to_pil(x), 64)
+
+
 def chunks(n: int, verb: str, progress: Progress):
     """(chunk index, start, stop) over n items in steps of CHUNK, reporting progress before each."""
     for c, start in enumerate(range(0, n, CHUNK)):
@@ -161,9 +166,12 @@ class Studio:
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     def _outdir(self, action: str) -> Path:
-        """A fresh folder for one request's files; folders older than KEEP_OUTPUTS_S go."""
+        """A fresh folder for one request's files; folders older than KEEP_OUTPUTS_S go (but not
+        `kept/`, which holds the cached model cards' pictures)."""
         now = time.time()
         for old in self._workdir.iterdir():
+            if old.name == "kept":
+                continue
             try:
                 if now - old.stat().st_mtime > KEEP_OUTPUTS_S:
                     shutil.rmtree(old, ignore_errors=True)
@@ -196,10 +204,6 @@ class Studio:
         if not file:
             raise ValueError(f"no {what} given: upload an image file")
         return prepare(file, entry.model.config, face=entry.face)
-
-    def _cell(self, entry: Entry, x: torch.Tensor) -> Image.Image:
-        """An image tensor (C, H, W) as a grid cell at least 64 pixels high."""
-        return upscale(to_pil(x), 64)
 
     # ------------------------------------------------------------------ 1 sample
 
@@ -278,7 +282,7 @@ class Studio:
             progress(i / len(ks), f"redrawing levels <= {k} ({i + 1} of {len(ks)} rows)")
             imgs = entry.model.resample(x, k, draws, temperature=temps, seed=derive(seed, k))[0].cpu()
             label = f"k={k}" + (" recon" if k == 0 else " sample" if k == L else "")
-            rows.append((label, [self._cell(entry, prep.x)] + [self._cell(entry, t) for t in imgs]))
+            rows.append((label, [cell(prep.x)] + [cell(t) for t in imgs]))
         out = self._outdir("hierarchy")
         grid = draw.labelled_grid(rows, header=["input"] + [f"draw {j + 1}" for j in range(draws)])
         path = out / f"{name}_hierarchy_seed{seed}.png"
@@ -295,11 +299,11 @@ class Studio:
         entry = self.entry(name)
         ks = parse_ks(ks, entry.L) if ks not in (None, "", []) else default_ks(entry.L)
         a, b = self._one(entry, file_a, "image A"), self._one(entry, file_b, "image B")
-        cells = [self._cell(entry, a.x)]
+        cells = [cell(a.x)]
         for i, k in enumerate(ks):
             progress(i / len(ks), f"mixing at k={k} ({i + 1} of {len(ks)})")
-            cells.append(self._cell(entry, entry.model.mix(a.x[None], b.x[None], k)[0]))
-        cells.append(self._cell(entry, b.x))
+            cells.append(cell(entry.model.mix(a.x[None], b.x[None], k)[0]))
+        cells.append(cell(b.x))
         grid = draw.labelled_grid([("A top\nB below", cells)], header=["A"] + [f"k={k}" for k in ks] + ["B"],
                                   label_width=80)
         path = self._outdir("mix") / f"{name}_mix.png"
@@ -375,7 +379,9 @@ class Studio:
             ref = entry.reference
             words = (f"{ref.images} images of the {ref.split} split, K={ref.K}. {ref.note}" if ref
                      else f"unreadable: {entry.reference_error}" if entry.reference_error else "absent")
-            entry.cache["card"] = card.card(name, entry.directory, entry.model, words, self._outdir("card"))
+            out = self._workdir / "kept" / f"card-{uuid.uuid4().hex[:10]}"
+            out.mkdir(parents=True)
+            entry.cache["card"] = card.card(name, entry.directory, entry.model, words, out)
         return entry.cache["card"]
 
     def model_latents(self, name: str, files: Sequence[str] | None = None,

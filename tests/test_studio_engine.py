@@ -265,6 +265,15 @@ def test_model_card_and_latents(studio):
     assert "samples of the model" in studio.model_latents("gray_tiny").note
 
 
+def test_old_outputs_are_removed_but_the_cached_card_stays(studio, monkeypatch):
+    card = studio.model_card("celeba_tiny")
+    old = studio.sample("celeba_tiny", 1, "1.0", 0)
+    monkeypatch.setattr("studio.engine.KEEP_OUTPUTS_S", -1.0)
+    studio.sample("celeba_tiny", 1, "1.0", 0)
+    assert not Path(old.archive).exists() and Path(card.curves).is_file()
+    assert studio.model_card("celeba_tiny") is card
+
+
 def test_unreadable_reference_is_reported(dirs, tmp_path):
     import shutil
     folder = Path(shutil.copytree(dirs["celeba_tiny"], tmp_path / "celeba_bad_ref"))
