@@ -188,7 +188,8 @@ class BIVA(Operations, nn.Module):
         """
         cfg, L = self.config, self.config.L
         temps = [float(temperature)] * L if isinstance(temperature, (int, float)) else [float(t) for t in temperature]
-        assert len(temps) == L, f"expected 1 or {L} temperatures, got {len(temps)}"
+        if len(temps) != L:
+            raise ValueError(f"expected 1 or {L} temperatures (one per level), got {len(temps)}")
         n = cfg.n_latents
         log_q, log_p, zs, qs = [None] * n, [None] * n, [None] * n, [None] * n
         boundary = None

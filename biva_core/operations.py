@@ -65,6 +65,7 @@ class Operations:
         td = self.top_down(self.bottom_up(h, q_mean=True), k=0, q_mean=True)
         return self.px_image(td.px)
 
+    @_evaluating
     def boundary(self, x: Tensor, k: int) -> "Boundary":
         """The top-down state above level k for x, with z_{>k} at the posterior means."""
         h, _ = self.prepare(x.to(self.device))
@@ -81,7 +82,8 @@ class Operations:
         n times: (B, n, C, H, W). k = 0 reconstructs (every draw equal), k = L samples. The
         state above k is computed once; the n draws rerun only levels <= k."""
         L = self.config.L
-        assert 0 <= k <= L, f"k must be in 0..{L}, got {k}"
+        if not 0 <= k <= L:
+            raise ValueError(f"k must be in 0..{L}, got {k}")
         b = x.shape[0]
         g = self._generator(seed)
         start = self.boundary(x, k)

@@ -288,7 +288,7 @@ def test_temperature_scales_the_prior_noise(model: BIVA) -> None:
     top_cold = td([1.0] * (L - 1) + [0.0], 0)
     assert torch.equal(top_cold.z[-1], torch.zeros_like(top_cold.z[-1]))
     assert (top_cold.z[0][0] - top_cold.z[0][1]).abs().max() > 1e-3
-    with pytest.raises(AssertionError, match=str(L)):
+    with pytest.raises(ValueError, match=str(L)):
         model.sample(n, temperature=[1.0] * (L + 1))
 
 
