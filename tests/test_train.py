@@ -128,7 +128,7 @@ def test_two_gloo_processes_stay_identical(tmp_path):
     init = Trainer(CFG, fast_config(), data(16, 0), data(6, 1), tmp_path / "init", log=quiet)
     assert any(not torch.equal(v, r0[k]) for k, v in state_of(init).items() if k.startswith("model."))
     # each rank drew its own dropout masks and latents
-    assert not torch.equal(torch.load(tmp_path / "rng0.pt"), torch.load(tmp_path / "rng1.pt"))
+    assert not torch.equal(torch.load(tmp_path / "rng0.pt", weights_only=True), torch.load(tmp_path / "rng1.pt", weights_only=True))
     run = tmp_path / "run"
     assert json.loads((run / "state" / "scalars.json").read_text())["world_size"] == 2
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
