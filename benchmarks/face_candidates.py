@@ -1,0 +1,137 @@
+"""Which L = 20 face model learns fastest per CPU-second? Train candidates for the same wall time
+on CelebA-64 and compare valid bits/dim against seconds.
+
+    python benchmarks/face_candidates.py run A --minutes 20 --threads 1     # -> runs/candidates/A
+    python benchmarks/face_candidates.py run A --minutes 20 --threads 1 --amp bf16   # -> A_bf16
+    python benchmarks/face_candidates.py report     # -> docs/celeba64_cpu_candidates.{md,png}
+
+Every candidate is BIVA with L = 20 levels on 64x64x3 and the 10-component discretized
+logistic mixture; level 1 sits at 32x32 (the stem has stride 2) and the candidates differ in
+how many levels sit at 32x32, 16x16, 8x8 and 4x4 and in their widths. Runs use the real
+Trainer (same data, flips, seed, validation on the first --valid images of the valid split);
+the curve is the better of the EMA and the raw weights at each validation, as the trainer
+keeps it. Seconds include validation. Two candidates may run at once with one thread each:
+the comparison is fair when all of them ran under the same conditions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from biva_core.config import ModelConfig, _levels  # noqa: E402
+
+# name -> [(levels, channels), ...] for 32x32, 16x16, 8x8, 4x4 (5 + ... = 20 levels)
+CANDIDATES = {
+    "A": [(2, 32), (4, 48), (8, 64), (6, 64)],   # balanced, narrow
+    "B": [(1, 32), (3, 64), (8, 96), (8, 96)],   # wider, depth at 8x8 / 4x4
+    "C": [(1, 24), (2, 48), (9, 64), (8, 64)],   # fewest FLOPs: almost all depth at 8x8 / 4x4
+}
+
+
+def candidate(name: str, dropout_q: float = 0.1) -> ModelConfig:
+    widths = CANDIDATES[name]
+    spec = [(1, c, 8, 2 if i == 0 else 1, False) for n, c in widths for i in range(n)]
+    return ModelConfig(image_shape=(3, 64, 64), likelihood="dmol", mixtures=10,
+                       levels=_levels(spec), dropout_q=dropout_q, dropout_p=0.0)
+
+
+def run(args: argparse.Namespace) -> None:
+    from biva_core.data import load_split
+    from biva_core.trainer import TrainConfig, Trainer
+    torch.set_num_threads(args.threads)
+    tag = args.name + ("" if args.amp == "none" else f"_{args.amp}")
+    out = Path(args.runs) / tag
+    train = load_split("celeba", "train", args.data_dir, image_size=64, progress=False)
+    valid = load_split("celeba", "valid", args.data_dir, image_size=64, progress=False)[:args.valid]
+    tc = TrainConfig(batch_size=args.batch, lr=args.lr, warmup=100, amp=args.amp,
+                     channels_last=args.amp == "bf16", max_minutes=args.minutes, num_threads=args.threads,
+                     eval_every=args.eval_every, eval_images=args.valid, log_every=25, flip=True)
+    trainer = Trainer(candidate(args.name), tc, train, valid, out, log=lambda m: print(m, file=sys.stderr))
+    if (out / "state" / "scalars.json").is_file():
+        trainer.load_state()
+    print(json.dumps(trainer.run(progress=False)))
+
+
+def curves(runs: Path) -> dict[str, list[dict]]:
+    out = {}
+    for d in sorted(p for p in runs.iterdir() if (p / "metrics.jsonl").is_file()):
+        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        out[d.name] = [r for r in rows if "valid_bpd" in r]
+    return out
+
+
+def report(args: argparse.Namespace) -> None:
+    from biva_core.model import BIVA
+    from biva_core.plots import line_chart
+    runs, docs = Path(args.runs), ROOT / "docs"
+    data = curves(runs)
+    series, lines = {}, []
+    lines.append("| run | levels at 32/16/8/4 | channels | parameters | GFLOP / image (train) | train images/s "
+                 "| steps | minutes | best valid bits/dim |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for tag, rows in data.items():
+        if not rows:
+            continue
+        name = tag.split("_")[0]
+        cfg = candidate(name)
+        params = sum(p.numel() for p in BIVA(cfg).parameters()) / 1e6
+        gflop = train_gflop_per_image(cfg)
+        best = [min(r["valid_bpd"], r.get("raw_valid_bpd", float("inf"))) for r in rows]
+        series[tag] = [(r["seconds"] / 60, b) for r, b in zip(rows, best)]
+        log = [json.loads(line) for line in (runs / tag / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        ips = [r["images_per_s"] for r in log if "images_per_s" in r]
+        ips = sorted(ips)[len(ips) // 2] if ips else float("nan")
+        widths = CANDIDATES[name]
+        lines.append(f"| {tag} | {'/'.join(str(n) for n, _ in widths)} | {'/'.join(str(c) for _, c in widths)} "
+                     f"| {params:.1f}M | {gflop:.2f} | {ips:.1f} | {rows[-1]['step']} | {rows[-1]['seconds'] / 60:.1f} "
+                     f"| {min(best):.3f} |")
+    line_chart(series, docs / "celeba64_cpu_candidates.png", title="CelebA-64, L = 20: valid bits/dim vs CPU time",
+               xlabel="minutes (1 thread each)", ylabel="valid bits/dim")
+    table = "\n".join(lines)
+    (docs / "celeba64_cpu_candidates.md").write_text(
+        "# CPU face presets: candidates\n\nMade by `python benchmarks/face_candidates.py report` from the runs "
+        "of `python benchmarks/face_candidates.py run NAME --minutes 20 --threads 1` (two at a time on the 2-core "
+        "machine, one thread each). Valid bits/dim is the better of the EMA and the raw weights on the first "
+        f"{args.valid} valid images, single-sample ELBO.\n\n{table}\n\n![curves](celeba64_cpu_candidates.png)\n")
+    print(table)
+
+
+def train_gflop_per_image(cfg: ModelConfig) -> float:
+    """FLOPs of one training step (forward + backward) per image, from torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from biva_core.model import BIVA
+    model, x = BIVA(cfg), torch.rand(2, *cfg.image_shape)
+    with FlopCounterMode(display=False) as fc:
+        log_px, kl = model(x)
+        (-(log_px - sum(kl))).sum().backward()
+    return fc.get_total_flops() / 2 / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("name", choices=sorted(CANDIDATES))
+    r.add_argument("--minutes", type=float, default=20.0)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--amp", choices=["none", "bf16"], default="none")
+    r.add_argument("--batch", type=int, default=16)
+    r.add_argument("--lr", type=float, default=1e-3)
+    r.add_argument("--eval-every", type=int, default=150)
+    r.add_argument("--data-dir", default=os.environ.get("BIVA_DATA", str(ROOT.parent / "shared" / "data")))
+    for p in (r, sub.add_parser("report")):
+        p.add_argument("--runs", default=str(ROOT / "runs" / "candidates"))
+        p.add_argument("--valid", type=int, default=300)
+    args = ap.parse_args()
+    run(args) if args.cmd == "run" else report(args)
+
+
+if __name__ == "__main__":
+    main()
