@@ -25,7 +25,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from biva_core.config import ModelConfig, _levels  # noqa: E402
+from biva_core.config import ModelConfig, faces64  # noqa: E402
 
 # name -> [(levels, channels), ...] for 32x32, 16x16, 8x8, 4x4 (5 + ... = 20 levels)
 CANDIDATES = {
@@ -35,11 +35,8 @@ CANDIDATES = {
 }
 
 
-def candidate(name: str, dropout_q: float = 0.1) -> ModelConfig:
-    widths = CANDIDATES[name]
-    spec = [(1, c, 8, 2 if i == 0 else 1, False) for n, c in widths for i in range(n)]
-    return ModelConfig(image_shape=(3, 64, 64), likelihood="dmol", mixtures=10,
-                       levels=_levels(spec), dropout_q=dropout_q, dropout_p=0.0)
+def candidate(name: str) -> ModelConfig:
+    return faces64(CANDIDATES[name])
 
 
 def run(args: argparse.Namespace) -> None:

@@ -163,16 +163,34 @@ def cifar10() -> ModelConfig:
                        dropout_q=0.2, dropout_p=0.0)
 
 
+def faces64(widths: list[tuple[int, int]], dropout_q: float = 0.1) -> ModelConfig:
+    """A 64x64x3 face model with one gated block per stream and level and 8-channel conv latents.
+
+    widths: (levels, channels) per resolution from 32x32 down (the stem halves 64 to 32, each
+    later group halves again), e.g. [(3, 64), (6, 96), (6, 128), (5, 128)] for 32/16/8/4.
+    """
+    spec = [(1, c, 8, 2 if i == 0 else 1, False) for n, c in widths for i in range(n)]
+    return ModelConfig(image_shape=(3, 64, 64), likelihood="dmol", mixtures=10,
+                       levels=_levels(spec), dropout_q=dropout_q, dropout_p=0.0)
+
+
 def celeba64() -> ModelConfig:
-    """CelebA 64x64, L = 20: 3 levels at 32x32, 6 at 16x16, 6 at 8x8, 5 at 4x4 (~28M parameters).
+    """CelebA 64x64, L = 20: 3 levels at 32x32, 6 at 16x16, 6 at 8x8, 5 at 4x4 (31.5M parameters).
 
     One gated block per stream and level: on a GPU, a level at 8x8 or 4x4 costs kernel launches,
     not arithmetic, so depth comes from levels, width from channels.
     """
-    widths = [(3, 64), (6, 96), (6, 128), (5, 128)]
-    spec = [(1, c, 8, 2 if i == 0 else 1, False) for n, c in widths for i in range(n)]
-    return ModelConfig(image_shape=(3, 64, 64), likelihood="dmol", mixtures=10,
-                       levels=_levels(spec), dropout_q=0.1, dropout_p=0.0)
+    return faces64([(3, 64), (6, 96), (6, 128), (5, 128)])
+
+
+def celeba64_cpu() -> ModelConfig:
+    """CelebA 64x64, L = 20 for 2 CPU cores (9.1M parameters, 6.7 GFLOP per training image):
+    2 levels at 32x32 (32 channels), 4 at 16x16 (48), 8 at 8x8 (64), 6 at 4x4 (64).
+
+    Chosen by measurement (docs/celeba64_cpu_candidates.md): of three L = 20 layouts trained for
+    20 CPU-minutes each, it reached the lowest valid bits/dim.
+    """
+    return faces64([(2, 32), (4, 48), (8, 64), (6, 64)])
 
 
 def fashion_mnist() -> ModelConfig:
@@ -193,6 +211,7 @@ PRESETS = {
     "binarized_mnist": binarized_mnist,
     "cifar10": cifar10,
     "celeba64": celeba64,
+    "celeba64_cpu": celeba64_cpu,
     "fashion_mnist": fashion_mnist,
     "tiny": tiny,
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,15 +24,33 @@ def test_preset_builds_and_round_trips(name: str) -> None:
     assert again == cfg and isinstance(again.levels[0], LevelConfig)
 
 
-def test_celeba64_shape() -> None:
+@pytest.mark.parametrize("name", ["celeba64", "celeba64_cpu"])
+def test_celeba64_shape(name: str) -> None:
     """L = 20, N = 39, 64x64x3, latents at 32x32 and below."""
-    cfg = preset("celeba64")
+    cfg = preset(name)
     assert cfg.L == 20 and cfg.n_latents == 39 and cfg.image_shape == (3, 64, 64)
     assert max(h for h, _ in cfg.resolutions()) == 32
     with torch.device("meta"):
         model = BIVA(cfg)
     assert model.latent_names()[0] == "z1_bu" and model.latent_names()[-1] == "z20"
     assert [model.latent_level(i) for i in (0, 1, 2, 37, 38)] == [1, 1, 2, 19, 20]
+
+
+def test_cpu_face_preset_puts_its_depth_where_it_is_cheap() -> None:
+    """celeba64_cpu: most of its 20 levels at 8x8 and 4x4, few channels at 32x32, the same
+    likelihood as celeba64, and the candidate it was chosen as."""
+    import importlib.util
+    cfg, gpu = preset("celeba64_cpu"), preset("celeba64")
+    sizes = [h for h, _ in cfg.resolutions()]
+    assert sum(s <= 8 for s in sizes) >= 12 and sizes.count(32) <= 2
+    assert all(lv.channels <= 32 for lv, s in zip(cfg.levels, sizes) if s == 32)
+    assert (cfg.likelihood, cfg.mixtures) == (gpu.likelihood, gpu.mixtures) == ("dmol", 10)
+    with torch.device("meta"):
+        assert sum(p.numel() for p in BIVA(cfg).parameters()) < sum(p.numel() for p in BIVA(gpu).parameters()) / 3
+    spec = importlib.util.spec_from_file_location("fc", Path(__file__).parents[1] / "benchmarks" / "face_candidates.py")
+    fc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fc)
+    assert fc.candidate("A") == cfg
 
 
 def test_reference_presets_follow_the_released_code() -> None:
