@@ -1,0 +1,103 @@
+"""`python -m biva_core.export`: turn a training run's best weights into a shipped folder.
+
+    python -m biva_core.export --run runs/celeba64_cpu --out weights/celeba64_cpu --data celeba
+
+The folder gets what the studio and a reader need: the weights in fp16, in shards of at most
+16 MiB (the model loads them back as float32), config.json with the run's training metadata,
+the run's metrics.jsonl and KL-per-latent plot, sample grids at temperatures 1.0, 0.8 and 0.6,
+a resample grid over k for one test image (row k: the image, then draws that keep z_{>k} and
+redraw the levels at and below k; k = 0 is the reconstruction, k = L a new sample) and
+reference.json (the anomaly scores of valid images, which the studio ranks a new image among).
+The pictures and the reference are made from the fp16 weights, the ones users will load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, _atomic_write, load_pretrained, save_pretrained
+from .plots import save_grid
+
+TEMPERATURES = (1.0, 0.8, 0.6)
+
+
+def resample_ks(L: int) -> list[int]:
+    """0, a few levels spread up the hierarchy, and L."""
+    return sorted({0, 1, 2, 3} | {round(L * f) for f in (0.25, 0.4, 0.55, 0.7, 0.85)} | {L})
+
+
+def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.Tensor | None = None,
+           valid_images: torch.Tensor | None = None, draws: int = 6, temperature: float = 0.8,
+           note: str = "", log=print) -> Path:
+    """Write the shipped folder `out` from the pretrained layout in `run`. test_image: (1, C, H,
+    W) in [0, 1] for the resample grid; valid_images: (N, C, H, W) for reference.json."""
+    from .evaluate import reference_stats
+    run, out = Path(run), Path(out)
+    source = load_pretrained(run)
+    if out.exists():
+        for old in out.glob("model*.safetensors*"):  # a shard count that changed leaves no strays
+            old.unlink()
+    save_pretrained(source, out, training={**(source.training_info or {}), "exported_from": str(run)},
+                    dtype=torch.float16, max_shard_mb=16)
+    model = load_pretrained(out)  # what users get: fp16-rounded weights, float32 compute
+    for name in ("metrics.jsonl", "kl_per_latent.png"):
+        if (run / name).is_file() and run.resolve() != out.resolve():
+            shutil.copyfile(run / name, out / name)
+    for t in TEMPERATURES:
+        save_grid(model.sample(16, temperature=t, seed=0), out / f"samples_t{t:.1f}.png", nrow=8)
+    log(f"samples at t = {', '.join(str(t) for t in TEMPERATURES)}")
+    if test_image is not None:
+        ks = resample_ks(model.config.L)
+        rows = [torch.cat([test_image, model.resample(test_image, k, draws, temperature=temperature, seed=k)[0]])
+                for k in ks]
+        save_grid(torch.cat(rows), out / "resample_grid.png", nrow=draws + 1)
+        (out / "resample_grid.json").write_text(json.dumps({"rows_k": ks, "draws": draws, "temperature": temperature}))
+        log(f"resample grid, rows k = {ks}")
+    if valid_images is not None:
+        ref = reference_stats(model, valid_images, list(range(1, model.config.L)), 1, split="valid",
+                              progress=True, note=note or f"first {len(valid_images)} images of the valid split")
+        _atomic_write(out / "reference.json", lambda p: Path(p).write_text(json.dumps(ref)))
+        log(f"reference.json over {len(valid_images)} valid images")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .evaluate import load_images
+    ap = argparse.ArgumentParser(prog="python -m biva_core.export", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="a training output folder (its best weights are exported)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--data", help="the data set: a test image for the resample grid, valid images for the reference")
+    ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"))
+    ap.add_argument("--test-index", type=int, default=0)
+    ap.add_argument("--reference-images", type=int, default=1000)
+    ap.add_argument("--threads", type=int)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = load_pretrained(args.run)
+    except CheckpointError as e:
+        raise SystemExit(f"run: {e}") from None
+    test = valid = None
+    if args.data:
+        if not args.data_dir:
+            raise SystemExit("--data-dir is required when $BIVA_DATA is not set")
+        try:
+            test = load_images(args.data, "test", args.data_dir, model, limit=args.test_index + 1)[-1:]
+            valid = load_images(args.data, "valid", args.data_dir, model, limit=args.reference_images)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"data: {e}") from None
+    export(args.run, args.out, test_image=test, valid_images=valid,
+           log=lambda m: print(m, file=sys.stderr))
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()

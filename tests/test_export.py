@@ -1,0 +1,54 @@
+"""A run's best weights -> a shipped folder: fp16 shards that load back as the same model (up to
+fp16 rounding), the pictures, the resample grid's layout and a reference the studio can read."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from biva_core import load_pretrained, save_pretrained
+from biva_core.export import TEMPERATURES, export, main, resample_ks
+
+from conftest import images, live_model, tiny_config
+
+
+def test_export_writes_a_folder_the_studio_loads(tmp_path: Path) -> None:
+    model = live_model(tiny_config(), seed=5)
+    run = save_pretrained(model, tmp_path / "run", training={"step": 11, "dataset": "folder"})
+    (run / "metrics.jsonl").write_text('{"step": 11, "valid_bpd": 7.5}\n')
+    x = images(tiny_config(), 9, seed=1)
+    out = export(run, tmp_path / "shipped", test_image=x[:1], valid_images=x[1:], draws=3, log=lambda m: None)
+
+    for f in out.glob("model*.safetensors"):
+        assert all(t.dtype == torch.float16 for t in load_file(f).values() if t.is_floating_point())
+    loaded = load_pretrained(out)
+    assert loaded.training_info["step"] == 11 and loaded.training_info["exported_from"] == str(run)
+    rounded = live_model(tiny_config(), seed=5)
+    rounded.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    assert torch.equal(loaded.elbo(x, seed=0)["elbo"], rounded.elbo(x, seed=0)["elbo"])
+
+    assert (out / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+    for t in TEMPERATURES:
+        assert Image.open(out / f"samples_t{t:.1f}.png").size[0] > 8 * 8
+    ks = json.loads((out / "resample_grid.json").read_text())["rows_k"]
+    assert ks == resample_ks(model.config.L) and ks[0] == 0 and ks[-1] == model.config.L
+    w, h = Image.open(out / "resample_grid.png").size
+    assert (w, h) == (2 + 4 * (8 + 2), 2 + len(ks) * (8 + 2))  # draws + 1 columns, a row per k, 2-px gaps
+
+    ref = json.loads((out / "reference.json").read_text())
+    assert ref["images"] == 8 and len(ref["bpd"]) == 8
+    assert set(ref["L_gt_k"]) == {str(k) for k in range(1, model.config.L)}
+
+
+def test_export_cli_names_a_missing_run(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="run: .*no such folder"):
+        main(["--run", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+
+
+def test_resample_ks_spans_the_hierarchy() -> None:
+    ks = resample_ks(20)
+    assert ks[:4] == [0, 1, 2, 3] and ks[-1] == 20 and len(ks) == len(set(ks)) and ks == sorted(ks)
