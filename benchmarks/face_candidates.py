@@ -91,12 +91,21 @@ def report(args: argparse.Namespace) -> None:
                      f"| {min(best):.3f} |")
     line_chart(series, docs / "celeba64_cpu_candidates.png", title="CelebA-64, L = 20: valid bits/dim vs CPU time",
                xlabel="minutes (1 thread each)", ylabel="valid bits/dim")
+    # fp32 against bf16 autocast of the same candidate, per step: does bf16 move the bound?
+    twins = {t.split("_")[0] for t in data if "_" in t}  # candidates that also ran under bf16
+    pairs = {t: [(r["step"], min(r["valid_bpd"], r.get("raw_valid_bpd", float("inf")))) for r in rows]
+             for t, rows in data.items() if t.split("_")[0] in twins}
+    if len(pairs) >= 2:
+        line_chart(pairs, docs / "celeba64_cpu_fp32_vs_bf16.png", title="fp32 vs bf16 autocast: valid bits/dim per step",
+                   xlabel="step (batch 16)", ylabel="valid bits/dim")
     table = "\n".join(lines)
     (docs / "celeba64_cpu_candidates.md").write_text(
         "# CPU face presets: candidates\n\nMade by `python benchmarks/face_candidates.py report` from the runs "
         "of `python benchmarks/face_candidates.py run NAME --minutes 20 --threads 1` (two at a time on the 2-core "
         "machine, one thread each). Valid bits/dim is the better of the EMA and the raw weights on the first "
-        f"{args.valid} valid images, single-sample ELBO.\n\n{table}\n\n![curves](celeba64_cpu_candidates.png)\n")
+        f"{args.valid} valid images, single-sample ELBO.\n\n{table}\n\n![curves](celeba64_cpu_candidates.png)\n\n"
+        "The same candidate under fp32 and under bf16 autocast (channels-last), per step:\n\n"
+        "![fp32 vs bf16](celeba64_cpu_fp32_vs_bf16.png)\n")
     print(table)
 
 

@@ -3,7 +3,7 @@
     python benchmarks/train_speed.py --device cuda --presets celeba64 cifar10 --batch 48
     python benchmarks/train_speed.py --device cpu --presets celeba64 binarized_mnist --modes fp32 bf16_cl
 
-Modes: fp32 | bf16 (autocast) | bf16_cl (+ channels-last) | bf16_cl_fused (+ fused optimizer)
+Modes: fp32 | fp32_cl (+ channels-last) | fp32_compile (+ torch.compile) | bf16 (autocast) | bf16_cl (+ channels-last) | bf16_cl_fused (+ fused optimizer)
 | bf16_cl_fused_compile (+ torch.compile). Every mode runs the real `Trainer.train_step` on
 random data. FLOPs of one step (forward + backward) come from torch.utils.flop_counter; the
 rate is FLOPs / median step time, and on CUDA also a fraction of the bf16 dense peak given
@@ -29,6 +29,8 @@ from biva_core.trainer import TrainConfig, Trainer  # noqa: E402
 
 MODES = {
     "fp32": dict(amp="none", channels_last=False, fused=False, compile=False),
+    "fp32_cl": dict(amp="none", channels_last=True, fused=False, compile=False),
+    "fp32_compile": dict(amp="none", channels_last=False, fused=False, compile=True),
     "bf16": dict(amp="bf16", channels_last=False, fused=False, compile=False),
     "bf16_cl": dict(amp="bf16", channels_last=True, fused=False, compile=False),
     "bf16_cl_fused": dict(amp="bf16", channels_last=True, fused=True, compile=False),
@@ -79,7 +81,8 @@ def measure(name: str, mode: str, *, batch: int, device: str, steps: int, warmup
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["celeba64", "cifar10"])
-    ap.add_argument("--modes", nargs="+", default=list(MODES))
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=20)
@@ -87,6 +90,8 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument("--json", help="append each result to this JSONL file")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     for name in args.presets:
         flops = None
