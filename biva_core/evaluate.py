@@ -74,13 +74,16 @@ def _batches(images: Tensor, batch_size: int, desc: str, progress: bool):
 
 def bounds_per_image(model: BIVA, images: Tensor, K: int, *, batch_size: int = 64, chunk: int = 256,
                      seed: int = 0, progress: bool = False) -> dict[str, Tensor]:
-    """L_1 (one posterior sample) and L_K (K importance samples, chunked) per image, nats: (N,)."""
-    l1, lk = [], []
+    """L_1 (one posterior sample) and L_K (K importance samples, chunked) per image, nats: (N,);
+    and "kl", each latent's KL term of L_1 per image: (N, latents)."""
+    l1, lk, kl = [], [], []
     for i, x in _batches(images, batch_size, f"L_1, L_{K}", progress):
-        l1.append(model.elbo(x, seed=seed + i)["elbo"].float().cpu())
+        e = model.elbo(x, seed=seed + i)
+        l1.append(e["elbo"].float().cpu())
+        kl.append(e["kl"].float().cpu())
         # K = 1 with the same seed draws the same z as the ELBO: L_1 itself
         lk.append(l1[-1] if K == 1 else model.iw_bound(x, K, chunk=chunk, seed=seed + i).float().cpu())
-    return {"L_1": torch.cat(l1), "L_K": torch.cat(lk)}
+    return {"L_1": torch.cat(l1), "L_K": torch.cat(lk), "kl": torch.cat(kl)}
 
 
 def scores_per_image(model: BIVA, images: Tensor, ks: list[int], K: int, *, batch_size: int = 64,
@@ -150,6 +153,9 @@ def format_table(report: dict) -> str:
     for name in ("L_1", "L_K"):
         r = report[name]
         lines.append(f"  {name:<4} {r['nats']:12.3f} nats  {r['bits_per_dim']:8.4f} bits/dim  (± {r['stderr_nats']:.3f})")
+    if "kl_per_latent" in report:
+        lines.append(f"  {report['latents_above_0.1_nats']} of {len(report['kl_per_latent'])} latents carry "
+                     "more than 0.1 nats of KL (mean over the images, in L_1)")
     if "ood" in report:
         o, a = report["ood"], report["ood"]["auroc"]
         lines.append(f"OOD {o['data']} {report['split']} ({o['images']} images): "
@@ -244,6 +250,9 @@ def run(argv: list[str] | None = None) -> dict:
     if x_ood is None:
         b = bounds_per_image(model, x, K, **kw)
         report.update({"L_1": _mean(b["L_1"], dims), "L_K": _mean(b["L_K"], dims)})
+        kl = b["kl"].double().mean(0)
+        report["kl_per_latent"] = dict(zip(model.latent_names(), kl.tolist()))
+        report["latents_above_0.1_nats"] = int((kl > 0.1).sum())
     else:
         s_in = scores_per_image(model, x, ks, K, desc=f"{args.data} scores", **kw)
         s_ood = scores_per_image(model, x_ood, ks, K, desc=f"{args.ood} scores", **kw)
