@@ -54,12 +54,13 @@ def save_pretrained(model: BIVA, directory: str | os.PathLike, *, training: dict
              .contiguous().cpu() for name, t in model.state_dict().items()}
     limit = None if max_shard_mb is None else int(max_shard_mb * 2 ** 20)
     shards: list[dict] = [{}]
-    size = 0
+    size = 1024  # the file's JSON header: its fixed part and, below, one entry per tensor
     for name, t in state.items():
-        nbytes = t.numel() * t.element_size()
+        # data + header entry ({"name":{"dtype":"F16","shape":[...],"data_offsets":[a,b]}})
+        nbytes = t.numel() * t.element_size() + len(name) + 24 * len(t.shape) + 96
         if limit is not None and shards[-1] and size + nbytes > limit:
             shards.append({})
-            size = 0
+            size = 1024
         shards[-1][name] = t
         size += nbytes
     old = set(out.glob("model*.safetensors")) | ({out / INDEX} if (out / INDEX).exists() else set())

@@ -40,7 +40,7 @@ def test_save_load_gives_identical_outputs(model: BIVA, tmp_path: Path, max_shar
         weight_map = json.loads((out / INDEX).read_text())["weight_map"]
         assert set(weight_map) == set(model.state_dict())
         assert set(weight_map.values()) == {f.name for f in files}
-        assert all(f.stat().st_size <= 0.1 * 2 ** 20 + 16 * 2 ** 10 for f in files)  # + header
+        assert all(f.stat().st_size <= 0.1 * 2 ** 20 for f in files)  # the whole file, header included
     loaded = load_pretrained(out)
     assert loaded.config == model.config and loaded.training_info == {"step": 7}
     assert not loaded.training
