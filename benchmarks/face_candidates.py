@@ -56,19 +56,18 @@ def run(args: argparse.Namespace) -> None:
     print(json.dumps(trainer.run(progress=False)))
 
 
-def curves(runs: Path) -> dict[str, list[dict]]:
-    out = {}
-    for d in sorted(p for p in runs.iterdir() if (p / "metrics.jsonl").is_file()):
-        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        out[d.name] = [r for r in rows if "valid_bpd" in r]
-    return out
+def logs(runs: Path) -> dict[str, list[dict]]:
+    """Each run's metrics.jsonl rows (training log lines and validations)."""
+    return {d.name: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            for d in sorted(p for p in runs.iterdir() if (p / "metrics.jsonl").is_file())}
 
 
 def report(args: argparse.Namespace) -> None:
     from biva_core.model import BIVA
     from biva_core.plots import line_chart
     runs, docs = Path(args.runs), ROOT / "docs"
-    data = curves(runs)
+    every = logs(runs)
+    data = {tag: [r for r in log if "valid_bpd" in r] for tag, log in every.items()}
     series, lines = {}, []
     lines.append("| run | levels at 32/16/8/4 | channels | parameters | GFLOP / image (train) | train images/s "
                  "| steps | minutes | best valid bits/dim |")
@@ -82,8 +81,7 @@ def report(args: argparse.Namespace) -> None:
         gflop = train_gflop_per_image(cfg)
         best = [min(r["valid_bpd"], r.get("raw_valid_bpd", float("inf"))) for r in rows]
         series[tag] = [(r["seconds"] / 60, b) for r, b in zip(rows, best)]
-        log = [json.loads(line) for line in (runs / tag / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        ips = [r["images_per_s"] for r in log if "images_per_s" in r]
+        ips = [r["images_per_s"] for r in every[tag] if "images_per_s" in r]
         ips = sorted(ips)[len(ips) // 2] if ips else float("nan")
         widths = CANDIDATES[name]
         lines.append(f"| {tag} | {'/'.join(str(n) for n, _ in widths)} | {'/'.join(str(c) for _, c in widths)} "

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, _atomic_write, load_pretrained, save_pretrained
+from .model import BIVA
 from .plots import save_grid
 
 TEMPERATURES = (1.0, 0.8, 0.6)
@@ -34,15 +35,13 @@ def resample_ks(L: int) -> list[int]:
 
 def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.Tensor | None = None,
            valid_images: torch.Tensor | None = None, draws: int = 6, temperature: float = 0.8,
-           note: str = "", log=print) -> Path:
-    """Write the shipped folder `out` from the pretrained layout in `run`. test_image: (1, C, H,
-    W) in [0, 1] for the resample grid; valid_images: (N, C, H, W) for reference.json."""
+           note: str = "", source: BIVA | None = None, log=print) -> Path:
+    """Write the shipped folder `out` from the pretrained layout in `run` (`source`: that model,
+    when the caller has loaded it already). test_image: (1, C, H, W) in [0, 1] for the resample
+    grid; valid_images: (N, C, H, W) for reference.json."""
     from .evaluate import reference_stats
     run, out = Path(run), Path(out)
-    source = load_pretrained(run)
-    if out.exists():
-        for old in out.glob("model*.safetensors*"):  # a shard count that changed leaves no strays
-            old.unlink()
+    source = source if source is not None else load_pretrained(run)
     save_pretrained(source, out, training={**(source.training_info or {}), "exported_from": str(run)},
                     dtype=torch.float16, max_shard_mb=16)
     model = load_pretrained(out)  # what users get: fp16-rounded weights, float32 compute
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             valid = load_images(args.data, "valid", args.data_dir, model, limit=args.reference_images)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"data: {e}") from None
-    export(args.run, args.out, test_image=test, valid_images=valid,
+    export(args.run, args.out, test_image=test, valid_images=valid, source=model,
            log=lambda m: print(m, file=sys.stderr))
     print(args.out)
 
