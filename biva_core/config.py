@@ -201,6 +201,16 @@ def fashion_mnist() -> ModelConfig:
                        levels=_levels(spec), dropout_q=0.0, dropout_p=0.0)
 
 
+def fashion_mnist_binary() -> ModelConfig:
+    """Binarized FashionMNIST (dynamically binarized in training), Bernoulli output, L = 6 conv
+    latents of 8 channels at 14, 14, 7, 7, 7, 7; one gated block of 32 / 48 channels per stream
+    and level: 1.5M parameters (Havtorn et al.'s HVAE has ~2M), ~96 training images/s on one
+    core of this project's CPU (2.5x the `fashion_mnist` preset's 39), for hours of training."""
+    spec = [(1, 32, 8, 2, False), (1, 32, 8, 1, False), (1, 48, 8, 2, False),
+            (1, 48, 8, 1, False), (1, 48, 8, 1, False), (1, 48, 8, 1, False)]
+    return ModelConfig(image_shape=(1, 28, 28), likelihood="bernoulli", levels=_levels(spec))
+
+
 def tiny() -> ModelConfig:
     """A few thousand parameters for tests: 3 levels on 8x8 RGB."""
     spec = [(1, 16, 4, 2, False), (1, 16, 4, 1, False), (1, 16, 4, 2, False)]
@@ -213,6 +223,7 @@ PRESETS = {
     "celeba64": celeba64,
     "celeba64_cpu": celeba64_cpu,
     "fashion_mnist": fashion_mnist,
+    "fashion_mnist_binary": fashion_mnist_binary,
     "tiny": tiny,
 }
 

@@ -32,9 +32,8 @@ import torch
 from torch import Tensor
 
 from .bounds import bits_per_dim
+from .detector import ALPHA, REFERENCE_FILE, Detector, Reference, _batches, build_reference, scores_per_image
 from .model import BIVA
-
-REFERENCE_VERSION = 1
 
 
 # ---------------------------------------------------------------- AUROC
@@ -65,13 +64,6 @@ def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- per-image quantities
 
-def _batches(images: Tensor, batch_size: int, desc: str, progress: bool):
-    from tqdm import tqdm
-    starts = range(0, len(images), batch_size)
-    for i, s in enumerate(tqdm(starts, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)):
-        yield i, images[s:s + batch_size]
-
-
 def bounds_per_image(model: BIVA, images: Tensor, K: int, *, batch_size: int = 64, chunk: int = 256,
                      seed: int = 0, progress: bool = False) -> dict[str, Tensor]:
     """L_1 (one posterior sample) and L_K (K importance samples, chunked) per image, nats: (N,);
@@ -84,45 +76,6 @@ def bounds_per_image(model: BIVA, images: Tensor, K: int, *, batch_size: int = 6
         # K = 1 with the same seed draws the same z as the ELBO: L_1 itself
         lk.append(l1[-1] if K == 1 else model.iw_bound(x, K, chunk=chunk, seed=seed + i).float().cpu())
     return {"L_1": torch.cat(l1), "L_K": torch.cat(lk), "kl": torch.cat(kl)}
-
-
-def scores_per_image(model: BIVA, images: Tensor, ks: list[int], K: int, *, batch_size: int = 64,
-                     chunk: int = 256, seed: int = 0, progress: bool = False, desc: str = "scores") -> dict:
-    """Per image (nats): L^{>0} (= L_K), L^{>k} and LLR^{>k} for k in ks, bits/dim of L^{>0}, and
-    the single-sample ELBO L_1."""
-    l1, l0, bpd = [], [], []
-    lk: dict[int, list[Tensor]] = {k: [] for k in ks}
-    llr: dict[int, list[Tensor]] = {k: [] for k in ks}
-    for i, x in _batches(images, batch_size, desc, progress):
-        s = model.scores(x, ks, K=K, chunk=chunk, seed=seed + i)
-        l0.append(s.l0.float().cpu())
-        # K = 1: L^{>0} drew the same z as the ELBO with this seed
-        l1.append(l0[-1] if K == 1 else model.elbo(x, seed=seed + i)["elbo"].float().cpu())
-        bpd.append(s.bpd.float().cpu())
-        for k in ks:
-            lk[k].append(s.lk[k].float().cpu())
-            llr[k].append(s.llr[k].float().cpu())
-    return {"L_1": torch.cat(l1), "L_gt_0": torch.cat(l0), "bpd": torch.cat(bpd),
-            "L_gt_k": {k: torch.cat(v) for k, v in lk.items()},
-            "LLR_gt_k": {k: torch.cat(v) for k, v in llr.items()}}
-
-
-def reference_stats(model: BIVA, images: Tensor, ks: list[int], K: int, *, split: str = "valid",
-                    batch_size: int = 64, seed: int = 0, progress: bool = False,
-                    note: str | None = None) -> dict:
-    """The studio's reference.json: per-image L^{>0}, L^{>k}, LLR^{>k} (nats, K importance
-    samples) and bits/dim over `images` (float (N, C, H, W) in [0, 1], e.g. the valid split), so
-    the studio can place one image's scores among the data set's."""
-    s = scores_per_image(model, images, ks, K, batch_size=batch_size, seed=seed, progress=progress,
-                         desc="reference")
-    out = {"format_version": REFERENCE_VERSION, "split": split, "images": len(images), "K": int(K)}
-    if note:
-        out["note"] = note
-    out.update({"L_gt_0": s["L_gt_0"].tolist(),
-                "L_gt_k": {str(k): v.tolist() for k, v in s["L_gt_k"].items()},
-                "LLR_gt_k": {str(k): v.tolist() for k, v in s["LLR_gt_k"].items()},
-                "bpd": s["bpd"].double().tolist()})
-    return out
 
 
 # ---------------------------------------------------------------- summaries
@@ -164,6 +117,11 @@ def format_table(report: dict) -> str:
         lines.append(f"  {0:>3}  {a['L_gt_0']:11.4f}  {'':>12}")
         for k in a["L_gt_k"]:
             lines.append(f"  {k:>3}  {a['L_gt_k'][k]:11.4f}  {a['LLR_gt_k'][k]:12.4f}")
+    if "detector" in report:
+        d = report["detector"]
+        lines.append(f"detector (bits/dim and LLR>{d['k']}, two-sided, K={d['K']}, alpha={d['alpha']:g}; reference: "
+                     f"{d['reference']}): AUROC {d['auroc']:.4f}, flagged {100 * d['flagged_in']:.1f}% of "
+                     f"{report['data']}, {100 * d['flagged_ood']:.1f}% of {report['ood']['data']}")
     return "\n".join(lines)
 
 
@@ -176,27 +134,108 @@ def csv_rows(report: dict) -> list[tuple[str, str, float]]:
         rows.append(("auroc_L_gt_k", "0", a["L_gt_0"]))
         rows += [("auroc_L_gt_k", k, v) for k, v in a["L_gt_k"].items()]
         rows += [("auroc_LLR_gt_k", k, v) for k, v in a["LLR_gt_k"].items()]
+    if "detector" in report:
+        d = report["detector"]
+        rows += [(f"detector_{q}", str(d["k"]), d[q]) for q in ("auroc", "flagged_in", "flagged_ood")]
     return rows
 
 
 # ---------------------------------------------------------------- data
 
+def adapt(arr: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 (N, C, H, W) images in another set's form -> the model's (C, H, W): grey to RGB by
+    repeating the channel, RGB to grey by luma (ITU-R 601), other sizes resized (Lanczos), so a
+    face model can score MNIST and a digit model faces."""
+    from PIL import Image
+    c, h, w = shape
+    if arr.shape[1] != c:
+        if c == 3:
+            arr = np.repeat(arr, 3, axis=1)
+        else:
+            luma = np.array([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
+            arr = np.clip(np.round((arr * luma).sum(1, keepdims=True)), 0, 255).astype(np.uint8)
+    if arr.shape[2:] != (h, w):
+        mode = "L" if c == 1 else "RGB"
+        resize = lambda a: np.asarray(Image.fromarray(a[0] if c == 1 else a.transpose(1, 2, 0), mode)  # noqa: E731
+                                      .resize((w, h), Image.LANCZOS)).reshape(h, w, c).transpose(2, 0, 1)
+        arr = np.stack([resize(a) for a in arr]) if len(arr) else np.zeros((0, c, h, w), np.uint8)
+    return np.ascontiguousarray(arr)
+
+
 def load_images(dataset: str, split: str, data_dir: str | None, model: BIVA, *, limit: int | None = None) -> Tensor:
-    """A split as float (N, C, H, W) in [0, 1], in the form the model was trained on."""
-    from .data import load_split
-    from .train_cli import DIGITS
+    """A split as float (N, C, H, W) in [0, 1], in the form the model was trained on; a set of
+    another shape is adapted to the model's (`adapt`)."""
+    from .data import BINARY, load_split
     cfg = model.config
     arr = load_split(dataset, split, data_dir, image_size=cfg.image_shape[1], progress=False)
     if limit:
         arr = arr[:limit]
+    binary = dataset in BINARY
     if tuple(arr.shape[1:]) != cfg.image_shape:
-        raise ValueError(f"{dataset} images are {tuple(arr.shape[1:])}, the model expects {cfg.image_shape}")
+        arr = adapt(arr * np.uint8(255) if binary else arr, cfg.image_shape)
+        binary = False
     x = torch.from_numpy(np.ascontiguousarray(arr))
-    if dataset == "binarized_mnist":
+    if binary:
         return x.float()                                   # already {0, 1}
-    if cfg.likelihood == "bernoulli" and dataset in DIGITS:
+    if cfg.likelihood == "bernoulli":
         return (x > 127).float()                           # as train.py binarizes MNIST
     return x.float() / 255
+
+
+def load_folder(directory: str, model: BIVA, *, face: bool, binarize: str, limit: int | None = None,
+                progress: bool = False) -> tuple[Tensor, list[str]]:
+    """Every image file under `directory` (recursively, sorted by path) prepared as the studio
+    prepares an upload (biva_core.data.prepare): (float (N, C, H, W), messages of skipped files)."""
+    from pathlib import Path
+    from tqdm import tqdm
+    from .data.images import IMAGE_EXTENSIONS as EXTENSIONS
+    from .data.prepare import prepare
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"--ood-dir {root}: not a folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+    if limit:
+        files = files[:limit]
+    xs, skipped = [], []
+    for f in tqdm(files, desc=f"reading {root.name}", disable=not progress, leave=False):
+        try:
+            xs.append(prepare(f, model.config, face=face, binarize=binarize).x)
+        except ValueError as err:
+            skipped.append(str(err))
+    if not xs:
+        raise ValueError(f"{root}: no readable image files ({', '.join(sorted(EXTENSIONS))})"
+                         + (f"; {len(skipped)} skipped, e.g. {skipped[0]}" if skipped else ""))
+    return torch.stack(xs), skipped
+
+
+def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[Reference, str]:
+    """The weights' reference.json when it was made with K and holds the detector's k; else one
+    built now from the first --reference-images images of the valid split (and said so)."""
+    ref = Reference.read(args.weights)
+    k = args.detector_k
+    if ref is not None and ref.K == K and (k is None or k in ref.llr):
+        return ref, f"{args.weights}/{REFERENCE_FILE}"
+    why = ("there is none" if ref is None else f"it was made with K={ref.K}" if ref.K != K
+           else f"it has no LLR>{k}")
+    valid = load_images(args.data, "valid", args.data_dir, model, limit=args.reference_images)
+    log(f"detector: building a reference from {len(valid)} {args.data} valid images with K={K} "
+        f"({REFERENCE_FILE} of the weights not used: {why})")
+    default_k = k if k is not None else (ref.default_k if ref is not None and ref.default_k in ks else ks[0])
+    ref = build_reference(model, valid, sorted(set(ks) | {default_k}), K, k=default_k, split="valid",
+                          seed=args.seed + 1_000_000, batch_size=args.batch_size, chunk=args.chunk,
+                          progress=not args.no_progress,
+                          note=f"first {len(valid)} images of the {args.data} valid split (built by biva-evaluate)")
+    return ref, f"built from {len(valid)} {args.data} valid images"
+
+
+def detector_report(det: Detector, s_in: dict, s_ood: dict, source: str) -> dict:
+    v_in, v_ood = det.test_scores(s_in), det.test_scores(s_ood)
+    return {"k": det.k, "K": det.ref.K, "alpha": det.alpha, "reference": source,
+            "reference_images": det.ref.images,
+            "auroc": auroc(v_in.score, v_ood.score),
+            "flagged_in": float(v_in.flagged.mean()), "flagged_ood": float(v_ood.flagged.mean()),
+            "auroc_bpd_two_sided": auroc(-np.log10(v_in.p_bpd), -np.log10(v_ood.p_bpd)),
+            "auroc_llr_two_sided": auroc(-np.log10(v_in.p_llr), -np.log10(v_ood.p_llr))}
 
 
 # ---------------------------------------------------------------- CLI
@@ -205,6 +244,7 @@ def run(argv: list[str] | None = None) -> dict:
     """Parse the command line, evaluate, print (table or --json) and return the report."""
     from .checkpoint import CheckpointError, load_pretrained
     from .data import DATASETS
+    from .data.prepare import binarization, is_face
     ap = argparse.ArgumentParser(prog="biva-evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="a pretrained folder (config.json + safetensors)")
@@ -212,7 +252,15 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"), help="default: $BIVA_DATA")
     ap.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ap.add_argument("--iw", type=int, default=1000, metavar="K", help="importance samples of L_K and the scores")
-    ap.add_argument("--ood", choices=DATASETS, help="score this data set's same split as out-of-distribution")
+    ap.add_argument("--ood", choices=DATASETS, help="score this data set's same split as out-of-distribution "
+                    "(folder: every image under --ood-dir)")
+    ap.add_argument("--ood-dir", help="with --ood folder: the folder of images (any size; prepared as the "
+                    "studio prepares uploads)")
+    ap.add_argument("--ks", type=int, nargs="*", help="the k of L^{>k} and LLR^{>k} (default: 1..L-1)")
+    ap.add_argument("--alpha", type=float, help=f"the detector's flag level (default: the reference's, {ALPHA})")
+    ap.add_argument("--detector-k", type=int, help="the detector's k (default: the reference's)")
+    ap.add_argument("--reference-images", type=int, default=1000,
+                    help="valid images of a reference built when the weights' one does not fit (default 1000)")
     ap.add_argument("--limit", type=int, help="use the first N images of each split")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--chunk", type=int, default=256, help="rows (images x samples) per forward pass")
@@ -221,30 +269,46 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     ap.add_argument("--csv", help="write (quantity, k, value) rows to this file")
-    ap.add_argument("--reference", metavar="OUT.json", help="also write the studio's reference statistics of the split")
+    ap.add_argument("--reference", metavar="OUT.json", help="also write the detector's reference (reference.json) "
+                    "of the split, for the ks and with K = --iw")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.iw < 1:
         ap.error("--iw must be >= 1")
+    if (args.ood == "folder") != bool(args.ood_dir):
+        ap.error("--ood folder and --ood-dir DIR go together")
+    if args.alpha is not None and not 0 < args.alpha < 1:
+        ap.error("--alpha must be in (0, 1)")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.data_dir is None:
         raise SystemExit("--data-dir is required when $BIVA_DATA is not set")
     progress = not args.no_progress
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     t0 = time.time()
     try:
         model = load_pretrained(args.weights, device=args.device)
     except CheckpointError as e:
         raise SystemExit(f"weights: {e}") from None
+    L = model.config.L
+    ks = sorted(set(args.ks)) if args.ks else list(range(1, L))
+    if any(not 1 <= k < L for k in ks) or (args.detector_k is not None and not 1 <= args.detector_k < L):
+        ap.error(f"--ks and --detector-k must lie in 1..{L - 1} for this model (L = {L})")
+    skipped: list[str] = []
     try:
         x = load_images(args.data, args.split, args.data_dir, model, limit=args.limit)
-        x_ood = load_images(args.ood, args.split, args.data_dir, model, limit=args.limit) if args.ood else None
+        if args.ood == "folder":
+            from pathlib import Path
+            face = is_face(Path(args.weights).name, model.training_info) and model.config.image_shape[0] == 3
+            x_ood, skipped = load_folder(args.ood_dir, model, face=face, binarize=binarization(model.training_info),
+                                         limit=args.limit, progress=progress)
+        else:
+            x_ood = load_images(args.ood, args.split, args.data_dir, model, limit=args.limit) if args.ood else None
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"data: {e}") from None
     if len(x) == 0:
         raise SystemExit(f"data: the {args.split} split of {args.data} is empty")
     dims, K = model.config.dims, args.iw
-    ks = list(range(1, model.config.L))
     kw = dict(batch_size=args.batch_size, chunk=args.chunk, seed=args.seed, progress=progress)
     report = {"weights": str(args.weights), "data": args.data, "split": args.split, "images": len(x), "K": K}
     if x_ood is None:
@@ -254,20 +318,29 @@ def run(argv: list[str] | None = None) -> dict:
         report["kl_per_latent"] = dict(zip(model.latent_names(), kl.tolist()))
         report["latents_above_0.1_nats"] = int((kl > 0.1).sum())
     else:
-        s_in = scores_per_image(model, x, ks, K, desc=f"{args.data} scores", **kw)
-        s_ood = scores_per_image(model, x_ood, ks, K, desc=f"{args.ood} scores", **kw)
+        ref, source = detector_reference(model, args, ks, K, log)
+        det = Detector(ref, k=args.detector_k, alpha=args.alpha)
+        ks_all = sorted(set(ks) | {det.k})
+        s_in = scores_per_image(model, x, ks_all, K, desc=f"{args.data} scores", **kw)
+        # the OOD set draws with other seeds than the in-distribution one
+        s_ood = scores_per_image(model, x_ood, ks_all, K, desc=f"{args.ood} scores",
+                                 **{**kw, "seed": args.seed + 500_000})
+        aurocs = ood_aurocs({**s_in, "L_gt_k": {k: s_in["L_gt_k"][k] for k in ks},
+                             "LLR_gt_k": {k: s_in["LLR_gt_k"][k] for k in ks}}, s_ood)
         report.update({"L_1": _mean(s_in["L_1"], dims), "L_K": _mean(s_in["L_gt_0"], dims)})
-        report["ood"] = {"data": args.ood, "images": len(x_ood), "L_1": _mean(s_ood["L_1"], dims),
-                         "L_K": _mean(s_ood["L_gt_0"], dims), "auroc": ood_aurocs(s_in, s_ood)}
+        report["ood"] = {"data": args.ood if args.ood != "folder" else f"folder {args.ood_dir}",
+                         "images": len(x_ood), "skipped": len(skipped), "L_1": _mean(s_ood["L_1"], dims),
+                         "L_K": _mean(s_ood["L_gt_0"], dims), "auroc": aurocs}
+        report["detector"] = detector_report(det, s_in, s_ood, source)
+        if args.split == ref.split and source.endswith(REFERENCE_FILE):
+            report["detector"]["note"] = ("the evaluated split is the reference's own split: the in-distribution "
+                                          "flag rate is measured on (partly) the same images")
     if args.reference:
-        from .checkpoint import _atomic_write
         from pathlib import Path
-        ref = reference_stats(model, x, ks, K, split=args.split, batch_size=args.batch_size, seed=args.seed,
-                              progress=progress, note=f"first {len(x)} images of the {args.data} {args.split} split")
-        path = Path(args.reference)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda p: Path(p).write_text(json.dumps(ref)))
-        report["reference"] = str(path)
+        ref = build_reference(model, x, ks, K, k=args.detector_k, alpha=args.alpha or ALPHA, split=args.split,
+                              seed=args.seed, batch_size=args.batch_size, chunk=args.chunk, progress=progress,
+                              note=f"first {len(x)} images of the {args.data} {args.split} split")
+        report["reference"] = str(ref.write(Path(args.reference)))
     report["seconds"] = round(time.time() - t0, 1)
     if args.csv:
         with open(args.csv, "w", newline="") as f:

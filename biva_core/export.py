@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, _atomic_write, load_pretrained, save_pretrained
+from .checkpoint import CheckpointError, load_pretrained, save_pretrained
 from .model import BIVA
 from .plots import save_grid
 
@@ -35,11 +35,13 @@ def resample_ks(L: int) -> list[int]:
 
 def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.Tensor | None = None,
            valid_images: torch.Tensor | None = None, draws: int = 6, temperature: float = 0.8,
-           note: str = "", source: BIVA | None = None, log=print) -> Path:
+           note: str = "", source: BIVA | None = None, log=print, K: int = 1,
+           ks: list[int] | None = None, detector_k: int | None = None) -> Path:
     """Write the shipped folder `out` from the pretrained layout in `run` (`source`: that model,
     when the caller has loaded it already). test_image: (1, C, H, W) in [0, 1] for the resample
-    grid; valid_images: (N, C, H, W) for reference.json."""
-    from .evaluate import reference_stats
+    grid; valid_images: (N, C, H, W) for reference.json, the detector's reference (ks, default
+    1..L-1, with K importance samples; detector_k its default k)."""
+    from .detector import build_reference
     run, out = Path(run), Path(out)
     source = source if source is not None else load_pretrained(run)
     save_pretrained(source, out, training={**(source.training_info or {}), "exported_from": str(run)},
@@ -52,17 +54,18 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
         save_grid(model.sample(16, temperature=t, seed=0), out / f"samples_t{t:.1f}.png", nrow=8)
     log(f"samples at t = {', '.join(str(t) for t in TEMPERATURES)}")
     if test_image is not None:
-        ks = resample_ks(model.config.L)
+        rows_k = resample_ks(model.config.L)
         rows = [torch.cat([test_image, model.resample(test_image, k, draws, temperature=temperature, seed=k)[0]])
-                for k in ks]
+                for k in rows_k]
         save_grid(torch.cat(rows), out / "resample_grid.png", nrow=draws + 1)
-        (out / "resample_grid.json").write_text(json.dumps({"rows_k": ks, "draws": draws, "temperature": temperature}))
-        log(f"resample grid, rows k = {ks}")
+        (out / "resample_grid.json").write_text(json.dumps({"rows_k": rows_k, "draws": draws, "temperature": temperature}))
+        log(f"resample grid, rows k = {rows_k}")
     if valid_images is not None:
-        ref = reference_stats(model, valid_images, list(range(1, model.config.L)), 1, split="valid",
-                              progress=True, note=note or f"first {len(valid_images)} images of the valid split")
-        _atomic_write(out / "reference.json", lambda p: Path(p).write_text(json.dumps(ref)))
-        log(f"reference.json over {len(valid_images)} valid images")
+        ks = ks or list(range(1, model.config.L))
+        ref = build_reference(model, valid_images, ks, K, k=detector_k, split="valid", progress=True,
+                              note=note or f"first {len(valid_images)} images of the valid split")
+        ref.write(out / "reference.json")
+        log(f"reference.json over {len(valid_images)} valid images, K={K}, k in {ref.ks}, detector k={ref.default_k}")
     return out
 
 
@@ -76,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"))
     ap.add_argument("--test-index", type=int, default=0)
     ap.add_argument("--reference-images", type=int, default=1000)
+    ap.add_argument("--iw", type=int, default=1, metavar="K", help="importance samples of the reference's scores")
+    ap.add_argument("--ks", type=int, nargs="*", help="the reference's k (default 1..L-1)")
+    ap.add_argument("--detector-k", type=int, help="the detector's default k (default: the smallest of --ks)")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     if args.threads:
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"data: {e}") from None
     export(args.run, args.out, test_image=test, valid_images=valid, source=model,
-           log=lambda m: print(m, file=sys.stderr))
+           log=lambda m: print(m, file=sys.stderr), K=args.iw, ks=args.ks, detector_k=args.detector_k)
     print(args.out)
 
 

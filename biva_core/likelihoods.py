@@ -43,9 +43,10 @@ def gaussian_sample(mean: Tensor, scale: Tensor, temperature: float = 1.0,
 
 # ---------------------------------------------------------------- Bernoulli pixels
 
-def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
-    """x in {0, 1}, shape (B, 1, H, W); log p(x) summed per image -> (B,)."""
-    return -F.binary_cross_entropy_with_logits(logits.float(), x, reduction="none").flatten(1).sum(1)
+def bernoulli_log_prob(x: Tensor, logits: Tensor, per_pixel: bool = False) -> Tensor:
+    """x in {0, 1}, shape (B, 1, H, W); log p(x) summed per image -> (B,), or per pixel (B, H, W)."""
+    log_p = -F.binary_cross_entropy_with_logits(logits.float(), x, reduction="none").sum(1)
+    return log_p if per_pixel else log_p.flatten(1).sum(1)
 
 
 def bernoulli_mean(logits: Tensor) -> Tensor:
@@ -92,8 +93,9 @@ def _dmol_condition(means: Tensor, coeffs: Tensor | None, x: Tensor) -> Tensor:
                       means[:, 2:3] + coeffs[:, 1:2] * xr + coeffs[:, 2:3] * xg], dim=1)
 
 
-def dmol_log_prob(x: Tensor, params: Tensor, m: int) -> Tensor:
-    """log P(x) for x on the 256-value grid in [-1, 1], shape (B, C, H, W) -> (B,).
+def dmol_log_prob(x: Tensor, params: Tensor, m: int, per_pixel: bool = False) -> Tensor:
+    """log P(x) for x on the 256-value grid in [-1, 1], shape (B, C, H, W) -> (B,), or per pixel
+    (all channels of a pixel together) -> (B, H, W).
 
     Each bin is [v - 1/255, v + 1/255] with the outermost bins open to -inf / +inf, so the
     probabilities of the 256 values sum to one. The bin mass sigma(a) - sigma(b) is computed
@@ -112,7 +114,8 @@ def dmol_log_prob(x: Tensor, params: Tensor, m: int) -> Tensor:
                 + torch.where(bottom, zero, F.logsigmoid(-b))
                 + torch.where(top | bottom, zero, torch.log(-torch.expm1(b - a))))
     log_mix = log_mass.sum(1) + F.log_softmax(logits, dim=1)      # (B, M, H, W)
-    return torch.logsumexp(log_mix, dim=1).flatten(1).sum(1)
+    log_p = torch.logsumexp(log_mix, dim=1)                       # (B, H, W)
+    return log_p if per_pixel else log_p.flatten(1).sum(1)
 
 
 def dmol_mean(params: Tensor, c: int, m: int) -> Tensor:

@@ -127,10 +127,11 @@ class BIVA(Operations, nn.Module):
         x = torch.round(x.clamp(0, 1) * 255) / 127.5 - 1
         return x, x
 
-    def log_px(self, target: Tensor, px: Tensor) -> Tensor:
+    def log_px(self, target: Tensor, px: Tensor, per_pixel: bool = False) -> Tensor:
+        """log p(x | z) per image (B,), or per pixel (B, H, W) with `per_pixel`."""
         if self.config.likelihood == "bernoulli":
-            return lik.bernoulli_log_prob(target, px)
-        return lik.dmol_log_prob(target, px, self.config.mixtures)
+            return lik.bernoulli_log_prob(target, px, per_pixel)
+        return lik.dmol_log_prob(target, px, self.config.mixtures, per_pixel)
 
     def px_image(self, px: Tensor, *, sample_pixels: bool = False, generator: torch.Generator | None = None) -> Tensor:
         """Parameters of p(x | z) -> image in [0, 1]: the mean, or a draw of the pixels."""
@@ -248,8 +249,10 @@ class BIVA(Operations, nn.Module):
 
     # ------------------------------------------------------------------ the bound
 
-    def forward(self, x: Tensor, *, k: int = 0, generator: torch.Generator | None = None) -> tuple[Tensor, list[Tensor | None]]:
-        """One posterior sample per image: (log p(x | z), [log q - log p per latent]).
+    def forward(self, x: Tensor, *, k: int = 0, generator: torch.Generator | None = None,
+                per_pixel: bool = False) -> tuple[Tensor, list[Tensor | None]]:
+        """One posterior sample per image: (log p(x | z), [log q - log p per latent]); with
+        per_pixel, log p(x | z) is (B, H, W), one value per pixel (its channels together).
 
         For k = 0 the second list holds a single-sample estimate of every latent's KL and
         log p(x | z) - sum(kl) is the ELBO L_1. For k > 0, z_{<=k} comes from the prior, the
@@ -259,7 +262,7 @@ class BIVA(Operations, nn.Module):
         bu = self.bottom_up(h, mean_below=k, generator=generator)
         td = self.top_down(bu, k=k, batch=h.shape[0], generator=generator)  # batch: k = L draws every z from p
         kl = [None if lq is None else lq - lp for lq, lp in zip(td.log_q, td.log_p)]
-        return self.log_px(target, td.px), kl
+        return self.log_px(target, td.px, per_pixel), kl
 
     def log_weight(self, x: Tensor, *, k: int = 0, generator: torch.Generator | None = None) -> Tensor:
         """log p(x | z) p(z_{>k}) / q(z_{>k} | x) for one draw; its mean over draws is L^{>k}."""

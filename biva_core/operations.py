@@ -7,6 +7,7 @@ puts the model back in its previous mode. Images come in and go out as float ten
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -133,6 +134,23 @@ class Operations:
         l0 = bound(0)
         lk = {int(k): (l0 if k == 0 else bound(k)) for k in ks}
         return Scores(l0, lk, {k: l0 - v for k, v in lk.items()}, bounds.bits_per_dim(l0, self.config.dims))
+
+    @_evaluating
+    def pixel_map(self, x: Tensor, k: int = 0, *, seed: int | None = None) -> dict[str, Tensor]:
+        """Where in the image the bound is spent, for one draw: z_{>k} from q(. | x), z_{<=k} from
+        p(z_{<=k} | z_{>k}) (k = 0: every z from the posterior).
+
+        "bits": -log2 p(x_ij | z) per pixel, (B, H, W) (the channels of a pixel together);
+        "kl_bits": sum over the latents above k of log2 q(z | .) - log2 p(z | .), (B,).
+        bits.sum((1, 2)) + kl_bits = -log2 of that draw's weight: -L_1 / ln 2 for k = 0 and the
+        K = 1 estimate of -L^{>k} / ln 2 otherwise, the same numbers with the same seed."""
+        L = self.config.L
+        if not 0 <= k < L:
+            raise ValueError(f"k must be in 0..{L - 1}, got {k}")
+        log_px, kl = self(x.to(self.device), k=k, generator=self._generator(seed), per_pixel=True)
+        ln2 = math.log(2)
+        kl_sum = sum(t for t in kl if t is not None)
+        return {"bits": -log_px / ln2, "kl_bits": kl_sum / ln2}
 
     @_evaluating
     def posterior_means(self, x: Tensor) -> list[Tensor]:

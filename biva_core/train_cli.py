@@ -26,7 +26,7 @@ from . import distributed as dist
 from .config import PRESETS, ModelConfig, preset
 from .trainer import TrainConfig, Trainer
 
-DIGITS = ("binarized_mnist", "mnist", "fashion_mnist")
+DIGITS = ("binarized_mnist", "mnist", "fashion_mnist", "mnist_binary", "fashion_mnist_binary")
 
 
 def parse_value(text: str):
@@ -40,6 +40,7 @@ def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     model = preset(args.preset).to_dict()
     train = dataclasses.asdict(TrainConfig())
     train["flip"] = args.data not in DIGITS
+    train["binarize"] = args.data.endswith("_binary")  # dynamic binarization of the 8-bit images
     for item in args.set:
         if "=" not in item:
             raise SystemExit(f"--set {item!r}: expected key=value")
@@ -60,7 +61,7 @@ def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .data import DATASETS, load_split
+    from .data import DATASETS, base_dataset, load_split
     ap = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", required=True, choices=sorted(PRESETS))
     ap.add_argument("--data", required=True, choices=DATASETS)
@@ -80,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     model_cfg, train_cfg = build_configs(args)
     size = model_cfg.image_shape[1]
     try:
-        train = load_split(args.data, "train", args.data_dir, image_size=size, progress=not args.no_progress)
+        # binarize=true draws the training images from their 8-bit intensities at every step
+        train = load_split(base_dataset(args.data) if train_cfg.binarize else args.data, "train",
+                           args.data_dir, image_size=size, progress=not args.no_progress)
         valid = load_split(args.data, "valid", args.data_dir, image_size=size, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"data: {e}") from None
@@ -89,10 +92,13 @@ def main(argv: list[str] | None = None) -> None:
                          f"{model_cfg.image_shape}; choose another --preset or --set image_shape=...")
     if len(valid) == 0:
         raise SystemExit(f"data: the valid split of {args.data} is empty")
+    if train_cfg.binarize and valid.max() > 1:  # --set binarize=true on an 8-bit set
+        from .data.mnist import binarize
+        valid = binarize(valid, f"{args.data}/valid")
     if args.data == "mnist" and model_cfg.likelihood == "bernoulli":
         train, valid = (train > 127).astype("uint8"), (valid > 127).astype("uint8")
     trainer = Trainer(model_cfg, train_cfg, train, valid, args.out, device=dist.local_device(args.device),
-                      init=args.init, log=lambda m: print(m, file=sys.stderr))
+                      init=args.init, log=lambda m: print(m, file=sys.stderr), dataset=args.data)
     if args.resume:
         trainer.load_state()
         if trainer.rank == 0:

@@ -8,7 +8,7 @@ model name, numbers, text and image file paths:
     reconstruct(model, files)                                        -> gallery, table
     resample(model, file, ks, draws, temperature, seed)              -> grid, crop, seed
     mix(model, file_a, file_b, ks)                                   -> grid
-    anomaly(model, files, k, importance_samples, threshold, seed)    -> table, histogram, csv, note
+    anomaly(model, files, k, importance_samples, alpha, seed, maps)  -> note, table, histograms, maps, csv
     latents(model, files)                                            -> chart, table, note
     model_card(model)                                                -> {markdown, levels, config, ...}
 """
@@ -142,30 +142,38 @@ def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L:
     return ks
 
 
-def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: int) -> gr.Dropdown:
-    def anomaly(model, files, k, importance_samples, threshold, seed, progress=gr.Progress()):
+def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: int) -> list[gr.Component]:
+    """The detector's controls; returns (k, K, alpha) for the model switch to set to the reference's."""
+    def anomaly(model, files, k, importance_samples, alpha, seed, maps, progress=gr.Progress()):
         with user_errors():
-            r = studio.anomaly(model, files, k, importance_samples, threshold, seed, progress=_progress(progress))
+            r = studio.anomaly(model, files, k, importance_samples, alpha, seed, maps, progress=_progress(progress))
         _warn(r.skipped)
-        return _table(r.headers, r.rows), r.plot, r.csv, r.note
+        return r.note, _table(r.headers, r.rows), r.plot, r.maps, r.csv
 
-    gr.Markdown("LLR>k = L>0 - L>k (Havtorn et al. 2021): large means out of distribution. "
-                "Percentiles place each image within the model's reference distribution.")
+    gr.Markdown("A two-sided test of typicality (spec section 6): the bits/dim of L>0 and LLR>k = L>0 - L>k "
+                "(Havtorn et al. 2021) of each image are compared with the model's reference images on **both** "
+                "sides: a digit is atypically *simple* for a face model, noise atypically complex. The two "
+                "p-values are combined (Bonferroni); an image is flagged when p < alpha, so about alpha of "
+                "ordinary images are flagged. K must be the reference's.")
     files = gr.File(file_count="multiple", label="images", elem_id="anom-files")
-    use_examples = gr.Button("Use the examples (faces and out-of-distribution images)")
+    use_examples = gr.Button("Use the examples (in- and out-of-distribution images)")
     with gr.Row():
-        k = gr.Dropdown(list(range(1, max_L)), value=1, label="k")
-        K = gr.Slider(1, 16, value=1, step=1, label="K importance samples")
-        threshold = gr.Slider(50, 100, value=95, step=0.5, label="flag above this reference percentile")
+        k = gr.Dropdown(list(range(1, max_L)), value=1, label="k (LLR>k)", elem_id="anom-k")
+        K = gr.Number(1, precision=0, minimum=1, label="K importance samples (the reference's)", elem_id="anom-K")
+        alpha = gr.Slider(0.001, 0.2, value=0.05, step=0.001, label="alpha (flag when p < alpha)",
+                          elem_id="anom-alpha")
         seed = gr.Number(0, precision=0, label="seed", minimum=0)
+        maps = gr.Checkbox(True, label="pixel maps")
     go = gr.Button("Score", variant="primary")
     note = gr.Markdown(elem_id="anom-note")
-    table = gr.Dataframe(label="scores", interactive=False, headers=anomaly_headers(1), elem_id="anom-table")
-    plot = _image("anom-plot", label="reference distribution and uploads", show_label=False)
+    table = gr.Dataframe(label="verdicts", interactive=False, headers=anomaly_headers(1), elem_id="anom-table")
+    plot = _image("anom-plot", label="reference distributions and the images", show_label=False)
+    gallery = gr.Gallery(label="where in the image: bits per pixel with z from the posterior, and with z<=k "
+                         "from the prior", columns=1, height="auto", elem_id="anom-maps", elem_classes="pixelated")
     csv = gr.File(label="download (CSV)", elem_id="anom-csv")
     use_examples.click(lambda model: examples(model, ood=True), model, files, **PRIVATE)
-    go.click(anomaly, [model, files, k, K, threshold, seed], [table, plot, csv, note], api_name="anomaly")
-    return k
+    go.click(anomaly, [model, files, k, K, alpha, seed, maps], [note, table, plot, gallery, csv], api_name="anomaly")
+    return [k, K, alpha]
 
 
 def model_tab(studio: Studio, model: gr.Dropdown) -> list[gr.Component]:
@@ -222,10 +230,13 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
         entry = studio.entries.get(model)
         if entry is None or entry.error is not None:
             why = entry.error if entry else "unknown model"
-            return gr.update(), gr.update(), f"**{model} could not be loaded:** {why}", "", "", None, None, []
+            return (gr.update(), gr.update(), gr.update(), gr.update(),
+                    f"**{model} could not be loaded:** {why}", "", "", None, None, [])
         L = entry.L
+        d = studio.detector_defaults(model)
         return (gr.update(choices=list(range(L + 1)), value=default_ks(L)),
-                gr.update(choices=list(range(1, L)), value=1), *card(model))
+                gr.update(choices=d["ks"], value=d["k"]), gr.update(value=d["K"]), gr.update(value=d["alpha"]),
+                *card(model))
 
     def model_card(model: str) -> dict:
         """The model card as JSON: markdown, levels, config and server-side file paths."""
@@ -248,11 +259,11 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
             with gr.Tab("Hierarchy", id="hierarchy"):
                 ks = hierarchy_tab(studio, model, examples, max_L)
             with gr.Tab("Anomaly", id="anomaly"):
-                k = anomaly_tab(studio, model, examples, max_L)
+                detector_controls = anomaly_tab(studio, model, examples, max_L)
             with gr.Tab("Model", id="model"):
                 card_outputs = model_tab(studio, model)
-        model.change(on_model, model, [ks, k, *card_outputs], **PRIVATE)
-        demo.load(on_model, model, [ks, k, *card_outputs], **PRIVATE)
+        model.change(on_model, model, [ks, *detector_controls, *card_outputs], **PRIVATE)
+        demo.load(on_model, model, [ks, *detector_controls, *card_outputs], **PRIVATE)
         gr.api(model_card, api_name="model_card")
     demo.queue(default_concurrency_limit=concurrency, max_size=100)
     return demo

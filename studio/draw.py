@@ -12,6 +12,31 @@ INK = (20, 20, 20)
 GRID = (225, 225, 225)
 FLAG = (215, 40, 40)
 OK = (30, 110, 220)
+TAIL = (252, 222, 222)
+
+
+def heat(bits, vmax: float, height: int = 128) -> Image.Image:
+    """A (H, W) array of bits per pixel as a heat map from black (0) over red and yellow to
+    white (vmax and above), enlarged by a whole factor (nearest neighbour)."""
+    import numpy as np
+    t = np.clip(np.asarray(bits, dtype=np.float64) / max(vmax, 1e-9), 0, 1)
+    rgb = np.stack([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], -1)
+    image = Image.fromarray((rgb * 255).round().astype("uint8"), "RGB")
+    factor = max(1, height // image.height)
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def colour_bar(vmax: float, width: int = 128, label: str = "bits per pixel") -> Image.Image:
+    """The heat map's scale, 0 to vmax, with its label."""
+    import numpy as np
+    bar = heat(np.linspace(0, vmax, width)[None].repeat(10, 0), vmax, height=10)
+    out = Image.new("RGB", (width, 36), BACKGROUND)
+    out.paste(bar.resize((width, 10)), (0, 0))
+    d = ImageDraw.Draw(out)
+    d.text((0, 12), "0", fill=INK, font=font(11))
+    d.text((width - 30, 12), f"{vmax:.3g}", fill=INK, font=font(11))
+    d.text((0, 23), label, fill=INK, font=font(10))
+    return out
 
 
 def font(size: int = 13) -> ImageFont.ImageFont:
@@ -81,16 +106,17 @@ def log_bar_chart(values: Sequence[float], labels: Sequence[str], *, title: str,
 
 
 def histogram(reference: Sequence[float], marks: Sequence[tuple[float, str, bool]], *, title: str,
-              threshold: float | None = None, bins: int = 40, size: tuple[int, int] = (900, 260)) -> Image.Image:
+              tails: tuple[float, float] | None = None, bins: int = 40,
+              size: tuple[int, int] = (900, 260)) -> Image.Image:
     """Histogram of `reference` (grey bars) with each mark (value, label, flagged) as a vertical
-    line, red when flagged, and the threshold dashed."""
+    line, red when flagged; `tails` = (low, high) shades both rejection regions (below low and
+    above high) and dashes their edges."""
     w, h = size
     left, right, top, bottom = 50, 20, 30, 38
     img = Image.new("RGB", size, BACKGROUND)
     d = ImageDraw.Draw(img)
     d.text((left, 8), title, fill=INK, font=font(14))
-    values = [v for v in list(reference) + [m[0] for m in marks] + ([threshold] if threshold is not None else [])
-              if math.isfinite(v)]
+    values = [v for v in list(reference) + [m[0] for m in marks] + list(tails or []) if math.isfinite(v)]
     if not values:
         d.text((left, h // 2), "nothing to show", fill=INK, font=font(13))
         return img
@@ -104,6 +130,10 @@ def histogram(reference: Sequence[float], marks: Sequence[tuple[float, str, bool
             counts[min(bins - 1, int((v - x0) / (x1 - x0) * bins))] += 1
     peak = max(counts) or 1
     base = h - bottom
+    if tails is not None:
+        lo, hi = (sx(v) for v in tails)
+        d.rectangle([left, top, max(left, lo), base], fill=TAIL)
+        d.rectangle([min(w - right, hi), top, w - right, base], fill=TAIL)
     for i, c in enumerate(counts):
         if c:
             bx0 = left + i * (w - left - right) / bins
@@ -113,11 +143,11 @@ def histogram(reference: Sequence[float], marks: Sequence[tuple[float, str, bool
     for t in range(5):
         v = x0 + (x1 - x0) * t / 4
         d.text((sx(v) - 18, base + 5), f"{v:.4g}", fill=INK, font=font(11))
-    if threshold is not None and math.isfinite(threshold):
-        x = sx(threshold)
+    for edge, words in zip(tails or (), ("atypically low", "atypically high")):
+        x = sx(edge)
         for y in range(top, base, 8):
             d.line([x, y, x, min(base, y + 4)], fill=INK, width=2)
-        d.text((x + 3, top), "threshold", fill=INK, font=font(10))
+        d.text((x - 82 if words.endswith("low") else x + 3, top), words, fill=INK, font=font(11))
     for i, (v, label, flagged) in enumerate(marks):
         if not math.isfinite(v):
             continue

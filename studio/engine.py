@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -29,9 +30,9 @@ from biva_core import BIVA, load_pretrained
 from biva_core.plots import grid_image
 
 from . import card, draw
-from .images import Prepared, prepare, show_crop, to_pil, upscale
+from .images import Prepared, binarization, is_face, prepare, show_crop, to_pil, upscale
 from .params import check_float, check_int, check_seed, default_ks, derive, parse_ks, parse_temperature
-from .reference import Reference, percentile, quantile
+from biva_core.detector import ALPHA, Detector, Reference
 
 Progress = Callable[[float, str], None]
 CHUNK = 8                      # images per forward pass: progress granularity and seed unit
@@ -68,6 +69,7 @@ class Entry:
     model: BIVA | None = None
     error: str | None = None
     face: bool = False
+    binarize: str = "threshold"      # how uploads are binarized for a Bernoulli model
     reference: Reference | None = None
     reference_error: str | None = None
     cache: dict = field(default_factory=dict)
@@ -83,11 +85,6 @@ def discover(root: Path) -> list[Path]:
         return []
     found = [p for p in root.iterdir() if (p / "config.json").is_file() and not p.name.startswith(".")]
     return sorted(found, key=lambda p: (not is_face(p.name), p.name != "celeba64", p.name))
-
-
-def is_face(name: str, training: dict | None = None) -> bool:
-    """A model of aligned faces: named after CelebA (or faces), or trained on the celeba data set."""
-    return any(t in name.lower() for t in ("celeba", "face")) or (training or {}).get("dataset") == "celeba"
 
 
 class Studio:
@@ -119,6 +116,7 @@ class Studio:
                 entry.error = str(err)
             else:
                 entry.face = is_face(name, entry.model.training_info) and entry.model.config.image_shape[0] == 3
+                entry.binarize = binarization(entry.model.training_info)
                 try:
                     entry.reference = Reference.read(directory)
                 except ValueError as err:
@@ -193,7 +191,7 @@ class Studio:
         ok, skipped = [], []
         for f in files:
             try:
-                ok.append(prepare(f, entry.model.config, face=entry.face))
+                ok.append(prepare(f, entry.model.config, face=entry.face, binarize=entry.binarize))
             except ValueError as err:
                 skipped.append(str(err))
         if not ok:
@@ -203,7 +201,7 @@ class Studio:
     def _one(self, entry: Entry, file: str | Path | None, what: str = "image") -> Prepared:
         if not file:
             raise ValueError(f"no {what} given: upload an image file")
-        return prepare(file, entry.model.config, face=entry.face)
+        return prepare(file, entry.model.config, face=entry.face, binarize=entry.binarize)
 
     # ------------------------------------------------------------------ 1 sample
 
@@ -313,62 +311,109 @@ class Studio:
 
     # ------------------------------------------------------------------ 4 anomaly
 
-    def anomaly(self, name: str, files: Sequence[str] | str | None, k: int = 1, K: int = 1,
-                threshold: float = 95.0, seed: int | None = 0, progress: Progress = _quiet) -> "Anomalies":
-        """L^{>0}, L^{>k}, LLR^{>k} = L^{>0} - L^{>k} (nats, K importance samples) and bits/dim
-        per image, with percentiles against the model's reference.json. An image is flagged when
-        its LLR^{>k} exceeds the reference's `threshold`-th percentile."""
+    def anomaly(self, name: str, files: Sequence[str] | str | None, k: int | None = None, K: int | None = None,
+                alpha: float = ALPHA, seed: int | None = 0, maps: bool = True,
+                progress: Progress = _quiet) -> "Anomalies":
+        """The detector of spec section 6 (biva_core.detector) for each image: two-sided p-values of
+        bits/dim and LLR^{>k} against the model's reference.json (made with K importance samples:
+        another K is refused), combined; flagged when p < alpha, ranked by -log10 p. Without a
+        reference the scores alone. With `maps`, where in the image the bits go (`pixel_map`)."""
         entry = self.entry(name)
-        L = entry.L
+        L, ref = entry.L, entry.reference
+        if k in (None, ""):
+            k = ref.default_k if ref else 1
+        if K in (None, ""):
+            K = ref.K if ref else 1
         k = check_int("k", k, 1, L - 1)
         K = check_int("K (importance samples)", K, 1, MAX_K_SAMPLES)
-        threshold = check_float("threshold percentile", threshold, 0.0, 100.0)
+        alpha = check_float("alpha", alpha, 1e-6, 0.5)
         seed = check_seed(seed)
+        detector = None
+        if ref is not None:
+            if k not in ref.llr:
+                raise ValueError(f"the reference of {name} holds LLR>k for k in {ref.ks} only; choose one of those")
+            detector = Detector(ref, k=k, alpha=alpha)
+            detector.check_K(K)
         preps, skipped = self._prepare_all(entry, files)
+        out = self._outdir("anomaly")
         scores = {"l0": [], "lk": [], "llr": [], "bpd": []}
-        for c, start, stop in chunks(len(preps), "scoring", progress):
-            x = torch.stack([p.x for p in preps[start:stop]])
-            s = entry.model.scores(x, [k], K=K, seed=derive(seed, c))
+        panels = []
+        t0, n = time.time(), len(preps)
+        for i, p in enumerate(preps):
+            left = "" if i == 0 else f", about {(time.time() - t0) / i * (n - i):.0f} s left"
+            progress(i / n, f"scoring image {i + 1} of {n}{left}")
+            x = p.x[None]
+            s = entry.model.scores(x, [k], K=K, seed=derive(seed, i))
             for key, v in (("l0", s.l0), ("lk", s.lk[k]), ("llr", s.llr[k]), ("bpd", s.bpd)):
-                scores[key] += v.cpu().tolist()
-        ref = entry.reference
-        ref_llr = ref.sorted_llr(k) if ref else None
-        ref_bpd = sorted(ref.bpd) if ref else None
-        cut = quantile(ref_llr, threshold) if ref_llr else None
+                scores[key].append(float(v[0]))
+            if maps:
+                panels.append(self._pixel_panel(entry, p, k, derive(seed, i, 1), out / f"{i:02d}_map.png"))
+        v = detector.test(scores["bpd"], scores["llr"]) if detector else None
+        sides = v.tails(ref) if v is not None else None
         rows, marks_llr, marks_bpd = [], [], []
         for i, p in enumerate(preps):
             llr, bpd = scores["llr"][i], scores["bpd"][i]
-            flagged = cut is not None and llr > cut
-            rows.append([p.name, round(scores["l0"][i], 1), round(scores["lk"][i], 1), round(llr, 1), round(bpd, 4),
-                         round(percentile(ref_llr, llr), 1) if ref_llr else None,
-                         round(percentile(ref_bpd, bpd), 1) if ref_bpd else None,
-                         "yes" if flagged else ("no" if cut is not None else "n/a")])
+            flagged = bool(v.flagged[i]) if v is not None else False
+            verdict = ("ANOMALY" if flagged else "typical") if v is not None else "n/a"
+            rows.append([p.name, verdict,
+                         float(f"{v.p[i]:.3g}") if v is not None else None,
+                         round(float(v.score[i]), 2) if v is not None else None,
+                         f"{v.p_bpd[i]:.3g} ({sides[0][i]})" if v is not None else None,
+                         f"{v.p_llr[i]:.3g} ({sides[1][i]})" if v is not None else None,
+                         round(bpd, 4), round(llr, 1), round(scores["l0"][i], 1), round(scores["lk"][i], 1)])
             marks_llr.append((llr, str(i + 1), flagged))
             marks_bpd.append((bpd, str(i + 1), flagged))
         headers = anomaly_headers(k)
-        out = self._outdir("anomaly")
+        q = alpha / 4  # a statistic alone flags when its two-sided p < alpha / 2: beyond these quantiles
+        tails = lambda r: tuple(np.quantile(r, [q, 1 - q])) if r is not None else None  # noqa: E731
+        words = self._ref_words(entry)
         plot = draw.stack([
-            draw.histogram(ref_llr or [], marks_llr, threshold=cut,
-                           title=f"LLR>{k} (nats): reference {self._ref_words(entry)}; "
-                                 "uploads numbered as in the table"),
-            draw.histogram(ref_bpd or [], marks_bpd, title="bits/dim of L>0: reference and uploads")])
+            draw.histogram(ref.bpd.tolist() if ref else [], marks_bpd, tails=tails(ref.bpd) if ref else None,
+                           title=f"bits/dim of L>0: reference {words} and the images (numbered as in the table)"),
+            draw.histogram(ref.llr[k].tolist() if ref else [], marks_llr, tails=tails(ref.llr[k]) if ref else None,
+                           title=f"LLR>{k} (nats): reference {words}; shaded: where one statistic alone flags")])
         plot_path = out / f"{name}_anomaly_k{k}.png"
         plot.save(plot_path)
         csv_path = out / f"{name}_anomaly_k{k}.csv"
         write_csv(csv_path, headers, rows)
-        notes = [f"{sum(r[-1] == 'yes' for r in rows)} of {len(rows)} images flagged "
-                 f"(LLR>{k} above the reference's {threshold:g}th percentile, {cut:.1f} nats)." if cut is not None
-                 else "No reference distribution for this k: percentiles and flags need the model's reference.json."]
-        if ref and ref.K != K:
-            notes.append(f"The reference was computed with K={ref.K}; scores with K={K} are not exactly comparable.")
+        if v is not None:
+            notes = [f"**{int(v.flagged.sum())} of {len(rows)} images flagged** (combined two-sided p < {alpha:g}: "
+                     f"bits/dim and LLR>{k}, each atypically low or high against {ref.images} {ref.split} images, "
+                     f"K={ref.K})."]
+        else:
+            notes = ["No reference distribution (reference.json) for this model: scores only, no verdicts."]
         notes += [f"Skipped {s}" for s in skipped]
         progress(1.0, "done")
-        return Anomalies(headers, rows, str(plot_path), str(csv_path), " ".join(notes), skipped)
+        return Anomalies(headers, rows, str(plot_path), str(csv_path), " ".join(notes), skipped,
+                         [(str(path), caption) for path, caption in panels])
+
+    def _pixel_panel(self, entry: Entry, p: Prepared, k: int, seed: int, path: Path) -> tuple[Path, str]:
+        """input | bits per pixel with z from the posterior | with z_{<=k} from the prior: the
+        parts of the picture that the levels above k cannot explain light up on the right."""
+        x = p.x[None]
+        post = entry.model.pixel_map(x, 0, seed=seed)
+        prior = entry.model.pixel_map(x, k, seed=seed)
+        a, b = post["bits"][0].cpu().numpy(), prior["bits"][0].cpu().numpy()
+        vmax = float(np.quantile(np.concatenate([a.ravel(), b.ravel()]), 0.99)) or 1.0
+        panel = draw.side_by_side([upscale(to_pil(p.x), 128), draw.heat(a, vmax), draw.heat(b, vmax),
+                                   draw.colour_bar(vmax)])
+        panel.save(path)
+        caption = (f"{p.name}: input | bits per pixel, z from q: {a.sum():.0f} + KL {float(post['kl_bits'][0]):.0f} "
+                   f"bits | z<={k} from the prior: {b.sum():.0f} + KL>{k} {float(prior['kl_bits'][0]):.0f} bits")
+        return path, caption
 
     @staticmethod
     def _ref_words(entry: Entry) -> str:
         ref = entry.reference
         return f"({ref.images} {ref.split} images, K={ref.K})" if ref else "(none)"
+
+    def detector_defaults(self, name: str) -> dict:
+        """The Anomaly tab's defaults for a model: the reference's k, K and alpha and its ks."""
+        entry = self.entry(name)
+        ref = entry.reference
+        if ref is None:
+            return {"k": 1, "K": 1, "alpha": ALPHA, "ks": list(range(1, entry.L))}
+        return {"k": ref.default_k, "K": ref.K, "alpha": ref.alpha, "ks": ref.ks}
 
     # ------------------------------------------------------------------ 5 model
 
@@ -438,11 +483,12 @@ class Anomalies:
     csv: str
     note: str
     skipped: list[str]
+    maps: list[tuple[str, str]] = field(default_factory=list)   # (pixel-map panel, caption)
 
 
 def anomaly_headers(k: int) -> list[str]:
-    return ["image", "L>0 (nats)", f"L>{k} (nats)", f"LLR>{k} (nats)", "bits/dim",
-            f"LLR>{k} percentile", "bits/dim percentile", "flagged"]
+    return ["image", "verdict", "p", "-log10 p", "p bits/dim (side)", f"p LLR>{k} (side)", "bits/dim",
+            f"LLR>{k} (nats)", "L>0 (nats)", f"L>{k} (nats)"]
 
 
 def write_csv(path: Path, headers: Sequence[str], rows: Sequence[Sequence]) -> None:

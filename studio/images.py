@@ -1,116 +1,14 @@
-"""Uploaded files -> model inputs, safely, with the preprocessing recorded so it can be shown.
-
-Every failure is a ValueError that names the file: not an image, truncated or corrupt, empty,
-too large (bytes or pixels: a decompression bomb is refused from its header, before decoding).
-Any PIL mode is accepted: 16-bit grayscale is scaled to 8 bits, transparency is composited over
-white, palette / CMYK / YCbCr are converted (biva_core.data.images.to_rgb), EXIF rotation applied.
-
-The crop follows the model's data:
-  - a face model given an aligned CelebA image (exactly 178 x 218) crops the CelebA box
-    (15, 40, 163, 188), the training preprocessing;
-  - an image already at the model's size is used as it is;
-  - anything else is centre-cropped to the model's aspect ratio (square) and resized (Lanczos).
-Then 1-channel models take the luma (ITU-R 601), and Bernoulli models threshold it at 0.5.
-"""
+"""Model inputs and outputs as pictures: uploads are prepared by biva_core.data.prepare (one
+implementation for the studio and `biva-evaluate --ood folder`); this module turns tensors into
+PIL images for the page."""
 from __future__ import annotations
 
-import io
-import os
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFile
+from PIL import Image, ImageDraw
 from torch import Tensor
 
-from biva_core import ModelConfig
-from biva_core.data.celeba import CROP_BOX
-from biva_core.data.images import to_rgb
-
-MAX_BYTES = 30 * 2 ** 20           # a larger upload is refused before it is read
-MAX_PIXELS = 40_000_000            # width x height; checked from the header, before decoding
-CELEBA_ALIGNED = (178, 218)        # (width, height) of img_align_celeba files
-
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own guard, for any path that bypasses ours
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-
-
-@dataclass
-class Prepared:
-    """One uploaded image as the model sees it, and how it got there."""
-    name: str
-    original: Image.Image            # decoded, upright, RGB: what the crop box refers to
-    box: tuple[int, int, int, int]   # (left, top, right, bottom) in `original`
-    rule: str                        # which crop was applied, in words
-    x: Tensor                        # (C, H, W) float in [0, 1]: the model input
-
-
-def decode(path: str | os.PathLike, name: str | None = None) -> Image.Image:
-    """The decoded image in `path`, upright and RGB; a ValueError naming the file otherwise."""
-    name = name or Path(path).name
-    try:
-        size = os.path.getsize(path)
-    except OSError as err:
-        raise ValueError(f"{name}: cannot read the file ({err.strerror or err})") from None
-    if size == 0:
-        raise ValueError(f"{name}: the file is empty")
-    if size > MAX_BYTES:
-        raise ValueError(f"{name}: file too large ({size / 2 ** 20:.1f} MiB; the limit is "
-                         f"{MAX_BYTES // 2 ** 20} MiB)")
-    data = Path(path).read_bytes()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            w, h = image.size
-            if w * h > MAX_PIXELS:
-                raise ValueError(f"{name}: image too large ({w} x {h} pixels; the limit is "
-                                 f"{MAX_PIXELS / 1e6:.0f} megapixels)")
-            image.load()
-            return to_rgb(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ValueError(f"{name}: image too large to decode safely ({err})") from None
-    except Image.UnidentifiedImageError:
-        raise ValueError(f"{name}: not an image file (PIL cannot identify its format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as err:
-        if isinstance(err, ValueError) and str(err).startswith(f"{name}: "):
-            raise
-        raise ValueError(f"{name}: corrupt or truncated image ({err})") from None
-
-
-def crop_box(size: tuple[int, int], target: tuple[int, int], *, face: bool) -> tuple[tuple[int, int, int, int], str]:
-    """(box, rule) for an image of `size` = (W, H) going to a model of `target` = (H, W)."""
-    w, h = size
-    th, tw = target
-    if face and size == CELEBA_ALIGNED:
-        return CROP_BOX, f"aligned CelebA image: crop box {CROP_BOX}, resize to {tw}x{th}"
-    if (w, h) == (tw, th):
-        return (0, 0, w, h), "already the model's size: used as it is"
-    cw, ch = (w, w * th // tw) if w * th <= h * tw else (h * tw // th, h)  # largest box of the model's aspect
-    left, top = (w - cw) // 2, (h - ch) // 2
-    return (left, top, left + cw, top + ch), f"centre crop {cw}x{ch}, resize to {tw}x{th} (Lanczos)"
-
-
-def prepare(path: str | os.PathLike, config: ModelConfig, *, face: bool, name: str | None = None) -> Prepared:
-    """Decode, crop, resize and convert one file for a model with this config."""
-    name = name or Path(path).name
-    original = decode(path, name)
-    c, h, w = config.image_shape
-    box, rule = crop_box(original.size, (h, w), face=face)
-    image = original.crop(box)
-    if image.size != (w, h):
-        image = image.resize((w, h), Image.LANCZOS)
-    if c == 1:
-        image = image.convert("L")
-        if config.likelihood == "bernoulli":
-            rule += "; binarized at 0.5"
-    array = np.asarray(image, np.float32).reshape(h, w, c) / 255.0
-    x = torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (C, H, W)
-    if config.likelihood == "bernoulli":
-        x = (x >= 0.5).float()
-    return Prepared(name, original, box, rule, x)
+from biva_core.data.prepare import (CELEBA_ALIGNED, MAX_BYTES, MAX_PIXELS, Prepared, binarization,  # noqa: F401
+                                    crop_box, decode, is_face, prepare)
 
 
 def to_pil(x: Tensor) -> Image.Image:

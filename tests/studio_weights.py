@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from biva_core import save_pretrained
-from studio import reference
+from biva_core.detector import build_reference
 
 from conftest import images, live_model, tiny_config
 
@@ -29,8 +29,9 @@ def make_weights(root: Path) -> dict[str, Path]:
     dirs = {}
     face = live_model(tiny_config(), seed=1)
     dirs["celeba_tiny"] = save_pretrained(face, root / "celeba_tiny", training={"step": 30, "best_valid_bpd": 7.5})
-    ref = reference.build(face, images(face.config, 40, seed=5), note="random 8-bit images")
-    (root / "celeba_tiny" / "reference.json").write_text(json.dumps(ref))
+    L = face.config.L
+    build_reference(face, images(face.config, 40, seed=5), list(range(1, L)), 1,
+                    note="random 8-bit images").write(root / "celeba_tiny" / "reference.json")
     log = [{"step": s, "bpd": 8.0 - s / 100, "loss": 1.0} for s in (10, 20, 30)]
     log += [{"step": 30, "valid_bpd": 7.6, "valid_kl": [1.0] * face.config.n_latents}, "not json"]
     (root / "celeba_tiny" / "metrics.jsonl").write_text(

@@ -210,6 +210,23 @@ def test_idx_splits(tmp_path, dataset, gz):
     assert got["train"].flags.writeable and got["train"].flags.c_contiguous
 
 
+@pytest.mark.parametrize("dataset", ["mnist_binary", "fashion_mnist_binary"])
+def test_binary_idx_sets_are_one_seeded_bernoulli_draw(tmp_path, dataset):
+    """*_binary: the 8-bit split of the same files, each pixel 1 with probability intensity / 255,
+    the same draw on every load and another for every split."""
+    train, test = write_idx(tmp_path / dataset.removesuffix("_binary"), True)
+    got = {s: load(dataset, s, tmp_path, tmp_path / "c") for s in SPLITS}
+    again = load(dataset, "test", tmp_path, tmp_path / "c2")  # decoded afresh: the same draw
+    np.testing.assert_array_equal(got["test"], again)
+    assert set(np.unique(got["test"])) <= {0, 1} and got["test"].shape == test[:, None].shape
+    assert not np.array_equal(got["train"][:len(got["valid"])], got["valid"])
+    from biva_core.data.mnist import binarize
+    for v in (0, 64, 191, 255):  # P(1) = v / 255 over 200k pixels: within 5 standard deviations
+        p = v / 255
+        rate = binarize(np.full((200_000,), v, np.uint8), seed=v).mean()
+        assert abs(rate - p) <= 5 * np.sqrt(p * (1 - p) / 200_000) + 1e-12
+
+
 def test_idx_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte"):
         load("mnist", "test", tmp_path, tmp_path / "c")
@@ -420,7 +437,7 @@ def test_dataset_subfolder_or_folder_itself(tmp_path):
     np.testing.assert_array_equal(a, b)
     assert data.dataset_root("fashion_mnist", tmp_path) == tmp_path / "fashion_mnist"
     assert [image_shape(d) for d in DATASETS] == [(3, 64, 64), (1, 28, 28), (1, 28, 28), (1, 28, 28),
-                                                  (3, 32, 32), (3, 64, 64)]
+                                                  (1, 28, 28), (1, 28, 28), (3, 32, 32), (3, 64, 64)]
 
 
 # ---------------------------------------------------------------- the real data at $BIVA_DATA

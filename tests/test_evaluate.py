@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import struct
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,8 @@ import torch
 
 from biva_core import BIVA, LevelConfig, ModelConfig
 from biva_core.checkpoint import save_pretrained
-from biva_core.evaluate import auroc, load_images, reference_stats, run
+from biva_core.detector import Reference, build_reference
+from biva_core.evaluate import auroc, load_images, run
 
 from conftest import images, live_model, tiny_config
 from test_train import image_folder
@@ -68,33 +71,78 @@ def test_cli_bounds(saved, tmp_path, monkeypatch, capsys):
     assert r["latents_above_0.1_nats"] == sum(v > 0.1 for v in kl.values())
 
 
-def test_cli_ood_and_reference(saved, tmp_path, monkeypatch, capsys):
+def ood_folder(root) -> str:
+    """Images unlike the valid PNGs (random 8x8 colours): flat ones and 16x16 noise to be resized."""
+    from PIL import Image
+    if not root.is_dir():
+        root.mkdir()
+        for i, c in enumerate([(0, 0, 0), (255, 255, 255), (128, 0, 0)]):
+            Image.new("RGB", (8, 8), c).save(root / f"flat{i}.png")
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)).save(root / "noise.png")
+        (root / "notes.txt").write_text("not an image")
+    return str(root)
+
+
+def test_cli_ood_folder_detector_and_reference(saved, tmp_path, monkeypatch, capsys):
     ref_path = tmp_path / "ref" / "reference.json"
-    r = cli(saved, tmp_path, monkeypatch, capsys, "--iw", "2", "--ood", "folder", "--reference", str(ref_path))
+    ood = ood_folder(saved / "ood")
+    r = cli(saved, tmp_path, monkeypatch, capsys, "--iw", "2", "--ood", "folder", "--ood-dir", ood,
+            "--reference", str(ref_path))
     a = r["ood"]["auroc"]
-    # the OOD set is the in-distribution set with the same seeds: every score ties, AUROC = 1/2
-    assert a["L_gt_0"] == 0.5
-    assert set(a["L_gt_k"]) == set(a["LLR_gt_k"]) == {"1", "2"}
-    assert all(v == 0.5 for d in (a["L_gt_k"], a["LLR_gt_k"]) for v in d.values())
-    assert a["best_LLR"]["k"] in (1, 2)
+    assert r["ood"]["images"] == 4 and set(a["L_gt_k"]) == set(a["LLR_gt_k"]) == {"1", "2"}
+    assert all(0 <= v <= 1 for d in (a["L_gt_k"], a["LLR_gt_k"]) for v in d.values())
+    d = r["detector"]
+    assert {"auroc", "flagged_in", "flagged_ood", "k", "K", "alpha", "reference"} <= set(d)
+    assert d["K"] == 2 and d["alpha"] == 0.05 and d["reference"].startswith("built from 6")  # no reference.json
+    assert d["flagged_in"] in [i / 6 for i in range(7)] and d["flagged_ood"] in [i / 4 for i in range(5)]
     ref = json.loads(ref_path.read_text())
-    assert {"format_version", "split", "images", "K", "L_gt_0", "L_gt_k", "LLR_gt_k", "bpd"} <= set(ref)
-    assert ref["format_version"] == 1 and ref["split"] == "valid" and ref["images"] == 6 and ref["K"] == 2
+    assert {"format_version", "split", "images", "K", "L_gt_0", "L_gt_k", "LLR_gt_k", "bpd", "detector"} <= set(ref)
+    assert ref["format_version"] == 2 and ref["split"] == "valid" and ref["images"] == 6 and ref["K"] == 2
     for k in ("1", "2"):
         llr = np.array(ref["L_gt_0"]) - np.array(ref["L_gt_k"][k])
         assert np.allclose(llr, ref["LLR_gt_k"][k], atol=1e-3)
     assert np.allclose(ref["bpd"], -np.array(ref["L_gt_0"]) / (192 * np.log(2)), rtol=1e-5)
 
 
-def test_reference_stats_direct_call():
-    """reference_stats on tensors: one entry per image; an AUROC between two sets is in [0, 1]."""
+def test_cli_detector_uses_a_matching_reference_only(saved, tmp_path, monkeypatch, capsys):
+    """The weights' reference.json serves the detector when its K is --iw; another K rebuilds one."""
+    import shutil
+    weights = tmp_path / "w"
+    shutil.copytree(saved / "weights", weights)
     model = live_model(tiny_config())
-    ref = reference_stats(model, images(model.config, 5), [1, 2], 1)
-    assert len(ref["L_gt_0"]) == len(ref["bpd"]) == 5 and ref["images"] == 5
-    flat = torch.full((5, 3, 8, 8), 0.5)
-    noisy = reference_stats(model, flat, [1, 2], 1)
-    a = auroc(-np.array(noisy["L_gt_0"]), -np.array(ref["L_gt_0"]))
-    assert 0.0 <= a <= 1.0
+    build_reference(model, images(model.config, 20, seed=3), [1, 2], 1, k=2).write(weights)
+    ood = ood_folder(saved / "ood")
+    base = ["--weights", str(weights), "--data", "folder", "--data-dir", str(saved / "images"), "--split",
+            "valid", "--json", "--no-progress", "--ood", "folder", "--ood-dir", ood]
+    monkeypatch.setenv("BIVA_CACHE", str(tmp_path / "cache"))
+    d = run([*base, "--iw", "1"])["detector"]
+    assert d["reference"].endswith("reference.json") and d["reference_images"] == 20 and d["k"] == 2
+    d = run([*base, "--iw", "2"])["detector"]
+    assert d["reference"].startswith("built from 6") and d["K"] == 2 and d["k"] == 2
+    assert "K=1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run([*base[:-2], "--iw", "1"])  # --ood folder without --ood-dir
+
+
+def test_reference_direct_call():
+    """build_reference on tensors: one entry per image; an AUROC between two sets is in [0, 1]."""
+    model = live_model(tiny_config())
+    ref = build_reference(model, images(model.config, 5), [1, 2], 1)
+    assert len(ref.l0) == len(ref.bpd) == 5 and ref.images == 5
+    flat = build_reference(model, torch.full((5, 3, 8, 8), 0.5), [1, 2], 1)
+    assert 0.0 <= auroc(-flat.l0, -ref.l0) <= 1.0
+    back = Reference.read(ref.write(Path(tempfile.mkdtemp())))
+    np.testing.assert_array_equal(back.llr[2], ref.llr[2])
+
+
+def test_other_sets_are_adapted_to_the_model():
+    """A face model scores grey digits (repeated to RGB, resized) and a digit model RGB images."""
+    from biva_core.evaluate import adapt
+    grey = np.random.default_rng(0).integers(0, 256, (3, 1, 28, 28), dtype=np.uint8)
+    rgb = adapt(grey, (3, 64, 64))
+    assert rgb.shape == (3, 3, 64, 64) and (rgb[:, 0] == rgb[:, 2]).all()
+    back = adapt(np.repeat(grey, 3, axis=1), (1, 28, 28))
+    assert np.abs(back.astype(int) - grey).max() <= 1
 
 
 def write_idx(path, arr: np.ndarray) -> None:

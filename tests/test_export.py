@@ -61,12 +61,13 @@ SHIPPED = sorted(p for p in (Path(__file__).parents[1] / "weights").glob("*") if
 def test_shipped_folders_are_complete(folder: Path) -> None:
     """Every shipped model: fp16 shards of at most 16 MiB that load, a reference of at least 100
     valid images the studio reads, the training log and the pictures the README points at."""
-    from studio.reference import Reference
+    from biva_core.detector import Reference
     files = sorted(folder.glob("model*.safetensors"))
     assert files and all(f.stat().st_size <= 16 * 2**20 for f in files)
     assert all(t.dtype == torch.float16 for f in files for t in load_file(f).values() if t.is_floating_point())
     model = load_pretrained(folder)
     ref = Reference.read(folder)
-    assert ref is not None and ref.images >= 100 and len(ref.lk) == model.config.L - 1
+    assert ref is not None and ref.images >= 100 and ref.default_k in ref.llr
+    assert set(ref.ks) <= set(range(1, model.config.L))
     assert (folder / "metrics.jsonl").stat().st_size > 0
     assert (folder / "samples_t0.8.png").is_file() and (folder / "kl_per_latent.png").is_file()

@@ -100,11 +100,14 @@ def test_reconstruct_resample_mix(client):
 
 
 def test_anomaly_latents_and_card(client):
-    table, plot, csv_path, note = client.predict("celeba_tiny", [handle_file(p) for p in faces()], 1, 1, 90, 0,
-                                                 api_name="/anomaly")
-    assert len(table["data"]) == 3 and table["headers"][3] == "LLR>1 (nats)"
-    assert Path(plot).is_file() and Path(csv_path).read_text().startswith("image,")
+    note, table, plot, maps, csv_path = client.predict("celeba_tiny", [handle_file(p) for p in faces()], 1, 1, 0.05,
+                                                       0, True, api_name="/anomaly")
+    assert len(table["data"]) == 3 and table["headers"][1] == "verdict" and table["headers"][7] == "LLR>1 (nats)"
+    assert all(row[1] in ("ANOMALY", "typical") for row in table["data"])
+    assert Path(plot).is_file() and Path(csv_path).read_text().startswith("image,") and len(maps) == 3
     assert "flagged" in note
+    with pytest.raises(AppError, match="made with K=1"):
+        client.predict("celeba_tiny", [handle_file(faces()[0])], 1, 4, 0.05, 0, False, api_name="/anomaly")
     chart, per_latent, note = client.predict("celeba_tiny", None, api_name="/latents")
     assert Path(chart).is_file() and len(per_latent["data"]) == 5
     card = client.predict("celeba_tiny", api_name="/model_card")

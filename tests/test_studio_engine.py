@@ -17,7 +17,7 @@ from studio.__main__ import main
 from studio.engine import Studio, discover
 from studio.images import CELEBA_ALIGNED, crop_box, prepare
 from studio.params import default_ks, derive, parse_ks, parse_temperature
-from studio.reference import Reference, percentile, quantile
+from biva_core.detector import Detector, Reference
 
 from studio_weights import make_weights, tensor_of_png, write_bad_files
 
@@ -224,27 +224,32 @@ def test_mix_goes_from_a_to_b(studio, tmp_path):
         studio.mix("celeba_tiny", a, None)
 
 
-def test_anomaly_scores_percentiles_flags_and_csv(studio, tmp_path):
+def test_anomaly_is_the_detector_with_the_reference_and_csv(studio, tmp_path):
+    """Each row: the model's scores for that image (seed derived per image) tested by the
+    detector against the reference; K must be the reference's; pixel maps come per image."""
     entry = studio.entries["celeba_tiny"]
     noise = [np.random.default_rng(i).integers(0, 255, (8, 8, 3), np.uint8) for i in range(3)]
     paths = [save(Image.fromarray(a), tmp_path / f"{i}.png") for i, a in enumerate(noise)]
-    r = studio.anomaly("celeba_tiny", paths, 2, 2, 0.0, 4)
-    x = torch.stack([prepare(p, entry.model.config, face=True).x for p in paths])
-    s = entry.model.scores(x, [2], K=2, seed=derive(4, 0))
-    ref = sorted(entry.reference.llr[2])
+    paths.append(save(Image.new("RGB", (8, 8), (128, 128, 128)), tmp_path / "flat.png"))
+    r = studio.anomaly("celeba_tiny", paths, 2, 1, 0.05, 4)
+    det = Detector(entry.reference, k=2, alpha=0.05)
     for i, row in enumerate(r.rows):
-        assert row[1:5] == [round(float(s.l0[i]), 1), round(float(s.lk[2][i]), 1), round(float(s.llr[2][i]), 1),
-                            round(float(s.bpd[i]), 4)]
-        assert row[5] == round(percentile(ref, float(s.llr[2][i])), 1)
-        assert row[7] == ("yes" if float(s.llr[2][i]) > ref[0] else "no")  # threshold 0: above the minimum
-    assert "K=1" in r.note  # the reference used K=1
+        x = prepare(paths[i], entry.model.config, face=True).x[None]
+        s = entry.model.scores(x, [2], K=1, seed=derive(4, i))
+        v = det.test([float(s.bpd[0])], [float(s.llr[2][0])])
+        assert row[1] == ("ANOMALY" if v.flagged[0] else "typical")
+        assert row[2] == float(f"{v.p[0]:.3g}") and row[6] == round(float(s.bpd[0]), 4)
+        assert row[7] == round(float(s.llr[2][0]), 1)
+    assert "K=1" in r.note and "flagged" in r.note and len(r.maps) == 4
+    assert Image.open(r.maps[0][0]).height >= 128
     with open(r.csv) as f:
         table = list(csv.reader(f))
-    assert table[0] == r.headers and len(table) == 4
-    assert all(row[7] == "no" for row in studio.anomaly("celeba_tiny", paths, 2, 1, 100.0, 4).rows)
+    assert table[0] == r.headers and len(table) == 5
+    assert studio.anomaly("celeba_tiny", paths, maps=False).maps == []
     no_ref = studio.anomaly("gray_tiny", paths, 1)
-    assert no_ref.rows[0][5] is None and no_ref.rows[0][7] == "n/a" and "reference.json" in no_ref.note
-    for args, message in [((0,), "k must"), ((3,), "k must"), ((1, 0), "K"), ((1, 1, 101), "threshold")]:
+    assert no_ref.rows[0][1] == "n/a" and no_ref.rows[0][2] is None and "reference.json" in no_ref.note
+    for args, message in [((0,), "k must"), ((3,), "k must"), ((1, 0), "K"), ((1, 2), "made with K=1"),
+                          ((1, 1, 0.9), "alpha")]:
         with pytest.raises(ValueError, match=message):
             studio.anomaly("celeba_tiny", paths, *args)
 
@@ -281,7 +286,7 @@ def test_unreadable_reference_is_reported(dirs, tmp_path):
     s = Studio([folder], workdir=tmp_path / "out")
     assert "not a valid reference file" in s.entries["celeba_bad_ref"].reference_error
     assert "unreadable" in s.model_card("celeba_bad_ref").markdown
-    assert s.anomaly("celeba_bad_ref", [str(next((ROOT / "studio" / "examples").glob("*.png")))]).rows[0][7] == "n/a"
+    assert s.anomaly("celeba_bad_ref", [str(next((ROOT / "studio" / "examples").glob("*.png")))]).rows[0][1] == "n/a"
 
 
 # ---------------------------------------------------------------------- small pieces
@@ -295,9 +300,6 @@ def test_parsers_and_statistics():
     assert parse_temperature("0.5", 3) == 0.5 and parse_temperature("1,2,3", 3) == [1.0, 2.0, 3.0]
     assert len({derive(1, c) for c in range(100)} | {derive(2, 0)}) == 101
     assert params.check_seed("") >= 0 and params.check_seed(7.0) == 7
-    values = [1.0, 2.0, 3.0, 4.0]
-    assert percentile(values, 2.5) == 50.0 and percentile(values, 0) == 0.0 and percentile(values, 4) == 100.0
-    assert quantile(values, 50) == 2.5 and quantile(values, 0) == 1.0 and quantile(values, 100) == 4.0
 
 
 def test_reference_file_round_trip(dirs):
@@ -319,5 +321,5 @@ def test_shipped_celeba64_smoke(tmp_path):
     rec = s.reconstruct("celeba64", examples[-1:])  # the aligned 178x218 JPEG: the CelebA crop
     assert rec.rows[0][1] == "178x218" and "crop box (15, 40, 163, 188)" in rec.rows[0][2]
     assert 3.0 < rec.rows[0][3] < 6.5
-    a = s.anomaly("celeba64", examples[:1], 1, 1, 95.0, 0)
-    assert a.rows[0][5] is not None and a.rows[0][7] in ("yes", "no")
+    a = s.anomaly("celeba64", examples[:1])
+    assert a.rows[0][1] in ("ANOMALY", "typical") and 0 < a.rows[0][2] <= 1

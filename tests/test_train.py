@@ -220,3 +220,40 @@ def test_running_out_of_time_validates_the_last_step(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert t.step == 1 and [r["step"] for r in rows if "valid_bpd" in r] == [1]
     assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_dynamic_binarization_draws_afresh_each_step(tmp_path):
+    """binarize=true: every batch is a Bernoulli(intensity) draw of the 8-bit images, new at every
+    step, fixed by (seed, step) so that resuming redraws the same pixels."""
+    from biva_core.config import LevelConfig, ModelConfig
+    levels = (LevelConfig(blocks=1, channels=4, latent=2, stride=2), LevelConfig(blocks=1, channels=4, latent=2))
+    cfg = ModelConfig(image_shape=(1, 8, 8), levels=levels, likelihood="bernoulli")
+    grey = np.full((16, 1, 8, 8), 77, np.uint8)
+    t = Trainer(cfg, fast_config(binarize=True, batch_size=16, flip=False), grey, (grey > 127).astype(np.uint8),
+                tmp_path / "a", log=quiet)
+    first = t.next_batch()
+    t.step += 1
+    second = t.next_batch()
+    assert set(first.unique().tolist()) <= {0.0, 1.0} and not torch.equal(first, second)
+    assert abs(float(torch.cat([first, second]).mean()) - 77 / 255) < 0.08  # 2048 pixels: 5 sd
+    u = Trainer(cfg, fast_config(binarize=True, batch_size=16, flip=False), grey, (grey > 127).astype(np.uint8),
+                tmp_path / "b", log=quiet)
+    assert torch.equal(u.next_batch(), first)
+    with pytest.raises(ValueError, match="8-bit"):
+        Trainer(cfg, fast_config(binarize=True), (grey > 127).astype(np.uint8), grey, tmp_path / "c", log=quiet)
+
+
+def test_warm_up_ema_and_cosine_schedule(tmp_path):
+    """The EMA decay starts at 0.1 and grows to the cap; the cosine schedule runs from lr to lr_min."""
+    t = Trainer(tiny_config(), fast_config(ema=0.999, lr=1e-3, lr_min=1e-5, lr_schedule="cosine", warmup=0,
+                                           steps=100), data(8, 0), data(4, 1), tmp_path, log=quiet)
+    assert t.ema_decay(0) == pytest.approx(0.1) and t.ema_decay(90) == pytest.approx(91 / 100)
+    assert t.ema_decay(10 ** 6) == 0.999
+    assert t.lr_at(0) == pytest.approx(1e-3) and t.lr_at(50) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert t.lr_at(100) == pytest.approx(1e-5) and t.lr_at(500) == pytest.approx(1e-5)
+    before = [p.detach().clone() for p in t.ema.parameters()]
+    t.train_step(t.next_batch())  # step 0: the EMA moves 90% of the way to the new weights
+    for e, b, p in zip(t.ema.parameters(), before, t.model.parameters()):
+        assert torch.allclose(e, 0.1 * b + 0.9 * p, atol=1e-6)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        Trainer(tiny_config(), fast_config(lr_schedule="linear"), data(8, 0), data(4, 1), tmp_path / "x", log=quiet)

@@ -9,11 +9,16 @@
     binarized_mnist  binarized_mnist_{split}.amat, or an .npz       (1, 28, 28)  50k / 10k / 10k
     mnist            train-, t10k-images-idx3-ubyte[.gz]            (1, 28, 28)  first 50k / last 10k / t10k
     fashion_mnist    as mnist                                       (1, 28, 28)  as mnist
+    mnist_binary     as mnist, each pixel ~ Bernoulli(intensity)    (1, 28, 28)  as mnist
+    fashion_mnist_binary  as fashion_mnist, binarized the same way  (1, 28, 28)  as mnist
     cifar10          cifar-10-batches-bin/ or cifar-10-batches-py/  (3, 32, 32)  first 45k / last 5k / test
     folder           any images, recursively                        (3, S, S)    90% / 5% / 5% by path hash
 
 S is `image_size` (64 by default); the other sets keep their own size and ignore it. Each module's
-docstring gives its format and split in full. Values are 0..255 except binarized_mnist (0 or 1).
+docstring gives its format and split in full. Values are 0..255 except binarized_mnist and the
+*_binary sets (0 or 1). The *_binary splits are one fixed, seeded binarization of the 8-bit images
+(`mnist.binarize`); training draws a fresh one every time an image is used (train.py sets the
+training key `binarize` for these sets and reads the 8-bit training split).
 
 The folder looked in is data_dir/<dataset> when that exists, else data_dir itself, so both
 `../shared/data` and `../shared/data/celeba` work. data_dir defaults to $BIVA_DATA.
@@ -30,9 +35,12 @@ import numpy as np
 from . import celeba, cifar, folder, mnist
 from .cache import Source, cached, default_cache_dir, fingerprint
 
-DATASETS = ("celeba", "binarized_mnist", "mnist", "fashion_mnist", "cifar10", "folder")
+DATASETS = ("celeba", "binarized_mnist", "mnist", "fashion_mnist", "mnist_binary", "fashion_mnist_binary",
+            "cifar10", "folder")
+BINARY = ("binarized_mnist", "mnist_binary", "fashion_mnist_binary")  # values {0, 1}
 SPLITS = ("train", "valid", "test")
 _NATIVE_SHAPE = {"binarized_mnist": (1, 28, 28), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
+                 "mnist_binary": (1, 28, 28), "fashion_mnist_binary": (1, 28, 28),
                  "cifar10": (3, 32, 32)}
 
 
@@ -47,9 +55,15 @@ def image_shape(dataset: str, image_size: int = 64) -> tuple[int, int, int]:
     return _NATIVE_SHAPE.get(dataset, (3, image_size, image_size))
 
 
+def base_dataset(dataset: str) -> str:
+    """The set whose files a dataset reads: fashion_mnist for fashion_mnist_binary, else itself."""
+    return dataset.removesuffix("_binary")
+
+
 def dataset_root(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
     """data_dir/<dataset> when it is a folder, else data_dir; data_dir defaults to $BIVA_DATA."""
     _check_dataset(dataset)
+    dataset = base_dataset(dataset)
     if data_dir is None:
         data_dir = os.environ.get("BIVA_DATA")
         if not data_dir:
@@ -70,6 +84,8 @@ def _source(dataset: str, root: Path, split: str, image_size: int) -> Source:
         return mnist.binarized_source(root, split)
     if dataset in ("mnist", "fashion_mnist"):
         return mnist.idx_source(root, split)
+    if dataset in ("mnist_binary", "fashion_mnist_binary"):
+        return mnist.binary_idx_source(root, split, seed_name=f"{dataset}/{split}")
     return cifar.source(root, split)
 
 
@@ -102,4 +118,4 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
     return cached(path, decode)
 
 
-__all__ = ["DATASETS", "SPLITS", "dataset_root", "image_shape", "load_split"]
+__all__ = ["BINARY", "DATASETS", "SPLITS", "base_dataset", "dataset_root", "image_shape", "load_split"]

@@ -7,11 +7,16 @@ keys train / valid / test of shape (N, 784).
 MNIST and Fashion-MNIST ship 60k training and 10k test images and no validation set: "valid" is
 the last sixth of the training file (the last 10,000 of 60,000), "train" the rest (the first
 50,000), "test" the t10k file. Values 0..255.
+
+mnist_binary / fashion_mnist_binary (the setting of Havtorn et al. 2021 and the BIVA paper's
+FashionMNIST -> MNIST result): the same splits, each pixel set to 1 with probability
+intensity / 255, drawn once with a seed fixed by the set and split (`binarize`).
 """
 from __future__ import annotations
 
 import gzip
 import math
+import zlib
 import re
 import struct
 from pathlib import Path
@@ -110,3 +115,19 @@ def idx_source(root: Path, split: str) -> Source:
         n_valid = len(images) // 6  # 10,000 of 60,000
         return images[len(images) - n_valid:] if split == "valid" else images[:len(images) - n_valid]
     return Source([path], decode)
+
+
+def binarize(images: np.ndarray, seed: int | str) -> np.ndarray:
+    """uint8 {0, 1}: each pixel is 1 with probability intensity / 255 (a seeded Bernoulli draw).
+
+    A string seed is hashed (CRC-32), so "fashion_mnist_binary/test" names one fixed draw."""
+    if isinstance(seed, str):
+        seed = zlib.crc32(seed.encode())
+    u = np.random.default_rng(seed).random(images.shape, dtype=np.float32)
+    return (u * 255 < images).astype(np.uint8)
+
+
+def binary_idx_source(root: Path, split: str, seed_name: str) -> Source:
+    """An idx split binarized once with the seed `seed_name` (see `binarize`)."""
+    src = idx_source(root, split)
+    return Source(src.files, lambda progress: binarize(src.decode(progress), seed_name))

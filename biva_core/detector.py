@@ -1,0 +1,279 @@
+"""The anomaly detector of spec section 6: a two-sided typicality test of two scores.
+
+    ref = Reference.read("weights/fashion_mnist_binary")       # reference.json, made on valid data
+    det = Detector(ref)                                          # k and alpha: the reference's defaults
+    v = det.score(model, x)                                      # scores with the reference's K, tests
+    v.flagged, v.p, v.p_bpd, v.p_llr, v.score                    # per image; score = -log10 p
+
+Per image the statistics are s_1 = bits/dim of L^{>0} and s_2 = LLR^{>k} = L^{>0} - L^{>k}, both
+importance weighted with the same K. A likelihood alone ranks simple images (a digit for a face
+model) as *more* likely, and the LLR of an under-trained model can fall on either side of the
+in-distribution range, so each is tested on both sides against its reference distribution (the
+same statistic over N held-in images, computed with the same K):
+
+    lower tail  P_lo(s) = (#{ref <= s} + 1) / (N + 1)
+    upper tail  P_hi(s) = (#{ref >= s} + 1) / (N + 1)
+    p_j         = min(1, 2 min(P_lo, P_hi))                     (two-sided; spec: 2 min(F, 1 - F))
+    p           = min(1, 2 min(p_1, p_2))                       (Bonferroni over the two)
+
+Our reading of the spec's "F smoothed as (rank + 1) / (N + 1)": F counts the reference at or below
+s, 1 - F counts it at or above s, each with the +1 of a conformal p-value, so neither tail is ever 0
+and for an in-distribution image P(p_j <= a) <= a: the flag rate at alpha is at most alpha (about
+alpha, less the Bonferroni slack when the two statistics are correlated). The smallest p is
+4 / (N + 1): with N = 2000 an image beyond every reference image scores -log10 p = 2.7.
+
+A reference made with another K is not comparable (L_K grows with K, and so its spread shrinks):
+`Detector.check_K` refuses it with a message that says how to rebuild one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+REFERENCE_FILE = "reference.json"
+REFERENCE_VERSION = 2
+ALPHA = 0.05
+
+
+# ---------------------------------------------------------------- per-image scores
+
+def _batches(images: Tensor, batch_size: int, desc: str, progress: bool):
+    from tqdm import tqdm
+    starts = range(0, len(images), batch_size)
+    for i, s in enumerate(tqdm(starts, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)):
+        yield i, images[s:s + batch_size]
+
+
+def scores_per_image(model, images: Tensor, ks: list[int], K: int, *, batch_size: int = 64,
+                     chunk: int = 256, seed: int = 0, progress: bool = False, desc: str = "scores",
+                     on_batch=None) -> dict:
+    """Per image (nats): L^{>0} (= L_K), L^{>k} and LLR^{>k} for k in ks, bits/dim of L^{>0}, and
+    the single-sample ELBO L_1. Batch i draws with seed `seed + i`; on_batch(done, total) after
+    each batch (a progress callback)."""
+    l1, l0, bpd = [], [], []
+    lk: dict[int, list[Tensor]] = {k: [] for k in ks}
+    for i, x in _batches(images, batch_size, desc, progress):
+        s = model.scores(x, ks, K=K, chunk=chunk, seed=seed + i)
+        l0.append(s.l0.float().cpu())
+        # K = 1: L^{>0} drew the same z as the ELBO with this seed
+        l1.append(l0[-1] if K == 1 else model.elbo(x, seed=seed + i)["elbo"].float().cpu())
+        bpd.append(s.bpd.float().cpu())
+        for k in ks:
+            lk[k].append(s.lk[k].float().cpu())
+        if on_batch is not None:
+            on_batch(min(len(images), (i + 1) * batch_size), len(images))
+    l0_all = torch.cat(l0)
+    lk_all = {k: torch.cat(v) for k, v in lk.items()}
+    return {"L_1": torch.cat(l1), "L_gt_0": l0_all, "bpd": torch.cat(bpd), "L_gt_k": lk_all,
+            "LLR_gt_k": {k: l0_all - v for k, v in lk_all.items()}}
+
+
+# ---------------------------------------------------------------- the reference
+
+@dataclass(frozen=True)
+class Reference:
+    """The scores of N held-in images (reference.json), and the detector's defaults."""
+    split: str
+    K: int
+    l0: np.ndarray                   # (N,) nats
+    bpd: np.ndarray                  # (N,)
+    lk: dict[int, np.ndarray]        # k -> (N,) nats
+    llr: dict[int, np.ndarray]       # k -> (N,) nats
+    note: str = ""
+    k: int | None = None             # the detector's default k (None: the smallest k held)
+    alpha: float = ALPHA
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def images(self) -> int:
+        return len(self.bpd)
+
+    @property
+    def ks(self) -> list[int]:
+        return sorted(self.llr)
+
+    @property
+    def default_k(self) -> int:
+        return self.k if self.k is not None else self.ks[0]
+
+    def to_dict(self) -> dict:
+        return {"format_version": REFERENCE_VERSION, "split": self.split, "images": self.images,
+                "K": self.K, "note": self.note, "seed": self.seed,
+                "detector": {"k": self.default_k, "alpha": self.alpha}, **self.extra,
+                "L_gt_0": self.l0.tolist(), "bpd": self.bpd.tolist(),
+                "L_gt_k": {str(k): v.tolist() for k, v in sorted(self.lk.items())},
+                "LLR_gt_k": {str(k): v.tolist() for k, v in sorted(self.llr.items())}}
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write reference.json atomically (a folder means folder/reference.json)."""
+        from .checkpoint import _atomic_write
+        path = Path(path)
+        if path.is_dir():
+            path = path / REFERENCE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, lambda p: Path(p).write_text(json.dumps(self.to_dict())))
+        return path
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "Reference | None":
+        """A folder's reference.json (or the file itself); None when absent; a ValueError
+        naming the file and what is wrong otherwise. Version 1 files (no detector defaults)
+        are read too."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / REFERENCE_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            floats = lambda v: np.asarray([float(a) for a in v], dtype=np.float64)  # noqa: E731
+            ks = sorted(int(k) for k in data["LLR_gt_k"])
+            det = data.get("detector") or {}
+            known = {"format_version", "split", "images", "K", "note", "seed", "detector",
+                     "L_gt_0", "bpd", "L_gt_k", "LLR_gt_k"}
+            ref = cls(split=str(data.get("split", "?")), K=int(data["K"]), note=str(data.get("note", "")),
+                      l0=floats(data["L_gt_0"]), bpd=floats(data["bpd"]),
+                      lk={k: floats(data["L_gt_k"][str(k)]) for k in ks},
+                      llr={k: floats(data["LLR_gt_k"][str(k)]) for k in ks},
+                      k=int(det["k"]) if "k" in det else None, alpha=float(det.get("alpha", ALPHA)),
+                      seed=int(data.get("seed", 0)), extra={k: v for k, v in data.items() if k not in known})
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: not a valid reference file ({type(err).__name__}: {err})") from None
+        n = ref.images
+        if n < 2:
+            raise ValueError(f"{path}: a reference needs at least 2 images, found {n}")
+        if ref.K < 1:
+            raise ValueError(f"{path}: K={ref.K} must be >= 1")
+        if len(ref.l0) != n or any(len(v) != n for v in (*ref.lk.values(), *ref.llr.values())):
+            raise ValueError(f"{path}: the score lists have different lengths")
+        if not ks or ref.default_k not in ks:
+            raise ValueError(f"{path}: the detector's k={ref.default_k} has no LLR scores (held: {ks})")
+        return ref
+
+
+def build_reference(model, images: Tensor, ks: list[int], K: int, *, k: int | None = None,
+                    alpha: float = ALPHA, split: str = "valid", note: str = "", seed: int = 0,
+                    batch_size: int = 64, chunk: int = 256, progress: bool = False, on_batch=None) -> Reference:
+    """The reference of `images` (float (N, C, H, W) in [0, 1], held-in data such as the valid
+    split): their scores for each k in ks with K importance samples; k is the detector's default."""
+    ks = sorted({int(j) for j in ks})
+    s = scores_per_image(model, images, ks, K, batch_size=batch_size, chunk=chunk, seed=seed,
+                         progress=progress, desc="reference", on_batch=on_batch)
+    np_ = lambda t: t.double().numpy()  # noqa: E731
+    return Reference(split=split, K=int(K), note=note, seed=seed, k=k if k is not None else ks[0], alpha=alpha,
+                     l0=np_(s["L_gt_0"]), bpd=np_(s["bpd"]),
+                     lk={j: np_(v) for j, v in s["L_gt_k"].items()},
+                     llr={j: np_(v) for j, v in s["LLR_gt_k"].items()})
+
+
+# ---------------------------------------------------------------- the test
+
+def tail_p(reference: np.ndarray, values) -> tuple[np.ndarray, np.ndarray]:
+    """(P_lo, P_hi) of each value against the reference: (#ref <= s + 1) / (N + 1) and
+    (#ref >= s + 1) / (N + 1)."""
+    ref = np.sort(np.asarray(reference, dtype=np.float64))
+    s = np.asarray(values, dtype=np.float64)
+    n = len(ref)
+    below = np.searchsorted(ref, s, side="right")
+    above = n - np.searchsorted(ref, s, side="left")
+    return (below + 1) / (n + 1), (above + 1) / (n + 1)
+
+
+def two_sided_p(reference: np.ndarray, values) -> np.ndarray:
+    """p = min(1, 2 min(P_lo, P_hi)) for each value."""
+    lo, hi = tail_p(reference, values)
+    return np.minimum(1.0, 2 * np.minimum(lo, hi))
+
+
+def combine(p_1: np.ndarray, p_2: np.ndarray) -> np.ndarray:
+    """Bonferroni: min(1, 2 min(p_1, p_2))."""
+    return np.minimum(1.0, 2 * np.minimum(np.asarray(p_1), np.asarray(p_2)))
+
+
+@dataclass
+class Verdicts:
+    """The detector's answer for a set of images (arrays of length B)."""
+    k: int
+    K: int
+    alpha: float
+    bpd: np.ndarray
+    llr: np.ndarray
+    p_bpd: np.ndarray
+    p_llr: np.ndarray
+    p: np.ndarray
+    l0: np.ndarray | None = None
+    lk: np.ndarray | None = None
+
+    @property
+    def score(self) -> np.ndarray:
+        """-log10 p: the anomaly score (higher = more anomalous)."""
+        return -np.log10(self.p)
+
+    @property
+    def flagged(self) -> np.ndarray:
+        return self.p < self.alpha
+
+    def tails(self, ref: Reference) -> tuple[list[str], list[str]]:
+        """Which side of the reference each statistic lies on: "low", "high" or "typical"."""
+        def side(r, v, p):
+            lo, hi = tail_p(r, v)
+            return ["typical" if q >= self.alpha else ("low" if a < b else "high") for a, b, q in zip(lo, hi, p)]
+        return side(ref.bpd, self.bpd, self.p_bpd), side(ref.llr[self.k], self.llr, self.p_llr)
+
+
+class Detector:
+    """Spec section 6 over a Reference: test(bpd, llr) for scores made elsewhere, score(model, x)
+    to make them with the reference's K and test them."""
+
+    def __init__(self, reference: Reference, k: int | None = None, alpha: float | None = None):
+        self.ref = reference
+        self.k = reference.default_k if k is None else int(k)
+        self.alpha = reference.alpha if alpha is None else float(alpha)
+        if self.k not in reference.llr:
+            raise ValueError(f"the reference holds LLR>k for k in {reference.ks}, not k={self.k}; "
+                             f"choose one of those or rebuild it (biva-evaluate ... --reference OUT --ks {self.k})")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha={self.alpha} must be in (0, 1)")
+
+    def check_K(self, K: int) -> None:
+        if int(K) != self.ref.K:
+            raise ValueError(
+                f"the reference was made with K={self.ref.K} importance samples; scores with K={K} are not "
+                f"comparable to it (L_K grows with K). Score with K={self.ref.K}, or rebuild the reference "
+                f"with K={K}: biva-evaluate --weights DIR --data DATASET --split valid --iw {K} --reference "
+                f"DIR/{REFERENCE_FILE}")
+
+    def test(self, bpd, llr, *, l0=None, lk=None) -> Verdicts:
+        bpd, llr = np.asarray(bpd, dtype=np.float64), np.asarray(llr, dtype=np.float64)
+        p_bpd = two_sided_p(self.ref.bpd, bpd)
+        p_llr = two_sided_p(self.ref.llr[self.k], llr)
+        return Verdicts(self.k, self.ref.K, self.alpha, bpd, llr, p_bpd, p_llr, combine(p_bpd, p_llr),
+                        None if l0 is None else np.asarray(l0), None if lk is None else np.asarray(lk))
+
+    def test_scores(self, s: dict) -> Verdicts:
+        """Test the output of `scores_per_image` (made with the reference's K and this k)."""
+        return self.test(s["bpd"].numpy(), s["LLR_gt_k"][self.k].numpy(),
+                         l0=s["L_gt_0"].numpy(), lk=s["L_gt_k"][self.k].numpy())
+
+    def score(self, model, x: Tensor, *, K: int | None = None, seed: int = 0, batch_size: int = 64,
+              chunk: int = 256, progress: bool = False, on_batch=None) -> Verdicts:
+        K = self.ref.K if K is None else K
+        self.check_K(K)
+        s = scores_per_image(model, x, [self.k], K, batch_size=batch_size, chunk=chunk, seed=seed,
+                             progress=progress, on_batch=on_batch)
+        return self.test_scores(s)
+
+
+def binomial_interval(n: int, alpha: float, z: float = 4.0) -> tuple[float, float]:
+    """The flag count of n independent images, each flagged with probability alpha, lies in
+    n alpha +- z sqrt(n alpha (1 - alpha)) (z = 4: outside with probability < 1e-4)."""
+    mean, sd = n * alpha, math.sqrt(n * alpha * (1 - alpha))
+    return mean - z * sd, mean + z * sd

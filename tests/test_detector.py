@@ -1,0 +1,139 @@
+"""The detector of spec section 6: its p-values against hand-counted values, a flag rate of alpha on
+in-distribution draws (within binomial tolerance), both tails flagged, a K mismatch refused, the
+reference file round trip, and the pixel maps that decompose the bound."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from biva_core.detector import (Detector, Reference, binomial_interval, build_reference, combine, tail_p,
+                                two_sided_p)
+
+from conftest import images, live_model, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_reference(n: int, seed: int, K: int = 1) -> Reference:
+    rng = np.random.default_rng(seed)
+    bpd, llr = rng.normal(4.0, 0.3, n), rng.normal(1000.0, 200.0, n)
+    return Reference(split="valid", K=K, l0=-bpd, bpd=bpd, lk={1: -bpd - llr}, llr={1: llr}, k=1)
+
+
+def test_p_values_count_the_reference_on_each_side():
+    ref = np.arange(1.0, 100.0)                       # N = 99 values 1..99
+    lo, hi = tail_p(ref, [50.0, 0.0, 1000.0, 1.0])
+    assert lo.tolist() == [51 / 100, 1 / 100, 100 / 100, 2 / 100]
+    assert hi.tolist() == [51 / 100, 100 / 100, 1 / 100, 100 / 100]
+    assert two_sided_p(ref, [50.0, 0.0, 1000.0, 1.0, 10.0]).tolist() == pytest.approx([1.0, 0.02, 0.02, 0.04, 0.22])
+    assert combine([0.02, 0.5], [0.3, 1.0]).tolist() == [0.04, 1.0]
+
+
+def test_flag_rate_is_alpha_on_in_distribution_draws():
+    """20k test draws from the reference's distribution (20k reference draws): flagged at alpha
+    within 4 binomial standard deviations (the statistics are independent here, so the rate is
+    1 - (1 - alpha/2)^2, alpha - alpha^2/4, well inside that)."""
+    ref = synthetic_reference(20_000, seed=0)
+    rng = np.random.default_rng(1)
+    m = 20_000
+    bpd, llr = rng.normal(4.0, 0.3, m), rng.normal(1000.0, 200.0, m)
+    for alpha in (0.05, 0.1):
+        v = Detector(ref, alpha=alpha).test(bpd, llr)
+        lo, hi = binomial_interval(m, alpha)
+        assert lo <= v.flagged.sum() <= hi, (alpha, v.flagged.sum(), lo, hi)
+        # p is super-uniform: P(p <= a) <= a for every a
+        for a in (0.01, 0.2, 0.5):
+            assert (v.p <= a).mean() <= a + 4 * math.sqrt(a * (1 - a) / m)
+
+
+def test_flag_rate_of_a_model_on_its_own_samples():
+    """The model's own samples are in distribution by definition: with a reference of 300 of them,
+    600 others are flagged at about alpha (the reference's own randomness widens the tolerance)."""
+    model = live_model(tiny_config())
+    draw = lambda n, seed: model.sample(n, seed=seed, sample_pixels=True)  # noqa: E731
+    ref = build_reference(model, draw(300, 1), [1, 2], 1, k=2, seed=10)
+    det = Detector(ref, alpha=0.1)
+    v = det.score(model, draw(600, 2), seed=20)
+    assert 0.1 * 600 * 0.4 <= v.flagged.sum() <= 0.1 * 600 * 1.8
+
+
+def test_simpler_and_more_complex_than_the_reference_are_both_flagged():
+    ref = synthetic_reference(2000, seed=3)
+    det = Detector(ref)
+    v = det.test([1.0, 9.0, 4.0], [1000.0, 1000.0, 1000.0])   # far simpler, far more complex, typical
+    assert v.flagged.tolist() == [True, True, False]
+    assert v.tails(ref)[0] == ["low", "high", "typical"]
+    assert v.p[0] == pytest.approx(4 / 2001) and v.score[0] == pytest.approx(-math.log10(4 / 2001))
+    v = det.test([4.0, 4.0], [-5000.0, 5000.0])               # the LLR alone, on either side
+    assert v.flagged.tolist() == [True, True] and v.tails(ref)[1] == ["low", "high"]
+
+
+@pytest.mark.skipif(not (ROOT / "weights" / "celeba64" / "reference.json").is_file(), reason="no shipped face model")
+def test_the_face_model_flags_a_digit_low_and_noise_high(tmp_path):
+    """The shipped face model against its shipped reference: an MNIST digit is far simpler than a
+    face (bits/dim below every reference image), uniform noise far more complex; faces pass."""
+    from PIL import Image
+    from studio.engine import Studio
+    studio = Studio([ROOT / "weights" / "celeba64"], workdir=tmp_path / "out")
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(noise)
+    ex = studio.examples("celeba64", ood=True)
+    digit = [e for e in ex if "mnist" in e][0]
+    faces = [e for e in ex if "celeba_test" in e][:3]
+    r = studio.anomaly("celeba64", [digit, str(noise), *faces], maps=False)
+    verdicts = [row[1] for row in r.rows]
+    assert verdicts[:2] == ["ANOMALY", "ANOMALY"] and verdicts[2:] == ["typical"] * 3
+    assert "(low)" in r.rows[0][4] and "(high)" in r.rows[1][4]
+
+
+def test_a_reference_of_another_K_is_refused():
+    det = Detector(synthetic_reference(50, seed=0, K=4))
+    det.check_K(4)
+    with pytest.raises(ValueError, match="made with K=4 .* K=1 are not comparable"):
+        det.check_K(1)
+    model = live_model(tiny_config())
+    with pytest.raises(ValueError, match="made with K=4"):
+        det.score(model, images(model.config, 2), K=1)
+    with pytest.raises(ValueError, match="holds LLR>k for k in \\[1\\], not k=2"):
+        Detector(synthetic_reference(50, seed=0), k=2)
+
+
+def test_reference_round_trip_and_errors(tmp_path):
+    model = live_model(tiny_config())
+    ref = build_reference(model, images(model.config, 6), [1, 2], 3, k=2, note="six images", seed=5)
+    assert ref.K == 3 and ref.ks == [1, 2] and ref.default_k == 2 and ref.images == 6
+    np.testing.assert_allclose(ref.llr[1], ref.l0 - ref.lk[1])
+    back = Reference.read(ref.write(tmp_path))
+    assert back.K == 3 and back.default_k == 2 and back.note == "six images" and back.seed == 5
+    for a, b in ((ref.l0, back.l0), (ref.bpd, back.bpd), (ref.llr[2], back.llr[2])):
+        np.testing.assert_array_equal(a, b)
+    assert Reference.read(tmp_path / "nothing") is None
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "reference.json").write_text('{"K": 1, "bpd": [1, 2]}')
+    with pytest.raises(ValueError, match="not a valid reference file"):
+        Reference.read(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("kind", ["dmol", "bernoulli"])
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_pixel_maps_sum_to_the_bound(kind, k):
+    """sum over pixels of -log2 p(x_ij | z) plus the KL terms above k = -log2 of the draw's weight:
+    the ELBO for k = 0, the K = 1 estimate of L^{>k} otherwise (same seed, same draw)."""
+    model = live_model(tiny_config(kind=kind))
+    x = images(model.config, 3)
+    m = model.pixel_map(x, k, seed=9)
+    c, h, w = model.config.image_shape
+    assert m["bits"].shape == (3, h, w) and (m["bits"] >= 0).all()
+    total = m["bits"].sum((1, 2)) + m["kl_bits"]
+    if k == 0:
+        want = -model.elbo(x, seed=9)["elbo"] / math.log(2)
+    else:
+        with torch.no_grad():  # one draw of L^{>k}'s weight with the same seed
+            want = -model.log_weight(x, k=k, generator=torch.Generator().manual_seed(9)) / math.log(2)
+    assert torch.allclose(total, want, rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="k must be in"):
+        model.pixel_map(x, model.config.L)
