@@ -102,6 +102,9 @@ def ood_aurocs(in_scores: dict, ood_scores: dict) -> dict:
 
 
 def format_table(report: dict) -> str:
+    if len(report.get("ood_sets", {})) > 1:  # one table per OOD set
+        return "\n\n".join(format_table({**{k: v for k, v in report.items() if k != "ood_sets"}, **one})
+                             for one in report["ood_sets"].values())
     lines = [f"{report['weights']} on {report['data']} {report['split']} ({report['images']} images, K={report['K']})"]
     for name in ("L_1", "L_K"):
         r = report[name]
@@ -252,10 +255,12 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"), help="default: $BIVA_DATA")
     ap.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ap.add_argument("--iw", type=int, default=1000, metavar="K", help="importance samples of L_K and the scores")
-    ap.add_argument("--ood", choices=DATASETS, help="score this data set's same split as out-of-distribution "
-                    "(folder: every image under --ood-dir)")
-    ap.add_argument("--ood-dir", help="with --ood folder: the folder of images (any size; prepared as the "
-                    "studio prepares uploads)")
+    ap.add_argument("--ood", nargs="+", choices=DATASETS, metavar="DATASET",
+                    help="score this data set's same split as out-of-distribution (folder: every image under "
+                    "--ood-dir); several sets share one scoring of the in-distribution split")
+    ap.add_argument("--ood-dir", nargs="+", default=[], help="one folder of images for each `folder` in --ood "
+                    "(any size; prepared as the studio prepares uploads)")
+    ap.add_argument("--ood-limit", type=int, help="use the first N images of each OOD set (default: --limit)")
     ap.add_argument("--ks", type=int, nargs="*", help="the k of L^{>k} and LLR^{>k} (default: 1..L-1)")
     ap.add_argument("--alpha", type=float, help=f"the detector's flag level (default: the reference's, {ALPHA})")
     ap.add_argument("--detector-k", type=int, help="the detector's k (default: the reference's)")
@@ -275,8 +280,8 @@ def run(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.iw < 1:
         ap.error("--iw must be >= 1")
-    if (args.ood == "folder") != bool(args.ood_dir):
-        ap.error("--ood folder and --ood-dir DIR go together")
+    if (args.ood or []).count("folder") != len(args.ood_dir):
+        ap.error("--ood folder and --ood-dir DIR go together: one folder for each `folder` in --ood")
     if args.alpha is not None and not 0 < args.alpha < 1:
         ap.error("--alpha must be in (0, 1)")
     if args.threads:
@@ -294,16 +299,21 @@ def run(argv: list[str] | None = None) -> dict:
     ks = sorted(set(args.ks)) if args.ks else list(range(1, L))
     if any(not 1 <= k < L for k in ks) or (args.detector_k is not None and not 1 <= args.detector_k < L):
         ap.error(f"--ks and --detector-k must lie in 1..{L - 1} for this model (L = {L})")
-    skipped: list[str] = []
+    oods: list[tuple[str, Tensor, list[str]]] = []   # (name, images, skipped files)
     try:
         x = load_images(args.data, args.split, args.data_dir, model, limit=args.limit)
-        if args.ood == "folder":
-            from pathlib import Path
-            face = is_face(Path(args.weights).name, model.training_info) and model.config.image_shape[0] == 3
-            x_ood, skipped = load_folder(args.ood_dir, model, face=face, binarize=binarization(model.training_info),
-                                         limit=args.limit, progress=progress)
-        else:
-            x_ood = load_images(args.ood, args.split, args.data_dir, model, limit=args.limit) if args.ood else None
+        dirs = iter(args.ood_dir)
+        for name in args.ood or []:
+            limit = args.ood_limit or args.limit
+            if name == "folder":
+                from pathlib import Path
+                folder = next(dirs)
+                face = is_face(Path(args.weights).name, model.training_info) and model.config.image_shape[0] == 3
+                x_ood, skipped = load_folder(folder, model, face=face, binarize=binarization(model.training_info),
+                                             limit=limit, progress=progress)
+                oods.append((f"folder {folder}", x_ood, skipped))
+            else:
+                oods.append((name, load_images(name, args.split, args.data_dir, model, limit=limit), []))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"data: {e}") from None
     if len(x) == 0:
@@ -311,7 +321,7 @@ def run(argv: list[str] | None = None) -> dict:
     dims, K = model.config.dims, args.iw
     kw = dict(batch_size=args.batch_size, chunk=args.chunk, seed=args.seed, progress=progress)
     report = {"weights": str(args.weights), "data": args.data, "split": args.split, "images": len(x), "K": K}
-    if x_ood is None:
+    if not oods:
         b = bounds_per_image(model, x, K, **kw)
         report.update({"L_1": _mean(b["L_1"], dims), "L_K": _mean(b["L_K"], dims)})
         kl = b["kl"].double().mean(0)
@@ -322,19 +332,24 @@ def run(argv: list[str] | None = None) -> dict:
         det = Detector(ref, k=args.detector_k, alpha=args.alpha)
         ks_all = sorted(set(ks) | {det.k})
         s_in = scores_per_image(model, x, ks_all, K, desc=f"{args.data} scores", **kw)
-        # the OOD set draws with other seeds than the in-distribution one
-        s_ood = scores_per_image(model, x_ood, ks_all, K, desc=f"{args.ood} scores",
-                                 **{**kw, "seed": args.seed + 500_000})
-        aurocs = ood_aurocs({**s_in, "L_gt_k": {k: s_in["L_gt_k"][k] for k in ks},
-                             "LLR_gt_k": {k: s_in["LLR_gt_k"][k] for k in ks}}, s_ood)
         report.update({"L_1": _mean(s_in["L_1"], dims), "L_K": _mean(s_in["L_gt_0"], dims)})
-        report["ood"] = {"data": args.ood if args.ood != "folder" else f"folder {args.ood_dir}",
-                         "images": len(x_ood), "skipped": len(skipped), "L_1": _mean(s_ood["L_1"], dims),
-                         "L_K": _mean(s_ood["L_gt_0"], dims), "auroc": aurocs}
-        report["detector"] = detector_report(det, s_in, s_ood, source)
-        if args.split == ref.split and source.endswith(REFERENCE_FILE):
-            report["detector"]["note"] = ("the evaluated split is the reference's own split: the in-distribution "
-                                          "flag rate is measured on (partly) the same images")
+        in_ks = {**s_in, "L_gt_k": {k: s_in["L_gt_k"][k] for k in ks}, "LLR_gt_k": {k: s_in["LLR_gt_k"][k] for k in ks}}
+        sets = {}
+        for i, (name, x_ood, skipped) in enumerate(oods):
+            # each OOD set draws with other seeds than the in-distribution one
+            s_ood = scores_per_image(model, x_ood, ks_all, K, desc=f"{name} scores",
+                                     **{**kw, "seed": args.seed + 500_000 * (i + 1)})
+            sets[name] = {"ood": {"data": name, "images": len(x_ood), "skipped": len(skipped),
+                                  "L_1": _mean(s_ood["L_1"], dims), "L_K": _mean(s_ood["L_gt_0"], dims),
+                                  "auroc": ood_aurocs(in_ks, s_ood)},
+                          "detector": detector_report(det, s_in, s_ood, source)}
+            if args.split == ref.split and source.endswith(REFERENCE_FILE):
+                sets[name]["detector"]["note"] = ("the evaluated split is the reference's own split: the "
+                                                  "in-distribution flag rate is measured on (partly) the same images")
+        first = next(iter(sets.values()))
+        report["ood"], report["detector"] = first["ood"], first["detector"]
+        if len(sets) > 1:
+            report["ood_sets"] = sets
     if args.reference:
         from pathlib import Path
         ref = build_reference(model, x, ks, K, k=args.detector_k, alpha=args.alpha or ALPHA, split=args.split,

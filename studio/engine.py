@@ -149,15 +149,17 @@ class Studio:
         return entry
 
     def examples(self, name: str, *, ood: bool = False) -> list[str]:
-        """Example files for a model: its folder's examples/, else the shipped faces (and, with
-        ood, the out-of-distribution examples) for face models."""
+        """Example files for a model: its folder's examples/, else the shipped faces for face
+        models; with ood, the out-of-distribution examples (files named ood_*) as well."""
         entry = self.entry(name)
         own = entry.directory / "examples"
         if own.is_dir():
-            return sorted(str(p) for p in own.iterdir() if p.is_file() and not p.name.startswith("."))
+            files = sorted(p for p in own.iterdir() if p.is_file() and not p.name.startswith("."))
+            return [str(p) for p in files if ood or not p.name.startswith("ood_")]
         if not entry.face:
             return []
-        pattern = ["celeba_test_*.png"] + (["ood_*.png"] if ood else ["celeba_aligned_*.jpg"])
+        pattern = ["celeba_test_*.png"] + (["ood_mnist_*.png", "ood_fashion_*.png", "ood_upside_down_*.png",
+                                            "ood_noise.png", "ood_flat.png"] if ood else ["celeba_aligned_*.jpg"])
         return [str(p) for pat in pattern for p in sorted(EXAMPLES.glob(pat))]
 
     def close(self) -> None:

@@ -323,3 +323,19 @@ def test_shipped_celeba64_smoke(tmp_path):
     assert 3.0 < rec.rows[0][3] < 6.5
     a = s.anomaly("celeba64", examples[:1])
     assert a.rows[0][1] in ("ANOMALY", "typical") and 0 < a.rows[0][2] <= 1
+
+
+SHIPPED_ALL = sorted(p for p in (ROOT / "weights").glob("*") if (p / "config.json").is_file())
+
+
+@pytest.mark.parametrize("folder", SHIPPED_ALL, ids=[p.name for p in SHIPPED_ALL])
+def test_every_shipped_model_has_in_and_out_of_distribution_examples(folder, tmp_path):
+    """Each shipped model offers examples of its own data and out-of-distribution ones, and each
+    example prepares into an input of the model's shape."""
+    s = Studio([folder], workdir=tmp_path)
+    own, every = s.examples(folder.name), s.examples(folder.name, ood=True)
+    ood = [e for e in every if Path(e).name.startswith("ood_")]
+    assert own and len(ood) >= 2 and not any(Path(e).name.startswith("ood_") for e in own)
+    entry = s.entries[folder.name]
+    for e in own + ood:
+        assert prepare(e, entry.model.config, face=entry.face).x.shape == entry.model.config.image_shape

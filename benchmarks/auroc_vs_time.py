@@ -1,0 +1,103 @@
+"""How fast LLR>k becomes useful: the OOD AUROC of every snapshot of a training run against its
+training time (a run trained with --set snapshots=true keeps the weights of every validation).
+
+For each snapshot under RUN/snapshots/<step>/ (results cached in RUN/auroc_vs_time.json, so a
+rerun scores only new ones): a reference of --ref valid images, then --n test images of the data
+set and of the OOD set, all with K = --iw; the AUROC of -L>0, of LLR>k for every k, and of the
+detector (bits/dim and LLR>k, two-sided, k = --detector-k) with its flag rates at alpha.
+Writes the table (markdown) and a plot next to --out.
+
+    python benchmarks/auroc_vs_time.py --run runs/fmnist_binary --data fashion_mnist_binary \\
+        --ood mnist_binary --n 1000 --out docs/detector/fmnist_binary_auroc_vs_time --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from biva_core import load_pretrained  # noqa: E402
+from biva_core.detector import Detector, build_reference, scores_per_image  # noqa: E402
+from biva_core.evaluate import auroc, load_images  # noqa: E402
+from biva_core.plots import line_chart  # noqa: E402
+
+
+def score_snapshot(folder: Path, args) -> dict:
+    model = load_pretrained(folder)
+    info = model.training_info or {}
+    ks = list(range(1, model.config.L))
+    valid = load_images(args.data, "valid", args.data_dir, model, limit=args.ref)
+    x_in = load_images(args.data, "test", args.data_dir, model, limit=args.n)
+    x_ood = load_images(args.ood, "test", args.data_dir, model, limit=args.n)
+    ref = build_reference(model, valid, ks, args.iw, k=args.detector_k, seed=1_000_000)
+    s_in = scores_per_image(model, x_in, ks, args.iw, seed=0)
+    s_ood = scores_per_image(model, x_ood, ks, args.iw, seed=500_000)
+    row = {"step": info.get("step"), "seconds": info.get("seconds"),
+           "valid_bpd": (info.get("valid") or {}).get("valid_bpd"),
+           "auroc_L_gt_0": auroc(-s_in["L_gt_0"].numpy(), -s_ood["L_gt_0"].numpy())}
+    for k in ks:
+        row[f"auroc_LLR_{k}"] = auroc(s_in["LLR_gt_k"][k].numpy(), s_ood["LLR_gt_k"][k].numpy())
+    det = Detector(ref, alpha=args.alpha)
+    v_in, v_ood = det.test_scores(s_in), det.test_scores(s_ood)
+    row.update({"detector_k": det.k, "auroc_detector": auroc(v_in.score, v_ood.score),
+                "flagged_in": float(v_in.flagged.mean()), "flagged_ood": float(v_ood.flagged.mean())})
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--ood", required=True)
+    ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"))
+    ap.add_argument("--n", type=int, default=1000, help="test images of each set")
+    ap.add_argument("--ref", type=int, default=1000, help="reference images (valid split)")
+    ap.add_argument("--iw", type=int, default=1)
+    ap.add_argument("--detector-k", type=int, default=1)
+    ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--every", type=int, default=1, help="score every n-th snapshot (and the last)")
+    ap.add_argument("--out", required=True, help="path stem of the .md table and .png plot")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    run = Path(args.run)
+    cache_path = run / "auroc_vs_time.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    key = lambda name: f"{name}|{args.data}|{args.ood}|{args.n}|{args.ref}|{args.iw}|{args.detector_k}"  # noqa: E731
+    snaps = sorted(p for p in (run / "snapshots").iterdir() if (p / "config.json").is_file())
+    snaps = [p for i, p in enumerate(snaps) if i % args.every == 0 or i == len(snaps) - 1]
+    for p in snaps:
+        if key(p.name) not in cache:
+            cache[key(p.name)] = score_snapshot(p, args)
+            cache_path.write_text(json.dumps(cache, indent=1))
+            print(json.dumps(cache[key(p.name)]), file=sys.stderr, flush=True)
+    rows = sorted((cache[key(p.name)] for p in snaps), key=lambda r: r["step"])
+    ks = sorted(int(c.split("_")[-1]) for c in rows[0] if c.startswith("auroc_LLR_"))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{args.data} -> {args.ood}: {args.n} test images of each, reference {args.ref} valid images, "
+             f"K = {args.iw}, detector k = {args.detector_k}, alpha = {args.alpha}", "",
+             "| step | minutes | valid bits/dim | AUROC L>0 | " + " | ".join(f"LLR>{k}" for k in ks)
+             + " | detector | flagged in | flagged OOD |", "|" + "---|" * (7 + len(ks))]
+    for r in rows:
+        lines.append(f"| {r['step']} | {r['seconds'] / 60:.1f} | {r['valid_bpd']:.4f} | {r['auroc_L_gt_0']:.3f} | "
+                     + " | ".join(f"{r[f'auroc_LLR_{k}']:.3f}" for k in ks)
+                     + f" | {r['auroc_detector']:.3f} | {r['flagged_in']:.3f} | {r['flagged_ood']:.3f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    series = {"L>0": [(r["seconds"] / 60, r["auroc_L_gt_0"]) for r in rows]}
+    series.update({f"LLR>{k}": [(r["seconds"] / 60, r[f"auroc_LLR_{k}"]) for r in rows] for k in ks})
+    series["detector"] = [(r["seconds"] / 60, r["auroc_detector"]) for r in rows]
+    line_chart(series, out.with_suffix(".png"), title=f"{args.data} -> {args.ood}: AUROC against training time",
+               xlabel="training minutes (one CPU core)", ylabel="AUROC")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Folders of out-of-distribution images for `biva-evaluate --ood folder --ood-dir DIR`, made from
+what is at hand (no download): for an RGB model of size S,
+
+    noise/        uniform noise, S x S RGB
+    flat/         one flat colour per image
+    upside_down/  the CelebA test faces turned upside down (same pixels, another layout)
+
+    python benchmarks/make_ood_folders.py --out runs/ood --n 1000 --size 64
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from biva_core.data import load_split  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"))
+    args = ap.parse_args()
+    out, s, rng = Path(args.out), args.size, np.random.default_rng(0)
+    for name in ("noise", "flat", "upside_down"):
+        (out / name).mkdir(parents=True, exist_ok=True)
+    for i in range(args.n):
+        Image.fromarray(rng.integers(0, 256, (s, s, 3), dtype=np.uint8)).save(out / "noise" / f"{i:05d}.png")
+        Image.new("RGB", (s, s), tuple(int(c) for c in rng.integers(0, 256, 3))).save(out / "flat" / f"{i:05d}.png")
+    faces = load_split("celeba", "test", args.data_dir, image_size=s, progress=False)[:args.n]
+    for i, f in enumerate(faces):
+        Image.fromarray(f.transpose(1, 2, 0)[::-1]).save(out / "upside_down" / f"{i:05d}.png")
+    print(f"{out}: noise, flat ({args.n} each), upside_down ({len(faces)})")
+
+
+if __name__ == "__main__":
+    main()
