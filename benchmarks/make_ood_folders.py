@@ -4,8 +4,10 @@ what is at hand (no download): for an RGB model of size S,
     noise/        uniform noise, S x S RGB
     flat/         one flat colour per image
     upside_down/  the CelebA test faces turned upside down (same pixels, another layout)
+    crops/        with --photos: random square crops (a quarter to all of the shorter side) of the
+                  given natural photographs, resized to S x S (Lanczos): natural images, no faces
 
-    python benchmarks/make_ood_folders.py --out runs/ood --n 1000 --size 64
+    python benchmarks/make_ood_folders.py --out runs/ood --n 1000 --size 64 --photos a.jpg b.png ...
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"))
+    ap.add_argument("--photos", nargs="*", default=[], help="photographs to crop (no faces)")
     args = ap.parse_args()
     out, s, rng = Path(args.out), args.size, np.random.default_rng(0)
     for name in ("noise", "flat", "upside_down"):
@@ -38,7 +41,16 @@ def main() -> None:
     faces = load_split("celeba", "test", args.data_dir, image_size=s, progress=False)[:args.n]
     for i, f in enumerate(faces):
         Image.fromarray(f.transpose(1, 2, 0)[::-1]).save(out / "upside_down" / f"{i:05d}.png")
-    print(f"{out}: noise, flat ({args.n} each), upside_down ({len(faces)})")
+    photos = [Image.open(p).convert("RGB") for p in args.photos]
+    if photos:
+        (out / "crops").mkdir(exist_ok=True)
+        for i in range(args.n):
+            im = photos[i % len(photos)]
+            side = int(rng.uniform(0.25, 1.0) * min(im.size))
+            left, top = int(rng.integers(0, im.width - side + 1)), int(rng.integers(0, im.height - side + 1))
+            im.crop((left, top, left + side, top + side)).resize((s, s), Image.LANCZOS).save(out / "crops" / f"{i:05d}.png")
+    print(f"{out}: noise, flat ({args.n} each), upside_down ({len(faces)})"
+          + (f", crops ({args.n} of {len(photos)} photos)" if photos else ""))
 
 
 if __name__ == "__main__":

@@ -167,7 +167,14 @@ def build_reference(model, images: Tensor, ks: list[int], K: int, *, k: int | No
     ks = sorted({int(j) for j in ks})
     s = scores_per_image(model, images, ks, K, batch_size=batch_size, chunk=chunk, seed=seed,
                          progress=progress, desc="reference", on_batch=on_batch)
+    return reference_from_scores(s, K, k=k, alpha=alpha, split=split, note=note, seed=seed)
+
+
+def reference_from_scores(s: dict, K: int, *, k: int | None = None, alpha: float = ALPHA, split: str = "valid",
+                          note: str = "", seed: int = 0) -> Reference:
+    """A Reference of the output of `scores_per_image` (made with K importance samples)."""
     np_ = lambda t: t.double().numpy()  # noqa: E731
+    ks = sorted(s["LLR_gt_k"])
     return Reference(split=split, K=int(K), note=note, seed=seed, k=k if k is not None else ks[0], alpha=alpha,
                      l0=np_(s["L_gt_0"]), bpd=np_(s["bpd"]),
                      lk={j: np_(v) for j, v in s["L_gt_k"].items()},
