@@ -20,7 +20,8 @@ from collections.abc import Callable
 import gradio as gr
 
 from .card import LatentReport
-from .engine import EXAMPLES, MAX_SAMPLES, Reconstructions, Studio, anomaly_headers
+from .engine import (EXAMPLES, MAX_DRAWS, MAX_K_SAMPLES, MAX_SAMPLES, TEMPERATURE, Reconstructions, Studio,
+                     anomaly_headers)
 from .params import default_ks, new_seed
 
 CSS = ".pixelated img, img.pixelated { image-rendering: pixelated; }"
@@ -60,7 +61,7 @@ def _image(elem_id: str | None = None, **kw) -> gr.Image:
 # ---------------------------------------------------------------------- tabs
 
 
-def sample_tab(studio: Studio, model: gr.Dropdown) -> None:
+def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> None:
     def sample(model, count, temperature, seed, progress=gr.Progress()):
         with user_errors():
             r = studio.sample(model, count, temperature, seed, progress=_progress(progress))
@@ -68,9 +69,9 @@ def sample_tab(studio: Studio, model: gr.Dropdown) -> None:
 
     with gr.Row():
         count = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="count")
-        temperature = gr.Textbox("0.8", label="temperature",
+        temperature = gr.Textbox(str(TEMPERATURE), label="temperature",
                                  info="one value, or one per level (comma list, bottom-up)")
-        seed = gr.Number(0, precision=0, label="seed", minimum=0)
+        seed = gr.Number(0, label="seed", minimum=0, info="a whole number")
     with gr.Row():
         go = gr.Button("Sample", variant="primary")
         fresh = gr.Button("New seed")
@@ -78,11 +79,12 @@ def sample_tab(studio: Studio, model: gr.Dropdown) -> None:
                          object_fit="contain", elem_classes="pixelated", elem_id="sample-gallery")
     archive = gr.File(label="download all (zip)", elem_id="sample-zip")
     inputs, outputs = [model, count, temperature, seed], [gallery, archive, seed]
-    go.click(sample, inputs, outputs, api_name="sample")
+    clear += [gallery, archive]
+    go.click(sample, inputs, outputs, api_name="sample", show_progress_on=[gallery])
     fresh.click(new_seed, None, seed, **PRIVATE).then(sample, inputs, outputs, **PRIVATE)
 
 
-def reconstruct_tab(studio: Studio, model: gr.Dropdown, examples: Callable) -> None:
+def reconstruct_tab(studio: Studio, model: gr.Dropdown, examples: Callable, clear: list) -> None:
     def reconstruct(model, files, progress=gr.Progress()):
         with user_errors():
             r = studio.reconstruct(model, files, progress=_progress(progress))
@@ -100,10 +102,11 @@ def reconstruct_tab(studio: Studio, model: gr.Dropdown, examples: Callable) -> N
     table = gr.Dataframe(label="bits/dim per image", interactive=False, headers=list(Reconstructions.headers),
                          elem_id="recon-table")
     use_examples.click(examples, model, files, **PRIVATE)
-    go.click(reconstruct, [model, files], [gallery, table], api_name="reconstruct")
+    go.click(reconstruct, [model, files], [gallery, table], api_name="reconstruct", show_progress_on=[gallery])
+    clear += [gallery, table]
 
 
-def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: int) -> gr.CheckboxGroup:
+def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: int, clear: list) -> gr.CheckboxGroup:
     def resample(model, file, ks, draws, temperature, seed, progress=gr.Progress()):
         with user_errors():
             r = studio.hierarchy(model, file, ks, draws, temperature, seed, progress=_progress(progress))
@@ -125,9 +128,10 @@ def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L:
     use_examples = gr.Button("Use example images")
     ks = gr.CheckboxGroup(list(range(max_L + 1)), value=default_ks(max_L), label="levels k")
     with gr.Row():
-        draws = gr.Slider(1, 8, value=4, step=1, label="draws per row")
-        temperature = gr.Textbox("1.0", label="temperature of the redrawn levels")
-        seed = gr.Number(0, precision=0, label="seed", minimum=0)
+        draws = gr.Slider(1, MAX_DRAWS, value=4, step=1, label="draws per row")
+        temperature = gr.Textbox(str(TEMPERATURE), label="temperature of the redrawn levels",
+                                 info="one value, or one per level (comma list, bottom-up)")
+        seed = gr.Number(0, label="seed", minimum=0, info="a whole number")
     with gr.Row():
         go = gr.Button("Redraw levels", variant="primary")
         go_mix = gr.Button("Mix: top levels from A, the rest from B")
@@ -137,12 +141,14 @@ def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L:
                 "given A's top (k = 0 reconstructs A, k = L reconstructs B).")
     mixed = _image("mix-grid", label="mix", show_label=False, elem_classes="pixelated")
     use_examples.click(example_pair, model, [file_a, file_b], **PRIVATE)
-    go.click(resample, [model, file_a, ks, draws, temperature, seed], [grid, crop, seed], api_name="resample")
+    go.click(resample, [model, file_a, ks, draws, temperature, seed], [grid, crop, seed], api_name="resample",
+             show_progress_on=[grid])
     go_mix.click(mix, [model, file_a, file_b, ks], mixed, api_name="mix")
+    clear += [grid, crop, mixed]
     return ks
 
 
-def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: int) -> list[gr.Component]:
+def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: int, clear: list) -> list[gr.Component]:
     """The detector's controls; returns (k, K, alpha) for the model switch to set to the reference's."""
     def anomaly(model, files, k, importance_samples, alpha, seed, maps, progress=gr.Progress()):
         with user_errors():
@@ -159,35 +165,39 @@ def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: i
     use_examples = gr.Button("Use the examples (in- and out-of-distribution images)")
     with gr.Row():
         k = gr.Dropdown(list(range(1, max_L)), value=1, label="k (LLR>k)", elem_id="anom-k")
-        K = gr.Number(1, precision=0, minimum=1, label="K importance samples (the reference's)", elem_id="anom-K")
+        K = gr.Number(1, minimum=1, maximum=MAX_K_SAMPLES, label="K importance samples (the reference's)",
+                      elem_id="anom-K")
         alpha = gr.Slider(0.001, 0.2, value=0.05, step=0.001, label="alpha (flag when p < alpha)",
                           elem_id="anom-alpha")
-        seed = gr.Number(0, precision=0, label="seed", minimum=0)
+        seed = gr.Number(0, label="seed", minimum=0, info="a whole number")
         maps = gr.Checkbox(True, label="pixel maps")
     go = gr.Button("Score", variant="primary")
-    note = gr.Markdown(elem_id="anom-note")
+    note = gr.Markdown(label="verdict", elem_id="anom-note")
     table = gr.Dataframe(label="verdicts", interactive=False, headers=anomaly_headers(1), elem_id="anom-table")
     plot = _image("anom-plot", label="reference distributions and the images", show_label=False)
     gallery = gr.Gallery(label="where in the image: bits per pixel with z from the posterior, and with z<=k "
                          "from the prior", columns=1, height="auto", elem_id="anom-maps", elem_classes="pixelated")
     csv = gr.File(label="download (CSV)", elem_id="anom-csv")
     use_examples.click(lambda model: examples(model, ood=True), model, files, **PRIVATE)
-    go.click(anomaly, [model, files, k, K, alpha, seed, maps], [note, table, plot, gallery, csv], api_name="anomaly")
+    # one progress bar (per image, with the time left), on the table
+    go.click(anomaly, [model, files, k, K, alpha, seed, maps], [note, table, plot, gallery, csv], api_name="anomaly",
+             show_progress_on=[table])
+    clear += [note, table, plot, gallery, csv]
     return [k, K, alpha]
 
 
-def model_tab(studio: Studio, model: gr.Dropdown) -> list[gr.Component]:
+def model_tab(studio: Studio, model: gr.Dropdown, clear: list) -> list[gr.Component]:
     """The card's components (filled when the model changes) after wiring the latents action."""
     def latents(model, files, progress=gr.Progress()):
         with user_errors():
             r = studio.model_latents(model, files, progress=_progress(progress))
         return r.chart, _table(r.headers, r.rows), r.note
 
-    card = gr.Markdown(elem_id="model-card")
+    card = gr.Markdown(label="model card", elem_id="model-card")
     with gr.Accordion("levels", open=False):
-        levels = gr.Markdown()
+        levels = gr.Markdown(label="levels")
     with gr.Accordion("config.json", open=False):
-        config = gr.Code(language="json")
+        config = gr.Code(language="json", label="config.json")
     with gr.Row():
         curves = _image("model-curves", label="training curves", show_label=False)
         kl_plot = _image(label="KL per latent during training", show_label=False)
@@ -197,10 +207,11 @@ def model_tab(studio: Studio, model: gr.Dropdown) -> list[gr.Component]:
     files = gr.File(file_count="multiple", label="images (optional; default: the examples)", elem_id="lat-files")
     go = gr.Button("Per-level KL and active units", variant="primary")
     chart = _image("lat-chart", label="KL per level", show_label=False)
-    note = gr.Markdown()
+    note = gr.Markdown(label="note")
     table = gr.Dataframe(label="per latent", interactive=False, headers=list(LatentReport.headers),
                          elem_id="lat-table")
-    go.click(latents, [model, files], [chart, table, note], api_name="latents")
+    go.click(latents, [model, files], [chart, table, note], api_name="latents", show_progress_on=[chart])
+    clear += [chart, table, note]
     return [card, levels, config, curves, kl_plot, samples]
 
 
@@ -225,18 +236,22 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
             c = studio.model_card(model)
         return c.markdown, c.levels, c.config, c.curves, c.kl_plot, c.samples
 
+    clear: list[gr.Component] = []   # every tab's outputs: emptied when the model changes
+
     def on_model(model):
-        """Per-model controls (the choices of k depend on L) and the model card."""
+        """Per-model controls (the choices of k depend on L), the model card, and the previous
+        model's outputs cleared."""
         entry = studio.entries.get(model)
+        empty = [gr.update(value=None) for _ in clear]
         if entry is None or entry.error is not None:
             why = entry.error if entry else "unknown model"
             return (gr.update(), gr.update(), gr.update(), gr.update(),
-                    f"**{model} could not be loaded:** {why}", "", "", None, None, [])
+                    f"**{model} could not be loaded:** {why}", "", "", None, None, [], *empty)
         L = entry.L
         d = studio.detector_defaults(model)
         return (gr.update(choices=list(range(L + 1)), value=default_ks(L)),
                 gr.update(choices=d["ks"], value=d["k"]), gr.update(value=d["K"]), gr.update(value=d["alpha"]),
-                *card(model))
+                *card(model), *empty)
 
     def model_card(model: str) -> dict:
         """The model card as JSON: markdown, levels, config and server-side file paths."""
@@ -245,25 +260,28 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
         return {"markdown": c.markdown, "levels": c.levels, "config": c.config, "curves": c.curves,
                 "kl_plot": c.kl_plot, "samples": c.samples}
 
-    with gr.Blocks(title="BIVA Studio", analytics_enabled=False) as demo:
+    # Gradio's cache (uploads and served outputs): every 10 minutes drop files older than an hour,
+    # and everything when the server stops
+    with gr.Blocks(title="BIVA Studio", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
-            model = gr.Dropdown(names, value=loaded[0] if loaded else names[0], label="model", scale=2)
+            model = gr.Dropdown(names, value=loaded[0] if loaded else names[0], label="model", scale=2,
+                                elem_id="model")
             gr.Markdown("Not loaded: " + "; ".join(f"**{n}**: {studio.entries[n].error}" for n in broken)
                         if broken else f"{len(loaded)} model(s) loaded.")
         with gr.Tabs():
             with gr.Tab("Sample", id="sample"):
-                sample_tab(studio, model)
+                sample_tab(studio, model, clear)
             with gr.Tab("Reconstruct", id="reconstruct"):
-                reconstruct_tab(studio, model, examples)
+                reconstruct_tab(studio, model, examples, clear)
             with gr.Tab("Hierarchy", id="hierarchy"):
-                ks = hierarchy_tab(studio, model, examples, max_L)
+                ks = hierarchy_tab(studio, model, examples, max_L, clear)
             with gr.Tab("Anomaly", id="anomaly"):
-                detector_controls = anomaly_tab(studio, model, examples, max_L)
+                detector_controls = anomaly_tab(studio, model, examples, max_L, clear)
             with gr.Tab("Model", id="model"):
-                card_outputs = model_tab(studio, model)
-        model.change(on_model, model, [ks, *detector_controls, *card_outputs], **PRIVATE)
-        demo.load(on_model, model, [ks, *detector_controls, *card_outputs], **PRIVATE)
+                card_outputs = model_tab(studio, model, clear)
+        model.change(on_model, model, [ks, *detector_controls, *card_outputs, *clear], **PRIVATE)
+        demo.load(on_model, model, [ks, *detector_controls, *card_outputs, *clear], **PRIVATE)
         gr.api(model_card, api_name="model_card")
     demo.queue(default_concurrency_limit=concurrency, max_size=100)
     return demo

@@ -94,7 +94,6 @@ def card(name: str, directory: Path, model: BIVA, reference_words: str, out: Pat
     lik = ("Bernoulli" if cfg.likelihood == "bernoulli"
            else f"discretized logistic mixture ({cfg.mixtures} components)")
     lines = [f"| model | **{name}** |", "|---|---|",
-             f"| folder | `{directory}` |",
              f"| images | {c} x {h} x {w}, p(x\\|z): {lik} |",
              f"| architecture | {cfg.variant.upper()}, L = {cfg.L} levels, N = {cfg.n_latents} latent variables |",
              f"| parameters | {parameter_count(model):,} |"]

@@ -30,7 +30,7 @@ from biva_core import BIVA, load_pretrained
 from biva_core.plots import grid_image
 
 from . import card, draw
-from .images import Prepared, binarization, is_face, prepare, show_crop, to_pil, upscale
+from .images import Prepared, binarization, header_pixels, is_face, prepare, show_crop, to_pil, upscale
 from .params import check_float, check_int, check_seed, default_ks, derive, parse_ks, parse_temperature
 from biva_core.detector import ALPHA, Detector, Reference
 
@@ -40,6 +40,8 @@ MAX_SAMPLES = 64
 MAX_DRAWS = 16
 MAX_UPLOADS = 64
 MAX_K_SAMPLES = 64             # importance samples for the anomaly scores
+MAX_REQUEST_PIXELS = 160_000_000  # the uploads of one request together (4 at the 40 MP limit)
+TEMPERATURE = 0.8              # the default prior temperature of every tab that draws from p
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 KEEP_OUTPUTS_S = 3600          # output folders older than this are removed
 
@@ -190,6 +192,10 @@ class Studio:
             raise ValueError("no image given: upload at least one image file")
         if len(files) > limit:
             raise ValueError(f"{len(files)} files uploaded; at most {limit} at a time")
+        total = sum(header_pixels(f) for f in files)
+        if total > MAX_REQUEST_PIXELS:
+            raise ValueError(f"the {len(files)} uploads hold {total / 1e6:.0f} megapixels together; one request "
+                             f"takes at most {MAX_REQUEST_PIXELS / 1e6:.0f}: send fewer or smaller images")
         ok, skipped = [], []
         for f in files:
             try:
@@ -207,7 +213,7 @@ class Studio:
 
     # ------------------------------------------------------------------ 1 sample
 
-    def sample(self, name: str, n: int = 16, temperature: str | float = "1.0", seed: int | None = 0,
+    def sample(self, name: str, n: int = 16, temperature: str | float = TEMPERATURE, seed: int | None = 0,
                progress: Progress = _quiet) -> "Samples":
         """n images from the prior, every prior scale times the temperature (one value or one per
         level, bottom-up). Writes each image as a lossless PNG, a grid and a zip of them all."""
@@ -265,7 +271,7 @@ class Studio:
     # ------------------------------------------------------------------ 3 hierarchy
 
     def hierarchy(self, name: str, file: str | None, ks: Sequence[int] | str | None = None, draws: int = 4,
-                  temperature: str | float = "1.0", seed: int | None = 0,
+                  temperature: str | float = TEMPERATURE, seed: int | None = 0,
                   progress: Progress = _quiet) -> "Hierarchy":
         """One row per k: keep z_{>k} from q(. | x) and redraw the levels <= k `draws` times
         (k = 0 reconstructs, k = L samples afresh). Redrawn prior scales times the temperature."""

@@ -153,3 +153,16 @@ def test_cli_serves_the_page(dirs):
         proc.terminate()
         rest = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, rest
+
+
+def test_every_output_has_a_name_and_one_default_temperature(client, server):
+    """API outputs are named after their labels (no value_57); the tabs share one temperature."""
+    from studio.engine import TEMPERATURE
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = [r["label"] for e in api.values() for r in e["returns"]]
+    assert names and not [n for n in names if n.startswith("value_")], names
+    temps = [c["props"]["value"] for c in server.config["components"]
+             if str(c.get("props", {}).get("label", "")).startswith("temperature")]
+    assert len(temps) == 2 and set(temps) == {str(TEMPERATURE)}
+    with pytest.raises(AppError, match="seed must be a whole number"):
+        client.predict("celeba_tiny", 2, "0.8", 2.5, api_name="/sample")

@@ -135,7 +135,9 @@ def test_every_tab_puts_images_on_the_page(page):
     listed(page, "#anom-files", "ood_mnist_7.png")
     click(page, "Score")
     images_shown(page, "#anom-plot")
-    images_shown(page, "#anom-maps")
+    # a gallery loads its images lazily: the first pixel map has loaded
+    page.wait_for_function("() => { const i = document.querySelector('#anom-maps img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }")
     shows_text(page, "#anom-table", "ood_mnist_7.png")
     shows_text(page, "#anom-table", "ANOMALY" if SHOTS else "verdict")  # the face model flags the digits
     page.locator("#anom-csv a").first.wait_for()
@@ -167,3 +169,16 @@ def test_corrupt_upload_shows_the_error_and_the_page_keeps_working(page, tmp_pat
     click(page, "Reconstruct")
     assert images_shown(page, "#recon-gallery", 1) == 1
     page.get_by_text("Skipped half_a_face.png").first.wait_for()
+
+
+def test_switching_models_clears_the_outputs(page):
+    """Samples of one model do not stay on the page once another model is chosen."""
+    if SHOTS:
+        pytest.skip("the screenshot run serves one model")
+    click(page, "Sample")
+    images_shown(page, "#sample-gallery", 4)
+    page.locator("#model input").click()
+    page.get_by_role("option", name="gray_tiny").click()
+    page.wait_for_function("() => document.querySelectorAll('#sample-gallery img').length === 0")
+    click(page, "Sample")  # and the new model samples into the same gallery
+    images_shown(page, "#sample-gallery", 4)

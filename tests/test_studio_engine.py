@@ -339,3 +339,29 @@ def test_every_shipped_model_has_in_and_out_of_distribution_examples(folder, tmp
     entry = s.entries[folder.name]
     for e in own + ood:
         assert prepare(e, entry.model.config, face=entry.face).x.shape == entry.model.config.image_shape
+
+
+def test_pixel_budget_per_request_and_the_documented_limit(studio, tmp_path):
+    """Five 36 MP uploads (each under the 40 MP limit) exceed the per-request budget before any is
+    decoded; a 90 MP image is refused with the 40 MP limit that the README documents."""
+    from studio_weights import bomb_png
+    from studio.engine import MAX_REQUEST_PIXELS
+    from studio.images import MAX_PIXELS
+    big = []
+    for i in range(5):
+        big.append(tmp_path / f"big{i}.png")
+        big[-1].write_bytes(bomb_png(6000, 6000))
+    assert 5 * 36e6 > MAX_REQUEST_PIXELS > 4 * 36e6 and 36e6 < MAX_PIXELS
+    with pytest.raises(ValueError, match="180 megapixels together; one request takes at most 160"):
+        studio.reconstruct("celeba_tiny", [str(p) for p in big])
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(bomb_png(10_000, 9_000))
+    with pytest.raises(ValueError, match="huge.png: image too large .*the limit is 40 megapixels"):
+        studio.reconstruct("celeba_tiny", [str(huge)])
+
+
+def test_seeds_are_whole_numbers_and_the_card_names_no_server_path(studio, dirs):
+    with pytest.raises(ValueError, match="seed must be a whole number"):
+        studio.sample("celeba_tiny", 2, "0.8", 7.5)
+    assert studio.sample("celeba_tiny", 1, "0.8", 7.0).seed == 7
+    assert str(dirs["celeba_tiny"]) not in studio.model_card("celeba_tiny").markdown

@@ -76,14 +76,26 @@ def decode(path: str | os.PathLike, name: str | None = None) -> Image.Image:
                                  f"{MAX_PIXELS / 1e6:.0f} megapixels)")
             image.load()
             return to_rgb(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ValueError(f"{name}: image too large to decode safely ({err})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(f"{name}: image too large (the limit is {MAX_PIXELS / 1e6:.0f} megapixels)") from None
     except Image.UnidentifiedImageError:
         raise ValueError(f"{name}: not an image file (PIL cannot identify its format)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as err:
         if isinstance(err, ValueError) and str(err).startswith(f"{name}: "):
             raise
         raise ValueError(f"{name}: corrupt or truncated image ({err})") from None
+
+
+def header_pixels(path: str | os.PathLike) -> int:
+    """Width x height from the file's header (nothing decoded); 0 when it is not an image (the
+    decode then says what is wrong)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                return image.size[0] * image.size[1]
+    except Exception:  # noqa: BLE001  any unreadable file: decode() reports it
+        return 0
 
 
 def crop_box(size: tuple[int, int], target: tuple[int, int], *, face: bool) -> tuple[tuple[int, int, int, int], str]:
