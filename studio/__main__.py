@@ -1,4 +1,4 @@
-"""biva-studio [--weights DIR ...] [--host 127.0.0.1] [--port 7860] [--device cpu|cuda]
+"""biva-studio [--weights DIR ...] [--runs DIR] [--host 127.0.0.1] [--port 7860] [--device cpu|cuda]
 
 With no --weights it serves every model under ./weights (else the weights/ folder beside the
 studio package): each subfolder holding a config.json, face models first, celeba64 first. A
@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--concurrency", type=int, default=1, metavar="N",
                    help="requests computed at once (default 1; the rest wait in the queue)")
+    p.add_argument("--runs", metavar="DIR", help="training runs for the Runs tab (default: runs/ when it exists)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
     return p.parse_args(argv)
@@ -71,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     from .app import launch
     from .engine import Studio
     try:
-        studio = Studio(directories, device=args.device, strict=bool(args.weights))
+        runs = args.runs or ("runs" if Path("runs").is_dir() else None)
+        if args.runs and not Path(args.runs).is_dir():
+            return fail(f"--runs {args.runs}: not a folder")
+        studio = Studio(directories, device=args.device, strict=bool(args.weights), runs=runs)
     except ValueError as err:
         return fail(str(err))
     served = [n for n in studio.names if studio.entries[n].error is None]

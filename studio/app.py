@@ -186,6 +186,54 @@ def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: i
     return [k, K, alpha]
 
 
+def runs_tab(studio: Studio, model: gr.Dropdown) -> None:
+    """A training run, live: plots refreshed every few seconds (gr.Timer) from the run folder,
+    which is only read; one click serves its best weights in the other tabs."""
+    def choices():
+        return gr.update(choices=studio.runs())
+
+    def view(folder):
+        if not folder:
+            msg = ("No run chosen." if studio.runs_root else
+                   "No runs folder: start the studio with `--runs DIR` (default `runs/` when it exists).")
+            return msg, None, None, None, None, None
+        with user_errors():
+            v = studio.run_view(folder)
+        return v.status, v.bpd, v.bpd, v.kl, v.speed, v.samples
+
+    def load(folder):
+        with user_errors():
+            name = studio.load_run(folder)
+        gr.Info(f"serving {name}: choose it in the model list")
+        return gr.update(choices=studio.names, value=name)
+
+    gr.Markdown("Training runs under the runs folder (what `python train.py --out DIR` writes). The plots "
+                "refresh every few seconds while a run trains; the studio only reads the folder.")
+    runs = studio.runs()
+    with gr.Row():
+        run = gr.Dropdown(runs, value=runs[0] if runs else None, label="run", elem_id="run-choice", scale=3)
+        again = gr.Button("Refresh the list")
+        load_btn = gr.Button("Load its best weights into the other tabs", variant="primary")
+    status = gr.Markdown(label="run status", elem_id="run-status")
+    with gr.Row():
+        by_step = gr.LinePlot(x="step", y="bits/dim", color="series", label="bits/dim against steps",
+                              elem_id="run-bpd-steps", height=300)
+        by_hour = gr.LinePlot(x="hours", y="bits/dim", color="series", label="bits/dim against hours",
+                              elem_id="run-bpd-hours", height=300)
+    with gr.Row():
+        kl = gr.LinePlot(x="step", y="KL (nats)", color="latent", label="KL of every latent (valid split)",
+                         elem_id="run-kl", height=300)
+        speed = gr.LinePlot(x="step", y="images/s", label="training images per second", elem_id="run-speed",
+                            height=300)
+    samples = _image("run-samples", label="latest samples", elem_classes="pixelated", height=300)
+    outputs = [status, by_step, by_hour, kl, speed, samples]
+    timer = gr.Timer(5)
+    timer.tick(view, run, outputs, **PRIVATE, show_progress="hidden")
+    run.change(view, run, outputs, api_name="run")
+    again.click(choices, None, run, api_name="runs")
+    load_btn.click(load, run, model, api_name="load_run")
+
+
 def model_tab(studio: Studio, model: gr.Dropdown, clear: list) -> list[gr.Component]:
     """The card's components (filled when the model changes) after wiring the latents action."""
     def latents(model, files, progress=gr.Progress()):
@@ -280,6 +328,8 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                 detector_controls = anomaly_tab(studio, model, examples, max_L, clear)
             with gr.Tab("Model", id="model"):
                 card_outputs = model_tab(studio, model, clear)
+            with gr.Tab("Runs", id="runs"):
+                runs_tab(studio, model)
         model.change(on_model, model, [ks, *detector_controls, *card_outputs, *clear], **PRIVATE)
         demo.load(on_model, model, [ks, *detector_controls, *card_outputs, *clear], **PRIVATE)
         gr.api(model_card, api_name="model_card")

@@ -93,7 +93,7 @@ class Studio:
     """The loaded models and the actions on them."""
 
     def __init__(self, directories: Sequence[str | Path], *, device: str = "cpu", strict: bool = True,
-                 workdir: str | Path | None = None):
+                 workdir: str | Path | None = None, runs: str | Path | None = None):
         """Load every folder once. strict: a folder that does not load raises ValueError (the CLI's
         explicit --weights); otherwise it is kept as an entry whose every action explains why."""
         try:
@@ -103,32 +103,73 @@ class Studio:
         if kind == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r}: CUDA is not available on this machine")
         self.device = device
+        self.runs_root = Path(runs).resolve() if runs else None   # the Runs tab's folder (read only)
         self.entries: dict[str, Entry] = {}
         for directory in directories:
-            directory = Path(directory)
-            name = directory.name or str(directory)
-            while name in self.entries:
-                name += "+"
-            entry = Entry(name, directory)
-            try:
-                entry.model = load_pretrained(directory, device)
-            except (ValueError, OSError, RuntimeError) as err:  # CheckpointError is a ValueError
-                if strict:
-                    raise ValueError(f"cannot load weights {directory}: {err}") from None
-                entry.error = str(err)
-            else:
-                entry.face = is_face(name, entry.model.training_info) and entry.model.config.image_shape[0] == 3
-                entry.binarize = binarization(entry.model.training_info)
-                try:
-                    entry.reference = Reference.read(directory)
-                except ValueError as err:
-                    entry.reference_error = str(err)
-            self.entries[name] = entry
+            self.add(directory, strict=strict)
         if not self.entries:
             raise ValueError("no model to serve: pass --weights DIR (a folder with config.json "
                              "and safetensors weights) or put such folders under weights/")
         self._workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="biva-studio-"))
         self._workdir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, directory: str | Path, name: str | None = None, *, strict: bool = True,
+            replace: bool = False) -> str:
+        """Load one pretrained folder as a served model; returns its name (the folder's, made
+        unique). strict: a folder that does not load raises ValueError; otherwise its entry
+        explains why. replace: reload under an existing name (a run's newer best weights)."""
+        directory = Path(directory)
+        name = name or directory.name or str(directory)
+        while name in self.entries and not replace:
+            name += "+"
+        entry = Entry(name, directory)
+        try:
+            entry.model = load_pretrained(directory, self.device)
+        except (ValueError, OSError, RuntimeError) as err:  # CheckpointError is a ValueError
+            if strict:
+                raise ValueError(f"cannot load weights {directory}: {err}") from None
+            entry.error = str(err)
+        else:
+            entry.face = is_face(name, entry.model.training_info) and entry.model.config.image_shape[0] == 3
+            entry.binarize = binarization(entry.model.training_info)
+            try:
+                entry.reference = Reference.read(directory)
+            except ValueError as err:
+                entry.reference_error = str(err)
+        self.entries[name] = entry
+        return name
+
+    def runs(self) -> list[str]:
+        """The training runs under the runs folder, newest first (empty without one)."""
+        from .runs import list_runs
+        return list_runs(self.runs_root)
+
+    def run_view(self, folder: str | None):
+        from .runs import read_run
+        view = read_run(self._run_folder(folder))
+        if view.samples:  # served from the studio's own folder: the run folder is never exposed
+            kept = self._workdir / "kept"
+            kept.mkdir(exist_ok=True)
+            copy = kept / f"run-{Path(view.folder).name}-{Path(view.samples).name}"
+            shutil.copyfile(view.samples, copy)
+            view.samples = str(copy)
+        return view
+
+    def load_run(self, folder: str | None) -> str:
+        """Serve a run's best weights so far (config.json + safetensors) as the model "run <name>",
+        replacing an earlier load of the same run; returns the model's name."""
+        path = self._run_folder(folder)
+        if not (path / "config.json").is_file() or not any(path.glob("model*.safetensors")):
+            raise ValueError(f"run {path.name} has no weights yet: train.py writes them at its first validation")
+        return self.add(path, f"run {path.name}", replace=True)
+
+    def _run_folder(self, folder: str | None) -> Path:
+        if not folder or self.runs_root is None:
+            raise ValueError("no run chosen" + ("" if self.runs_root else ": start the studio with --runs DIR"))
+        path = Path(folder).resolve()
+        if path != self.runs_root and self.runs_root not in path.parents:
+            raise ValueError(f"{folder}: not a run under {self.runs_root.name}/")
+        return path
 
     # ------------------------------------------------------------------ helpers
 

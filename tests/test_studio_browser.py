@@ -182,3 +182,58 @@ def test_switching_models_clears_the_outputs(page):
     page.wait_for_function("() => document.querySelectorAll('#sample-gallery img').length === 0")
     click(page, "Sample")  # and the new model samples into the same gallery
     images_shown(page, "#sample-gallery", 4)
+
+
+@pytest.fixture(scope="module")
+def training_run(tmp_path_factory):
+    """A tiny train.py run writing into runs/live while the test watches (stopped afterwards)."""
+    import subprocess
+    import sys
+    from test_train import env, image_folder
+    root = tmp_path_factory.mktemp("runs_test")
+    image_folder(root / "images", n_train=12, n_valid=3)
+    cmd = [sys.executable, str(ROOT / "train.py"), "--preset", "tiny", "--data", "folder", "--data-dir",
+           str(root / "images"), "--out", str(root / "runs" / "live"), "--batch-size", "4", "--no-progress",
+           "--steps", "1000000", "--max-minutes", "3", "--set", "image_shape=[3,8,8]", "num_threads=1",
+           "eval_images=0", "log_every=5", "eval_every=10"]
+    proc = subprocess.Popen(cmd, env=env(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield root / "runs"
+    proc.terminate()
+    proc.wait(60)
+
+
+def test_runs_tab_follows_a_training_run(browser, training_run, tmp_path):
+    """The Runs tab lists a run being trained, its status and plots grow between refreshes, and its
+    best weights load into the model list."""
+    import time
+    from studio.app import launch
+    from studio.engine import Studio
+    from studio_weights import make_weights
+    if SHOTS:
+        pytest.skip("the screenshot run serves one model")
+    deadline = time.time() + 120
+    while not (training_run / "live" / "config.json").is_file() and time.time() < deadline:
+        time.sleep(0.5)  # the first validation writes the weights
+    dirs = make_weights(tmp_path / "weights")
+    studio = Studio([dirs["celeba_tiny"]], workdir=tmp_path / "out", runs=training_run)
+    demo = launch(studio, port=free_port(), block=False)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(demo.local_url)
+        open_tab(page, "Runs")
+        shows_text(page, "#run-status", "live")
+        step = lambda: int(page.locator("#run-status").inner_text().split("step ")[1].split(" ")[0].replace(",", ""))  # noqa: E731
+        first = step()
+        page.wait_for_function("() => document.querySelector('#run-bpd-steps canvas, #run-bpd-steps svg')")
+        page.wait_for_function(f"() => {{ const t = document.querySelector('#run-status').textContent; "
+                               f"const m = t.match(/step ([0-9,]+)/); return m && +m[1].replace(/,/g, '') > {first}; }}")
+        assert step() > first  # the timer refreshed the view while training went on
+        images_shown(page, "#run-samples")
+        click(page, "Load its best weights into the other tabs")
+        page.wait_for_function("() => document.querySelector('#model input').value === 'run live'")
+        assert "run live" in studio.names
+    finally:
+        page.close()
+        demo.close()
+        studio.close()

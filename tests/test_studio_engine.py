@@ -365,3 +365,33 @@ def test_seeds_are_whole_numbers_and_the_card_names_no_server_path(studio, dirs)
         studio.sample("celeba_tiny", 2, "0.8", 7.5)
     assert studio.sample("celeba_tiny", 1, "0.8", 7.0).seed == 7
     assert str(dirs["celeba_tiny"]) not in studio.model_card("celeba_tiny").markdown
+
+
+def test_run_views_tolerate_folders_being_written(tmp_path, dirs):
+    """metrics.jsonl with a half-written last line, a run with nothing logged yet, a foreign folder:
+    each gives a view or a message, never an exception; runs outside the runs folder are refused."""
+    from studio.runs import read_run
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    rows = [{"step": s, "bpd": 5.0 - s / 100, "seconds": 10.0 * s, "images_per_s": 40.0} for s in (10, 20, 30)]
+    rows.append({"step": 30, "seconds": 300.0, "valid_bpd": 4.5, "raw_valid_bpd": 4.6, "valid_kl": [1.0, 2.0, 3.0]})
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"step": 40, "bp')
+    (run / "state").mkdir()
+    (run / "state" / "scalars.json").write_text(json.dumps({"step": 30, "train_config": {"steps": 60},
+                                                            "model_config": {"levels": [{}, {}], "variant": "biva"}}))
+    v = read_run(run)
+    assert len(v.bpd) == 3 + 2 and set(v.bpd["series"]) == {"train (batch)", "valid, EMA weights", "valid, raw weights"}
+    assert list(v.kl["latent"]) == ["z1_bu", "z1_td", "z2"] and len(v.speed) == 3
+    assert "step 30 of 60" in v.status and "best valid 4.5000" in v.status and "h left" in v.status
+    assert not v.has_weights
+    (tmp_path / "runs" / "new").mkdir()
+    (tmp_path / "runs" / "new" / "metrics.jsonl").write_text("")
+    assert "nothing logged yet" in read_run(tmp_path / "runs" / "new").status
+    (tmp_path / "runs" / "photos").mkdir()
+    assert "not a training run" in read_run(tmp_path / "runs" / "photos").status
+    s = Studio([dirs["celeba_tiny"]], workdir=tmp_path / "out", runs=tmp_path / "runs")
+    assert {Path(p).name for p in s.runs()} == {"new", "r1"}  # photos/ is not a run
+    with pytest.raises(ValueError, match="not a run under runs/"):
+        s.run_view(str(tmp_path))
+    with pytest.raises(ValueError, match="no weights yet"):
+        s.load_run(str(run))
