@@ -180,12 +180,15 @@ class BIVA(Operations, nn.Module):
 
     def top_down(self, bu: BottomUp | None, *, k: int = 0, temperature: float | list[float] = 1.0,
                  q_mean: bool = False, start: Boundary | None = None, keep: int | None = None,
-                 below: str = "p", batch: int = 1, generator: torch.Generator | None = None) -> TopDown:
+                 below: str = "p", batch: int = 1, generator: torch.Generator | None = None,
+                 fixed: list[Tensor] | None = None) -> TopDown:
         """Generate from z_L down to x. Levels i > k take z from q (`bu` needed), levels i <= k
         from p(z_i | z_{>i}) with their prior scales multiplied by `temperature` (one value, or
         one per level, bottom-up). `start` resumes at a cached boundary (then k = start.k);
         `keep` returns the boundary above level `keep`. `batch` sizes prior draws without `bu`.
         below="q" takes the levels <= k from q as well (to mix a cached top with another image).
+        fixed: one tensor per latent (bottom-up order) used as z for the levels above k instead of a
+        posterior draw (interpolation); then `bu` is not needed and log_q stays None there.
         """
         cfg, L = self.config, self.config.L
         temps = [float(temperature)] * L if isinstance(temperature, (int, float)) else [float(t) for t in temperature]
@@ -199,8 +202,10 @@ class BIVA(Operations, nn.Module):
         else:
             if start is not None:
                 k = L
-            assert k >= L or bu is not None, "levels above k come from q: pass the bottom-up pass"
-            if k < L:
+            assert k >= L or bu is not None or fixed is not None, "levels above k come from q: pass the bottom-up pass"
+            if k < L and fixed is not None:
+                z = fixed[-1]
+            elif k < L:
                 mean, scale = qs[-1] = bu.q_top
                 z = mean if q_mean else lik.gaussian_sample(mean, scale, generator=generator)
                 log_q[-1] = lik.gaussian_log_prob(z, mean, scale)
@@ -217,12 +222,15 @@ class BIVA(Operations, nn.Module):
             d = self.gen_stacks[j](a, self.gen_up_d[j](d) if d is not None and self.skip else None)
             priors = self.p_heads[j](d)
             from_q = j + 1 > k or below == "q"
-            if from_q:
+            given = fixed is not None and j + 1 > k
+            if from_q and not given:
                 qs_td = self.q_td_heads[j](self.q_merge[j](d, bu.feats[j]))[0]
             if self.biva:
                 (pb_mean, pb_scale), (pt_mean, pt_scale) = priors
                 ib, it = 2 * j, 2 * j + 1
-                if from_q:
+                if given:
+                    z_bu, z_td = fixed[ib], fixed[it]
+                elif from_q:
                     z_bu, log_q[ib], qs[ib] = bu.z_bu[j], bu.log_q_bu[j], bu.q_bu[j]
                     z_td = qs_td[0] if q_mean else lik.gaussian_sample(*qs_td, generator=generator)
                     log_q[it], qs[it] = lik.gaussian_log_prob(z_td, *qs_td), qs_td
@@ -235,7 +243,9 @@ class BIVA(Operations, nn.Module):
                 z = torch.cat([z_td, z_bu], dim=1)
             else:
                 p_mean, p_scale = priors[0]
-                if from_q:
+                if given:
+                    z = fixed[j]
+                elif from_q:
                     z = qs_td[0] if q_mean else lik.gaussian_sample(*qs_td, generator=generator)
                     log_q[j], qs[j] = lik.gaussian_log_prob(z, *qs_td), qs_td
                 else:

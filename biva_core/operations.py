@@ -109,6 +109,26 @@ class Operations:
         return self.px_image(td.px)
 
     @_evaluating
+    def interpolate(self, x_a: Tensor, x_b: Tensor, k: int, steps: int = 8, *,
+                    temperature: float | list[float] = 0.0, seed: int | None = None) -> Tensor:
+        """Images between A and B (each (1, C, H, W)) at level k: every latent above k is the
+        spherical interpolation of A's and B's posterior means (each latent as one vector per
+        image; linear when the two are nearly parallel), t = 0 .. 1 in `steps` steps; the levels
+        <= k are drawn from the prior given them at `temperature` (0: the prior means, so k = 0
+        starts at reconstruct(A) and ends at reconstruct(B)). Returns (steps, C, H, W)."""
+        L = self.config.L
+        if not 0 <= k < L:
+            raise ValueError(f"k must be in 0..{L - 1}, got {k}")
+        if steps < 2:
+            raise ValueError(f"steps must be at least 2, got {steps}")
+        za, zb = self.posterior_means(x_a[:1]), self.posterior_means(x_b[:1])
+        ts = torch.linspace(0, 1, steps, device=self.device)
+        fixed = [torch.cat([slerp(a, b, float(t)) for t in ts]) for a, b in zip(za, zb)]
+        td = self.top_down(None, k=k, fixed=fixed, temperature=temperature, batch=steps,
+                           generator=self._generator(seed))
+        return self.px_image(td.px)
+
+    @_evaluating
     def elbo(self, x: Tensor, *, seed: int | None = None) -> dict[str, Tensor]:
         """Single-sample ELBO L_1 per image (nats), log p(x|z), and each latent's KL: (B, N)."""
         log_px, kl = self(x.to(self.device), generator=self._generator(seed))
@@ -171,3 +191,15 @@ class Operations:
             s2 = sq if s2 is None else [a + b for a, b in zip(s2, sq)]
             count += means[0].shape[0]
         return [int(((b / count - (a / count) ** 2) > threshold).sum()) for a, b in zip(s1, s2)]
+
+
+def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
+    """Spherical interpolation of a and b (each one image's latent, any shape) at t in [0, 1]."""
+    fa, fb = a.flatten().double(), b.flatten().double()
+    cos = torch.dot(fa, fb) / (fa.norm() * fb.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    if float(omega) < 1e-4:
+        out = (1 - t) * fa + t * fb
+    else:
+        out = (torch.sin((1 - t) * omega) * fa + torch.sin(t * omega) * fb) / torch.sin(omega)
+    return out.to(a.dtype).view_as(a)

@@ -8,6 +8,7 @@ model name, numbers, text and image file paths:
     reconstruct(model, files)                                        -> gallery, table
     resample(model, file, ks, draws, temperature, seed)              -> grid, crop, seed
     mix(model, file_a, file_b, ks)                                   -> grid
+    interpolate(model, file_a, file_b, k, steps, temperature, seed)   -> grid
     anomaly(model, files, k, importance_samples, alpha, seed, maps)  -> note, table, histograms, maps, csv
     latents(model, files)                                            -> chart, table, note
     model_card(model)                                                -> {markdown, levels, config, ...}
@@ -106,7 +107,8 @@ def reconstruct_tab(studio: Studio, model: gr.Dropdown, examples: Callable, clea
     clear += [gallery, table]
 
 
-def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: int, clear: list) -> gr.CheckboxGroup:
+def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: int, clear: list):
+    """Resample, mix and interpolate; returns the controls that depend on the model's L."""
     def resample(model, file, ks, draws, temperature, seed, progress=gr.Progress()):
         with user_errors():
             r = studio.hierarchy(model, file, ks, draws, temperature, seed, progress=_progress(progress))
@@ -115,6 +117,16 @@ def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L:
     def mix(model, file_a, file_b, ks, progress=gr.Progress()):
         with user_errors():
             return studio.mix(model, file_a, file_b, ks, progress=_progress(progress))
+
+    def interpolate(model, file_a, file_b, k, steps, temperature, seed, progress=gr.Progress()):
+        with user_errors():
+            return studio.interpolate(model, file_a, file_b, k, steps, temperature, seed, progress=_progress(progress))
+
+    def per_level(model, *values):
+        """The sliders of the model's levels as the comma list the temperature box takes."""
+        entry = studio.entries.get(model)
+        L = entry.L if entry is not None and entry.error is None else len(values)
+        return ", ".join(f"{v:g}" for v in values[:L])
 
     def example_pair(model):
         found = examples(model)
@@ -130,8 +142,12 @@ def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L:
     with gr.Row():
         draws = gr.Slider(1, MAX_DRAWS, value=4, step=1, label="draws per row")
         temperature = gr.Textbox(str(TEMPERATURE), label="temperature of the redrawn levels",
-                                 info="one value, or one per level (comma list, bottom-up)")
+                                 info="one value, or one per level (comma list, bottom-up)", elem_id="hier-temperature")
         seed = gr.Number(0, label="seed", minimum=0, info="a whole number")
+    with gr.Accordion("one temperature per level (fills the box above)", open=False):
+        with gr.Row():
+            level_temps = [gr.Slider(0.05, 2.0, value=TEMPERATURE, step=0.05, label=f"level {i}", min_width=90,
+                                     elem_id=f"hier-t{i}") for i in range(1, max_L + 1)]
     with gr.Row():
         go = gr.Button("Redraw levels", variant="primary")
         go_mix = gr.Button("Mix: top levels from A, the rest from B")
@@ -140,12 +156,24 @@ def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L:
     gr.Markdown("**Mix** over k: z above level k from A, z at and below k from B's posterior "
                 "given A's top (k = 0 reconstructs A, k = L reconstructs B).")
     mixed = _image("mix-grid", label="mix", show_label=False, elem_classes="pixelated")
+    gr.Markdown("**Interpolate** from A to B at k: z above level k runs along the sphere between A's and B's "
+                "posterior means; the levels <= k come from the prior at the temperature (0: its means).")
+    with gr.Row():
+        interp_k = gr.Slider(0, max_L - 1, value=0, step=1, label="k (interpolate z above k)", elem_id="interp-k")
+        steps = gr.Slider(2, MAX_DRAWS, value=8, step=1, label="steps")
+        interp_t = gr.Textbox("0", label="levels <= k: prior temperature (0 = the prior means)")
+        go_interp = gr.Button("Interpolate A to B")
+    interpolated = _image("interp-grid", label="interpolation", show_label=False, elem_classes="pixelated")
     use_examples.click(example_pair, model, [file_a, file_b], **PRIVATE)
+    for slider in level_temps:
+        slider.change(per_level, [model, *level_temps], temperature, **PRIVATE)
+    go_interp.click(interpolate, [model, file_a, file_b, interp_k, steps, interp_t, seed], interpolated,
+                    api_name="interpolate")
     go.click(resample, [model, file_a, ks, draws, temperature, seed], [grid, crop, seed], api_name="resample",
              show_progress_on=[grid])
     go_mix.click(mix, [model, file_a, file_b, ks], mixed, api_name="mix")
-    clear += [grid, crop, mixed]
-    return ks
+    clear += [grid, crop, mixed, interpolated]
+    return ks, interp_k, level_temps
 
 
 def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: int, clear: list) -> list[gr.Component]:
@@ -293,12 +321,13 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
         empty = [gr.update(value=None) for _ in clear]
         if entry is None or entry.error is not None:
             why = entry.error if entry else "unknown model"
-            return (gr.update(), gr.update(), gr.update(), gr.update(),
+            return (gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), *[gr.update() for _ in level_temps],
                     f"**{model} could not be loaded:** {why}", "", "", None, None, [], *empty)
         L = entry.L
         d = studio.detector_defaults(model)
         return (gr.update(choices=list(range(L + 1)), value=default_ks(L)),
                 gr.update(choices=d["ks"], value=d["k"]), gr.update(value=d["K"]), gr.update(value=d["alpha"]),
+                gr.update(maximum=L - 1, value=0), *[gr.update(visible=i < L) for i in range(len(level_temps))],
                 *card(model), *empty)
 
     def model_card(model: str) -> dict:
@@ -323,15 +352,16 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
             with gr.Tab("Reconstruct", id="reconstruct"):
                 reconstruct_tab(studio, model, examples, clear)
             with gr.Tab("Hierarchy", id="hierarchy"):
-                ks = hierarchy_tab(studio, model, examples, max_L, clear)
+                ks, interp_k, level_temps = hierarchy_tab(studio, model, examples, max_L, clear)
             with gr.Tab("Anomaly", id="anomaly"):
                 detector_controls = anomaly_tab(studio, model, examples, max_L, clear)
             with gr.Tab("Model", id="model"):
                 card_outputs = model_tab(studio, model, clear)
             with gr.Tab("Runs", id="runs"):
                 runs_tab(studio, model)
-        model.change(on_model, model, [ks, *detector_controls, *card_outputs, *clear], **PRIVATE)
-        demo.load(on_model, model, [ks, *detector_controls, *card_outputs, *clear], **PRIVATE)
+        per_model = [ks, *detector_controls, interp_k, *level_temps, *card_outputs, *clear]
+        model.change(on_model, model, per_model, **PRIVATE)
+        demo.load(on_model, model, per_model, **PRIVATE)
         gr.api(model_card, api_name="model_card")
     demo.queue(default_concurrency_limit=concurrency, max_size=100)
     return demo

@@ -50,9 +50,13 @@ def _quiet(fraction: float, desc: str) -> None:
     pass
 
 
+CELL = 128                     # grid cells are at least this many pixels high
+
+
 def cell(x: torch.Tensor) -> Image.Image:
-    """An image tensor (C, H, W) as a grid cell, enlarged to at least 64 pixels high."""
-    return upscale(to_pil(x), 64)
+    """An image tensor (C, H, W) as a grid cell, enlarged (nearest neighbour) to at least CELL
+    pixels high."""
+    return upscale(to_pil(x), CELL)
 
 
 def chunks(n: int, verb: str, progress: Progress):
@@ -357,6 +361,26 @@ class Studio:
         grid.save(path)
         progress(1.0, "done")
         return str(path)
+
+    def interpolate(self, name: str, file_a: str | None, file_b: str | None, k: int = 0, steps: int = 8,
+                    temperature: str | float = 0.0, seed: int | None = 0, progress: Progress = _quiet) -> str:
+        """A row from A to B: z above level k spherically interpolated between their posterior
+        means, the levels <= k from the prior at the temperature (0: its means). Returns the grid."""
+        entry = self.entry(name)
+        k = check_int("k", k, 0, entry.L - 1)
+        steps = check_int("steps", steps, 2, MAX_DRAWS)
+        temps = parse_temperature(temperature, entry.L) if str(temperature).strip() not in ("0", "0.0") else 0.0
+        seed = check_seed(seed)
+        a, b = self._one(entry, file_a, "image A"), self._one(entry, file_b, "image B")
+        progress(0.0, f"interpolating at k={k}")
+        path = entry.model.interpolate(a.x[None], b.x[None], k, steps, temperature=temps, seed=seed).cpu()
+        cells = [cell(a.x)] + [cell(t) for t in path] + [cell(b.x)]
+        header = ["A"] + [f"t={t:.2f}" for t in torch.linspace(0, 1, steps).tolist()] + ["B"]
+        grid = draw.labelled_grid([(f"z>{k} from A to B", cells)], header=header, label_width=110)
+        out = self._outdir("interpolate") / f"{name}_interpolate_k{k}.png"
+        grid.save(out)
+        progress(1.0, "done")
+        return str(out)
 
     # ------------------------------------------------------------------ 4 anomaly
 

@@ -358,3 +358,24 @@ def test_bf16_autocast_elbo_is_close_to_fp32() -> None:
         bf16 = model.elbo(x, seed=0)["elbo"]
     assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
     assert ((bf16 - fp32).abs() / fp32.abs()).max() < 1e-2
+
+
+@pytest.mark.parametrize("variant", ["biva", "lvae"])
+def test_interpolation_ends_at_the_reconstructions(variant):
+    """At k = 0 with the prior means below (temperature 0) the path runs from reconstruct(A) to
+    reconstruct(B); slerp keeps the ends and is seeded; other k redraw only the levels <= k."""
+    from biva_core.operations import slerp
+    model = live_model(tiny_config(variant))
+    x = images(model.config, 2)
+    path = model.interpolate(x[:1], x[1:], 0, 5)
+    assert torch.allclose(path[0], model.reconstruct(x[:1])[0], atol=1e-5)
+    assert torch.allclose(path[-1], model.reconstruct(x[1:])[0], atol=1e-5)
+    a, b = torch.randn(4, 3, 3), torch.randn(4, 3, 3)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-6) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
+    b = b * a.norm() / b.norm()  # two vectors of one norm: the path stays on that sphere
+    assert all(abs(float(slerp(a, b, t).norm() - a.norm())) < 1e-4 for t in (0.25, 0.5, 0.9))
+    assert not torch.allclose(slerp(a, b, 0.5), (a + b) / 2)  # not the straight line
+    drawn = model.interpolate(x[:1], x[1:], 2, 3, temperature=1.0, seed=4)
+    assert torch.equal(drawn, model.interpolate(x[:1], x[1:], 2, 3, temperature=1.0, seed=4))
+    with pytest.raises(ValueError, match="k must be in"):
+        model.interpolate(x[:1], x[1:], model.config.L, 3)

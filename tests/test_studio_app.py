@@ -23,7 +23,7 @@ from studio_weights import make_weights, write_bad_files
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
-ENDPOINTS = {"/sample", "/reconstruct", "/resample", "/mix", "/anomaly", "/latents", "/model_card", "/run", "/runs",
+ENDPOINTS = {"/sample", "/reconstruct", "/resample", "/mix", "/interpolate", "/anomaly", "/latents", "/model_card", "/run", "/runs",
              "/load_run"}
 
 

@@ -128,6 +128,13 @@ def test_every_tab_puts_images_on_the_page(page):
     images_shown(page, "#hier-crop")
     click(page, "Mix: top levels from A, the rest from B")
     images_shown(page, "#mix-grid")
+    click(page, "Interpolate A to B")
+    images_shown(page, "#interp-grid")
+    page.get_by_text("one temperature per level (fills the box above)").click()
+    page.locator("#hier-t2 input[type=number]").fill("1.5")
+    page.locator("#hier-t2 input[type=number]").press("Enter")
+    page.wait_for_function("() => document.querySelector('#hier-temperature textarea, #hier-temperature input')"
+                           ".value.startsWith('0.8, 1.5')")
     screenshot(page, "3_hierarchy")
 
     open_tab(page, "Anomaly")

@@ -194,13 +194,13 @@ def test_hierarchy_rows_are_resamples_above_k(studio, tmp_path):
     r = studio.hierarchy("celeba_tiny", path, "0, 2,3", 3, "0.9", 5)
     assert r.ks == [0, 2, 3]
     grid = Image.open(r.grid)
-    origin = lambda row, col: (110 + 4 + col * 68, 20 + 4 + row * 68)  # noqa: E731  label, pad, header, 64+4
+    origin = lambda row, col: (110 + 4 + col * 132, 20 + 4 + row * 132)  # noqa: E731  label, pad, header, 128+4
     recon = entry.model.reconstruct(x)[0]
-    for col in (1, 2, 3):
-        assert torch.allclose(cell(grid, *origin(0, col), 8, 8), recon, atol=1e-6)
+    for col in (1, 2, 3):  # 8x8 images in cells of 128 pixels: 16 pixels a model pixel
+        assert torch.allclose(cell(grid, *origin(0, col), 8, 16), recon, atol=1e-6)
     draws = entry.model.resample(x, 2, 3, temperature=0.9, seed=derive(5, 2))[0]
     for col in (1, 2, 3):
-        assert torch.allclose(cell(grid, *origin(1, col), 8, 8), draws[col - 1], atol=1e-6)
+        assert torch.allclose(cell(grid, *origin(1, col), 8, 16), draws[col - 1], atol=1e-6)
     again = studio.hierarchy("celeba_tiny", path, [0, 2, 3], 3, "0.9", 5)
     assert Path(r.grid).read_bytes() == Path(again.grid).read_bytes()
     with pytest.raises(ValueError, match="k must be a whole number from 0 to 3"):
@@ -217,11 +217,26 @@ def test_mix_goes_from_a_to_b(studio, tmp_path):
     b = save(Image.new("RGB", (8, 8), (10, 10, 250)), tmp_path / "b.png")
     grid = Image.open(studio.mix("celeba_tiny", a, b, [0, 3]))
     xa, xb = (prepare(p, entry.model.config, face=True).x[None] for p in (a, b))
-    origin = lambda col: (80 + 4 + col * 68, 20 + 4)  # noqa: E731
-    assert torch.allclose(cell(grid, *origin(1), 8, 8), entry.model.reconstruct(xa)[0], atol=1e-6)
-    assert torch.allclose(cell(grid, *origin(2), 8, 8), entry.model.reconstruct(xb)[0], atol=1e-6)
+    origin = lambda col: (80 + 4 + col * 132, 20 + 4)  # noqa: E731
+    assert torch.allclose(cell(grid, *origin(1), 8, 16), entry.model.reconstruct(xa)[0], atol=1e-6)
+    assert torch.allclose(cell(grid, *origin(2), 8, 16), entry.model.reconstruct(xb)[0], atol=1e-6)
     with pytest.raises(ValueError, match="no image B given"):
         studio.mix("celeba_tiny", a, None)
+
+
+def test_interpolation_row_runs_from_a_to_b(studio, tmp_path):
+    """At k = 0, temperature 0: the row's first and last steps are the reconstructions of A and B."""
+    entry = studio.entries["celeba_tiny"]
+    a = save(Image.new("RGB", (8, 8), (250, 10, 10)), tmp_path / "a.png")
+    b = save(Image.new("RGB", (8, 8), (10, 10, 250)), tmp_path / "b.png")
+    grid = Image.open(studio.interpolate("celeba_tiny", a, b, 0, 4, "0", 1))
+    xa, xb = (prepare(p, entry.model.config, face=True).x[None] for p in (a, b))
+    origin = lambda col: (110 + 4 + col * 132, 20 + 4)  # noqa: E731
+    assert grid.height >= 128 + 20
+    assert torch.allclose(cell(grid, *origin(1), 8, 16), entry.model.reconstruct(xa)[0], atol=1e-6)
+    assert torch.allclose(cell(grid, *origin(4), 8, 16), entry.model.reconstruct(xb)[0], atol=1e-6)
+    with pytest.raises(ValueError, match="steps"):
+        studio.interpolate("celeba_tiny", a, b, 0, 1)
 
 
 def test_anomaly_is_the_detector_with_the_reference_and_csv(studio, tmp_path):
