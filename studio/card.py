@@ -76,14 +76,16 @@ def training_curves(directory: Path, out: Path) -> str | None:
     """bits/dim over steps (train, valid and raw-weights valid) from metrics.jsonl, if present."""
     rows = read_metrics(directory / METRICS)
     series = {}
-    for key, label in (("bpd", "train bits/dim"), ("valid_bpd", "valid bits/dim"),
+    for key, label in (("bpd", "train (batch)"), ("valid_bpd", "valid, EMA weights"),
                        ("raw_valid_bpd", "valid, raw weights")):
         points = [(float(r["step"]), float(r[key])) for r in rows if _number(r.get(key))]
         if points:
             series[label] = points
     if not series:
         return None
-    line_chart(series, out, title="training curves (metrics.jsonl)", xlabel="step", ylabel="bits/dim")
+    line_chart(series, out, title="training curves (metrics.jsonl)", xlabel="step", ylabel="bits/dim",
+               note="train: the batches' ELBO while training; valid: EMA (averaged) and raw weights; "
+                    "the better of the two is shipped")
     return str(out)
 
 
