@@ -70,12 +70,12 @@ def measure(name: str, mode: str, *, batch: int, device: str, steps: int, warmup
             r = tr.train_step(x)
             sync(device)
             times.append(time.perf_counter() - t)
-        assert np.isfinite(r["loss"]), f"{name}/{mode}: loss is not finite"
+        assert np.isfinite(float(r["loss"])), f"{name}/{mode}: loss is not finite"
         step = statistics.median(times)
         n_params = sum(p.numel() for p in tr.model.parameters())
     return {"preset": name, "mode": mode, "batch": batch, "params_M": n_params / 1e6,
             "step_ms": 1e3 * step, "images_per_s": batch / step, "gflop_per_step": flops / 1e9 if flops else None,
-            "warmup_s": first, "loss": r["loss"]}
+            "warmup_s": first, "loss": float(r["loss"])}
 
 
 def main() -> None:

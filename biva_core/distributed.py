@@ -70,6 +70,15 @@ def mean(value: float, device: torch.device) -> float:
     return float(t) / world_size()
 
 
+def mean_tensor(value: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The mean of a per-rank 0-dim tensor over all ranks, on the device (no host sync)."""
+    if world_size() == 1:
+        return value
+    t = value.detach().double().reshape(1).to(device)
+    dist.all_reduce(t)
+    return (t / world_size()).reshape(()).to(value.dtype)
+
+
 def gather_rng(device: torch.device) -> list[torch.Tensor]:
     """Every rank's CPU RNG state (and CUDA state when on a GPU), in rank order: on resume each
     rank gets its own stream back (dropout and latent draws differ between ranks)."""

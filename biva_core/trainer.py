@@ -107,6 +107,16 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def _blend(old: list[torch.Tensor], new: list[torch.Tensor], ok: torch.Tensor) -> None:
+    """new <- old + ok * (new - old), in place, ok a 0-dim tensor in {0, 1} (exact at 0 and 1)."""
+    if not new:
+        return
+    if new[0].device != ok.device:  # e.g. Adamax's step counts live on the CPU
+        ok = ok.to(new[0].device)
+    for o, n in zip(old, new):
+        n.copy_(torch.where(ok.bool(), n, o.to(n.dtype)))
+
+
 def to_float(batch: torch.Tensor, binary: bool) -> torch.Tensor:
     """uint8 batch -> float images in [0, 1]."""
     return batch.float() if binary else batch.float() / 255
@@ -226,6 +236,14 @@ class Trainer:
         return min(self.cfg.ema, (1 + step) / (10 + step))
 
     def train_step(self, x: torch.Tensor) -> dict:
+        """One update, with no host synchronisation: the skip decision, the clipping and the EMA
+        stay on the device (no .item(), float() or branch on a tensor), so a GPU never waits on
+        the host and the whole step can be compiled. Returns 0-dim tensors (loss, elbo,
+        grad_norm, skipped) and the per-latent KL; the loop reads them back every log_every steps.
+
+        A skipped update (non-finite loss or gradient norm, or a norm above skip_threshold) is
+        computed and then undone: parameters, optimizer moments and step count are blended back
+        with weight ok in {0, 1}, and the EMA moves by (1 - decay) * ok."""
         c = self.cfg
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
@@ -236,20 +254,36 @@ class Trainer:
         loss = bounds.free_bits_loss(log_px, kl, c.free_bits).mean() / self.model.config.dims
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
-        # one host sync per step: whether to apply the update (the same decision on every rank:
-        # the gradients and their norm are already averaged, the loss is averaged here)
-        gn_value, loss_value = float(gn), dist.mean(float(loss.detach()), self.device)
-        ok = math.isfinite(gn_value) and math.isfinite(loss_value) and gn_value < c.skip_threshold
-        if ok:
-            self.opt.step()
-            torch._foreach_lerp_(self.ema_params, self.params, 1 - self.ema_decay(self.step))
+        # the same decision on every rank: gradients and their norm are averaged already, the loss here
+        loss_all = dist.mean_tensor(loss.detach(), self.device)
+        ok = (torch.isfinite(gn) & torch.isfinite(loss_all) & (gn < c.skip_threshold)).float()
+        self._guarded_update(ok)
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
         with torch.no_grad():
             kl_t = torch.stack(kl, 1).detach()
             elbo = (log_px - kl_t.sum(1)).mean()
-        return {"loss": loss_value, "elbo": elbo, "grad_norm": gn_value, "skipped": not ok,
+        return {"loss": loss_all, "elbo": elbo, "grad_norm": gn.detach(), "skipped": 1.0 - ok,
                 "kl": kl_t.mean(0)}
+
+    @torch.no_grad()
+    def _guarded_update(self, ok: torch.Tensor) -> None:
+        """opt.step() and the EMA, kept only where ok = 1 (a 0-dim float tensor): x = old + ok (new - old)
+        for every parameter and optimizer state tensor."""
+        states = [self.opt.state[p] for p in self.params]
+        keys = sorted({k for st in states for k, v in st.items() if torch.is_tensor(v)})
+        before = {k: [st[k].clone() for st in states if k in st] for k in keys}
+        old = [p.detach().clone() for p in self.params]
+        self.opt.step()
+        for k in keys:  # tensors created by this (first) step have no "before": they are 0 before it
+            now = [st[k] for st in states if k in st]
+            prev = before[k] if len(before[k]) == len(now) else [torch.zeros_like(t) for t in now]
+            _blend(prev, now, ok)
+        _blend(old, [p.data for p in self.params], ok)
+        decay = 1 - self.ema_decay(self.step)
+        delta = torch._foreach_sub(self.params, self.ema_params)
+        torch._foreach_mul_(delta, ok * decay)
+        torch._foreach_add_(self.ema_params, delta)
 
     # ------------------------------------------------------------------ validation
 
@@ -401,15 +435,15 @@ class Trainer:
                 x = self.next_batch()
                 r = self.train_step(x)
                 self.seconds = s_start + time.time() - t_start
-                acc = r if acc is None else {k: (acc[k] + r[k]) if k in ("loss", "elbo", "grad_norm", "kl") else r[k] for k in r}
-                acc["skips"] = acc.get("skips", 0) + int(r["skipped"])
+                # summed on the device; read back (one sync) only when a log line is written
+                acc = r if acc is None else {k: acc[k] + r[k] for k in r}
                 n_acc += 1
                 if self.step % c.log_every == 0:
                     dt = time.time() - t_log
                     elbo = float(acc["elbo"]) / n_acc  # rank 0's share of the batch
-                    row = {"step": self.step, "loss": acc["loss"] / n_acc, "elbo": elbo,
+                    row = {"step": self.step, "loss": float(acc["loss"]) / n_acc, "elbo": elbo,
                            "bpd": bounds.bits_per_dim(elbo, self.model.config.dims),
-                           "grad_norm": acc["grad_norm"] / n_acc, "skipped": acc["skips"],
+                           "grad_norm": float(acc["grad_norm"]) / n_acc, "skipped": int(round(float(acc["skipped"]))),
                            "lr": self.lr_at(self.step), "images_per_s": n_acc * c.batch_size / dt,
                            "seconds": round(self.seconds, 1), "kl": (acc["kl"] / n_acc).tolist()}
                     self.write_metrics(row)

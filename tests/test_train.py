@@ -257,3 +257,37 @@ def test_warm_up_ema_and_cosine_schedule(tmp_path):
         assert torch.allclose(e, 0.1 * b + 0.9 * p, atol=1e-6)
     with pytest.raises(ValueError, match="lr_schedule"):
         Trainer(tiny_config(), fast_config(lr_schedule="linear"), data(8, 0), data(4, 1), tmp_path / "x", log=quiet)
+
+
+def test_a_skipped_update_changes_nothing(tmp_path):
+    """skip_threshold below every gradient norm: the step is computed on the device and undone,
+    so parameters, optimizer moments and the EMA stay as they were (and the skip is counted)."""
+    t = Trainer(tiny_config(), fast_config(skip_threshold=1e-12), data(8, 0), data(4, 1), tmp_path, log=quiet)
+    t.train_step(t.next_batch())  # the optimizer's state exists after a first (skipped) step
+    before = state_of(t)
+    r = t.train_step(t.next_batch())
+    assert float(r["skipped"]) == 1.0 and torch.isfinite(r["loss"])
+    assert_same(before, state_of(t))
+    u = Trainer(tiny_config(), fast_config(), data(8, 0), data(4, 1), tmp_path / "b", log=quiet)
+    first = u.model.out_conv.weight.detach().clone()
+    r = u.train_step(u.next_batch())
+    assert float(r["skipped"]) == 0.0 and not torch.equal(u.model.out_conv.weight, first)  # applied
+
+
+def test_the_compiled_step_matches_the_eager_one(tmp_path):
+    """compile=true (torch.compile of the forward pass and its backward) gives the eager run's
+    losses and parameters within float tolerance over a few steps. Inductor draws random numbers
+    with its own generator; fallback_random makes it use torch's, so both runs draw the same z."""
+    import torch._inductor.config as inductor
+    runs = {}
+    old, inductor.fallback_random = inductor.fallback_random, True
+    for compiled in (False, True):
+        t = Trainer(CFG, fast_config(compile=compiled, flip=False), data(8, 0), data(4, 1),
+                    tmp_path / str(compiled), log=quiet)
+        torch.manual_seed(5)
+        losses = [float(t.train_step(t.next_batch())["loss"]) for _ in range(3)]
+        runs[compiled] = (losses, {k: v.detach().clone() for k, v in t.model.state_dict().items()})
+    inductor.fallback_random = old
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4, abs=1e-5)
+    for k, v in runs[False][1].items():
+        assert torch.allclose(runs[True][1][k], v, rtol=1e-3, atol=1e-5), k
