@@ -44,7 +44,8 @@ def url(tmp_path_factory):
     else:
         dirs = make_weights(tmp_path_factory.mktemp("weights"))
         folders = [dirs["celeba_tiny"], dirs["gray_tiny"]]
-    studio = Studio(folders, workdir=tmp_path_factory.mktemp("out"))
+    runs = ROOT / "runs" if SHOTS and (ROOT / "runs").is_dir() else None  # a real run for the screenshot
+    studio = Studio(folders, workdir=tmp_path_factory.mktemp("out"), runs=runs)
     demo = launch(studio, port=free_port(), block=False)
     yield demo.local_url
     demo.close()
@@ -72,7 +73,9 @@ def page(browser, url):
 
 
 def images_shown(page, selector: str, count: int = 1) -> int:
-    """Wait until `count` images under `selector` have loaded with a real size; return how many."""
+    """Wait until `count` images under `selector` have loaded with a real size; return how many.
+    The element is scrolled into view first: images below the fold load lazily."""
+    page.locator(selector).first.scroll_into_view_if_needed()
     page.wait_for_function(
         """([sel, n]) => { const imgs = [...document.querySelectorAll(sel + ' img')];
                            return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
@@ -158,6 +161,13 @@ def test_every_tab_puts_images_on_the_page(page):
     images_shown(page, "#lat-chart")
     shows_text(page, "#lat-table", "z1_bu")
     screenshot(page, "5_model")
+
+    if SHOTS and (ROOT / "runs").is_dir():
+        open_tab(page, "Runs")
+        shows_text(page, "#run-status", "step")
+        page.wait_for_function("() => document.querySelector('#run-kl canvas, #run-kl svg')")
+        page.wait_for_timeout(3000)
+        screenshot(page, "6_runs")
 
 
 def test_corrupt_upload_shows_the_error_and_the_page_keeps_working(page, tmp_path):
