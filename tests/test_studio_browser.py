@@ -78,6 +78,7 @@ def images_shown(page, selector: str, count: int = 1) -> int:
     page.locator(selector).first.scroll_into_view_if_needed()
     page.wait_for_function(
         """([sel, n]) => { const imgs = [...document.querySelectorAll(sel + ' img')];
+                           imgs.forEach(i => { if (!i.complete) i.loading = 'eager'; });  // lazy ones: load now
                            return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
         arg=[selector, count])
     return page.locator(f"{selector} img").count()
@@ -145,9 +146,7 @@ def test_every_tab_puts_images_on_the_page(page):
     listed(page, "#anom-files", "ood_mnist_7.png")
     click(page, "Score")
     images_shown(page, "#anom-plot")
-    # a gallery loads its images lazily: the first pixel map has loaded
-    page.wait_for_function("() => { const i = document.querySelector('#anom-maps img'); "
-                           "return i && i.complete && i.naturalWidth > 0; }")
+    images_shown(page, "#anom-maps")
     shows_text(page, "#anom-table", "ood_mnist_7.png")
     shows_text(page, "#anom-table", "ANOMALY" if SHOTS else "verdict")  # the face model flags the digits
     page.locator("#anom-csv a").first.wait_for()
