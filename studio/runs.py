@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .card import read_metrics  # one reader of metrics.jsonl for the Model and Runs tabs
+
 TRAIN_COLUMNS = ["step", "hours", "series", "bits/dim"]
 
 
@@ -48,23 +50,6 @@ def _json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The JSON objects of metrics.jsonl; lines that do not parse (one being written) are skipped."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
-            rows.append(row)
-    return rows
 
 
 @dataclass
