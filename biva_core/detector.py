@@ -44,7 +44,7 @@ ALPHA = 0.05
 
 # ---------------------------------------------------------------- per-image scores
 
-def _batches(images: Tensor, batch_size: int, desc: str, progress: bool):
+def batches(images: Tensor, batch_size: int, desc: str, progress: bool):
     from tqdm import tqdm
     starts = range(0, len(images), batch_size)
     for i, s in enumerate(tqdm(starts, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)):
@@ -59,7 +59,7 @@ def scores_per_image(model, images: Tensor, ks: list[int], K: int, *, batch_size
     each batch (a progress callback)."""
     l1, l0, bpd = [], [], []
     lk: dict[int, list[Tensor]] = {k: [] for k in ks}
-    for i, x in _batches(images, batch_size, desc, progress):
+    for i, x in batches(images, batch_size, desc, progress):
         s = model.scores(x, ks, K=K, chunk=chunk, seed=seed + i)
         l0.append(s.l0.float().cpu())
         # K = 1: L^{>0} drew the same z as the ELBO with this seed

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .bounds import bits_per_dim
-from .detector import (ALPHA, REFERENCE_FILE, Detector, Reference, _batches, build_reference, reference_from_scores,
+from .detector import (ALPHA, REFERENCE_FILE, Detector, Reference, batches, build_reference, reference_from_scores,
                        scores_per_image)
 from .model import BIVA
 
@@ -70,7 +70,7 @@ def bounds_per_image(model: BIVA, images: Tensor, K: int, *, batch_size: int = 6
     """L_1 (one posterior sample) and L_K (K importance samples, chunked) per image, nats: (N,);
     and "kl", each latent's KL term of L_1 per image: (N, latents)."""
     l1, lk, kl = [], [], []
-    for i, x in _batches(images, batch_size, f"L_1, L_{K}", progress):
+    for i, x in batches(images, batch_size, f"L_1, L_{K}", progress):
         e = model.elbo(x, seed=seed + i)
         l1.append(e["elbo"].float().cpu())
         kl.append(e["kl"].float().cpu())
@@ -147,23 +147,19 @@ def csv_rows(report: dict) -> list[tuple[str, str, float]]:
 # ---------------------------------------------------------------- data
 
 def adapt(arr: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """uint8 (N, C, H, W) images in another set's form -> the model's (C, H, W): grey to RGB by
-    repeating the channel, RGB to grey by luma (ITU-R 601), other sizes resized (Lanczos), so a
-    face model can score MNIST and a digit model faces."""
+    """uint8 (N, C, H, W) images in another set's form -> the model's (C, H, W), converted as
+    uploads are (biva_core.data.prepare): grey to RGB and RGB to luma by PIL, other sizes resized
+    (Lanczos), so a face model can score MNIST and a digit model faces."""
     from PIL import Image
     c, h, w = shape
-    if arr.shape[1] != c:
-        if c == 3:
-            arr = np.repeat(arr, 3, axis=1)
-        else:
-            luma = np.array([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
-            arr = np.clip(np.round((arr * luma).sum(1, keepdims=True)), 0, 255).astype(np.uint8)
-    if arr.shape[2:] != (h, w):
-        mode = "L" if c == 1 else "RGB"
-        resize = lambda a: np.asarray(Image.fromarray(a[0] if c == 1 else a.transpose(1, 2, 0), mode)  # noqa: E731
-                                      .resize((w, h), Image.LANCZOS)).reshape(h, w, c).transpose(2, 0, 1)
-        arr = np.stack([resize(a) for a in arr]) if len(arr) else np.zeros((0, c, h, w), np.uint8)
-    return np.ascontiguousarray(arr)
+
+    def one(a: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+        image = image.convert("L" if c == 1 else "RGB")
+        if image.size != (w, h):
+            image = image.resize((w, h), Image.LANCZOS)
+        return np.asarray(image).reshape(h, w, c).transpose(2, 0, 1)
+    return np.ascontiguousarray(np.stack([one(a) for a in arr])) if len(arr) else np.zeros((0, c, h, w), np.uint8)
 
 
 def load_images(dataset: str, split: str, data_dir: str | None, model: BIVA, *, limit: int | None = None) -> Tensor:

@@ -369,7 +369,7 @@ class Studio:
         entry = self.entry(name)
         k = check_int("k", k, 0, entry.L - 1)
         steps = check_int("steps", steps, 2, MAX_DRAWS)
-        temps = parse_temperature(temperature, entry.L) if str(temperature).strip() not in ("0", "0.0") else 0.0
+        temps = parse_temperature(temperature, entry.L, allow_zero=True)
         seed = check_seed(seed)
         a, b = self._one(entry, file_a, "image A"), self._one(entry, file_b, "image B")
         progress(0.0, f"interpolating at k={k}")

@@ -49,8 +49,10 @@ def derive(seed: int, *parts: int) -> int:
     return int(np.random.SeedSequence([seed, *parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def parse_temperature(value: str | float | int | Sequence[float], L: int) -> float | list[float]:
-    """One temperature, or L comma-separated values (levels bottom-up), each in (0, 10]."""
+def parse_temperature(value: str | float | int | Sequence[float], L: int, *,
+                      allow_zero: bool = False) -> float | list[float]:
+    """One temperature, or L comma-separated values (levels bottom-up), each in (0, 10] (or
+    [0, 10] with allow_zero: the prior means, for interpolation)."""
     if isinstance(value, (int, float)):
         parts = [value]
     elif isinstance(value, str):
@@ -63,8 +65,8 @@ def parse_temperature(value: str | float | int | Sequence[float], L: int) -> flo
         raise ValueError(f"temperature must be a number or {L} comma-separated numbers, got {value!r}") from None
     if len(temps) not in (1, L):
         raise ValueError(f"temperature: give one value or one per level ({L}, bottom-up), got {len(temps)}")
-    if not all(0.0 < t <= 10.0 for t in temps):
-        raise ValueError(f"temperature values must be in (0, 10], got {value!r}")
+    if not all((0.0 <= t if allow_zero else 0.0 < t) and t <= 10.0 for t in temps):
+        raise ValueError(f"temperature values must be in {'[' if allow_zero else '('}0, 10], got {value!r}")
     return temps[0] if len(temps) == 1 else temps
 
 

@@ -187,10 +187,9 @@ def test_corrupt_upload_shows_the_error_and_the_page_keeps_working(page, tmp_pat
     page.get_by_text("Skipped half_a_face.png").first.wait_for()
 
 
+@pytest.mark.skipif(bool(SHOTS), reason="the screenshot run serves one model")
 def test_switching_models_clears_the_outputs(page):
     """Samples of one model do not stay on the page once another model is chosen."""
-    if SHOTS:
-        pytest.skip("the screenshot run serves one model")
     click(page, "Sample")
     images_shown(page, "#sample-gallery", 4)
     page.locator("#model input").click()
@@ -218,6 +217,7 @@ def training_run(tmp_path_factory):
     proc.wait(60)
 
 
+@pytest.mark.skipif(bool(SHOTS), reason="the screenshot run serves one model")
 def test_runs_tab_follows_a_training_run(browser, training_run, tmp_path):
     """The Runs tab lists a run being trained, its status and plots grow between refreshes, and its
     best weights load into the model list."""
@@ -225,8 +225,6 @@ def test_runs_tab_follows_a_training_run(browser, training_run, tmp_path):
     from studio.app import launch
     from studio.engine import Studio
     from studio_weights import make_weights
-    if SHOTS:
-        pytest.skip("the screenshot run serves one model")
     deadline = time.time() + 120
     while not (training_run / "live" / "config.json").is_file() and time.time() < deadline:
         time.sleep(0.5)  # the first validation writes the weights

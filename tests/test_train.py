@@ -259,16 +259,19 @@ def test_warm_up_ema_and_cosine_schedule(tmp_path):
         Trainer(tiny_config(), fast_config(lr_schedule="linear"), data(8, 0), data(4, 1), tmp_path / "x", log=quiet)
 
 
-def test_a_skipped_update_changes_nothing(tmp_path):
-    """skip_threshold below every gradient norm: the step is computed on the device and undone,
-    so parameters, optimizer moments and the EMA stay as they were (and the skip is counted)."""
-    t = Trainer(tiny_config(), fast_config(skip_threshold=1e-12), data(8, 0), data(4, 1), tmp_path, log=quiet)
+@pytest.mark.parametrize("sync_free", ["on", "off"])
+def test_a_skipped_update_changes_nothing(tmp_path, sync_free):
+    """skip_threshold below every gradient norm: computed on the device and undone (sync_free) or
+    branched around (a host read), parameters, optimizer moments and the EMA stay as they were
+    (and the skip is counted)."""
+    t = Trainer(tiny_config(), fast_config(skip_threshold=1e-12, sync_free=sync_free), data(8, 0), data(4, 1),
+                tmp_path, log=quiet)
     t.train_step(t.next_batch())  # the optimizer's state exists after a first (skipped) step
     before = state_of(t)
     r = t.train_step(t.next_batch())
     assert float(r["skipped"]) == 1.0 and torch.isfinite(r["loss"])
     assert_same(before, state_of(t))
-    u = Trainer(tiny_config(), fast_config(), data(8, 0), data(4, 1), tmp_path / "b", log=quiet)
+    u = Trainer(tiny_config(), fast_config(sync_free=sync_free), data(8, 0), data(4, 1), tmp_path / "b", log=quiet)
     first = u.model.out_conv.weight.detach().clone()
     r = u.train_step(u.next_batch())
     assert float(r["skipped"]) == 0.0 and not torch.equal(u.model.out_conv.weight, first)  # applied
@@ -291,3 +294,16 @@ def test_the_compiled_step_matches_the_eager_one(tmp_path):
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4, abs=1e-5)
     for k, v in runs[False][1].items():
         assert torch.allclose(runs[True][1][k], v, rtol=1e-3, atol=1e-5), k
+
+
+def test_the_sync_free_update_equals_the_branch(tmp_path):
+    """sync_free=on (kept or undone on the device) and off (a host branch) train to the same
+    parameters and EMA over a few steps."""
+    runs = {}
+    for mode in ("on", "off"):
+        t = Trainer(CFG, fast_config(sync_free=mode), data(8, 0), data(4, 1), tmp_path / mode, log=quiet)
+        for _ in range(4):
+            t.train_step(t.next_batch())
+        runs[mode] = state_of(t)
+    for k, v in runs["off"].items():
+        assert torch.allclose(runs["on"][k], v, rtol=1e-5, atol=1e-7), k
