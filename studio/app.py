@@ -2,7 +2,9 @@
 
 Each button calls one engine action; engine ValueErrors become gr.Error messages in the page,
 skipped files become warnings. Every action is also an API endpoint with a stable name, taking a
-model name, numbers, text and image file paths:
+model name, numbers, text and image file paths; the fields (fields.py) pass what an API client sent
+to the engine, whose parser names the field a bad value was given to. ks: a list [0, 2, 5] or the
+comma form "0, 2, 5".
 
     sample(model, count, temperature, seed)                          -> gallery, zip, seed
     reconstruct(model, files)                                        -> gallery, table
@@ -23,6 +25,7 @@ import gradio as gr
 from .card import LatentReport
 from .engine import (EXAMPLES, MAX_DRAWS, MAX_K_SAMPLES, MAX_SAMPLES, TEMPERATURE, Reconstructions, Studio,
                      anomaly_headers)
+from .fields import LevelsK, Number, Slider
 from .params import default_ks, new_seed
 
 CSS = ".pixelated img, img.pixelated { image-rendering: pixelated; }"
@@ -69,10 +72,10 @@ def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> None:
         return r.paths, r.archive, r.seed
 
     with gr.Row():
-        count = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="count")
+        count = Slider(1, MAX_SAMPLES, value=16, step=1, label="count")
         temperature = gr.Textbox(str(TEMPERATURE), label="temperature",
                                  info="one value, or one per level (comma list, bottom-up)")
-        seed = gr.Number(0, label="seed", minimum=0, info="a whole number")
+        seed = Number(0, label="seed", minimum=0, info="a whole number")
     with gr.Row():
         go = gr.Button("Sample", variant="primary")
         fresh = gr.Button("New seed")
@@ -138,12 +141,12 @@ def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L:
         file_a = gr.File(label="image (A)", elem_id="file-a")
         file_b = gr.File(label="image B (for mixing)", elem_id="file-b")
     use_examples = gr.Button("Use example images")
-    ks = gr.CheckboxGroup(list(range(max_L + 1)), value=default_ks(max_L), label="levels k")
+    ks = LevelsK(list(range(max_L + 1)), value=default_ks(max_L), label="levels k")
     with gr.Row():
-        draws = gr.Slider(1, MAX_DRAWS, value=4, step=1, label="draws per row")
+        draws = Slider(1, MAX_DRAWS, value=4, step=1, label="draws per row")
         temperature = gr.Textbox(str(TEMPERATURE), label="temperature of the redrawn levels",
                                  info="one value, or one per level (comma list, bottom-up)", elem_id="hier-temperature")
-        seed = gr.Number(0, label="seed", minimum=0, info="a whole number")
+        seed = Number(0, label="seed", minimum=0, info="a whole number")
     with gr.Accordion("one temperature per level (fills the box above)", open=False):
         with gr.Row():
             level_temps = [gr.Slider(0.05, 2.0, value=TEMPERATURE, step=0.05, label=f"level {i}", min_width=90,
@@ -159,8 +162,8 @@ def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L:
     gr.Markdown("**Interpolate** from A to B at k: z above level k runs along the sphere between A's and B's "
                 "posterior means; the levels <= k come from the prior at the temperature (0: its means).")
     with gr.Row():
-        interp_k = gr.Slider(0, max_L - 1, value=0, step=1, label="k (interpolate z above k)", elem_id="interp-k")
-        steps = gr.Slider(2, MAX_DRAWS, value=8, step=1, label="steps")
+        interp_k = Slider(0, max_L - 1, value=0, step=1, label="k (interpolate z above k)", elem_id="interp-k")
+        steps = Slider(2, MAX_DRAWS, value=8, step=1, label="steps")
         interp_t = gr.Textbox("0", label="levels <= k: prior temperature (0 = the prior means)")
         go_interp = gr.Button("Interpolate A to B")
     interpolated = _image("interp-grid", label="interpolation", show_label=False, elem_classes="pixelated")
@@ -193,11 +196,11 @@ def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: i
     use_examples = gr.Button("Use the examples (in- and out-of-distribution images)")
     with gr.Row():
         k = gr.Dropdown(list(range(1, max_L)), value=1, label="k (LLR>k)", elem_id="anom-k")
-        K = gr.Number(1, minimum=1, maximum=MAX_K_SAMPLES, label="K importance samples (the reference's)",
-                      elem_id="anom-K")
-        alpha = gr.Slider(0.001, 0.2, value=0.05, step=0.001, label="alpha (flag when p < alpha)",
-                          elem_id="anom-alpha")
-        seed = gr.Number(0, label="seed", minimum=0, info="a whole number")
+        K = Number(1, minimum=1, maximum=MAX_K_SAMPLES, label="K importance samples (the reference's)",
+                   elem_id="anom-K")
+        alpha = Slider(0.001, 0.2, value=0.05, step=0.001, label="alpha (flag when p < alpha)",
+                       elem_id="anom-alpha")
+        seed = Number(0, label="seed", minimum=0, info="a whole number")
         maps = gr.Checkbox(True, label="pixel maps")
     go = gr.Button("Score", variant="primary")
     note = gr.Markdown(label="verdict", elem_id="anom-note")

@@ -70,9 +70,13 @@ def parse_temperature(value: str | float | int | Sequence[float], L: int, *,
     return temps[0] if len(temps) == 1 else temps
 
 
-def parse_ks(value: Sequence[int] | str, L: int) -> list[int]:
-    """Levels k in 0..L, as a list or a comma-separated string; sorted, duplicates dropped."""
-    parts = value.replace(";", ",").split(",") if isinstance(value, str) else list(value)
+def parse_ks(value: Sequence[int] | str | int, L: int) -> list[int]:
+    """Levels k in 0..L, as a list, one number or a comma-separated string ("0, 2, 5"); sorted,
+    duplicates dropped."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace(";", ",").split(",")]
+    else:
+        parts = list(value) if isinstance(value, Sequence) else [value]
     ks = sorted({check_int("k", p, 0, L) for p in parts if str(p).strip()})
     if not ks:
         raise ValueError(f"choose at least one k in 0..{L}")
