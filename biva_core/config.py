@@ -45,6 +45,9 @@ class ModelConfig:
     dropout_q: float = 0.0  # in the bottom-up / inference blocks
     dropout_p: float = 0.0  # in the generative top-down blocks
     variant: str = "biva"
+    # C > 0: a class y joins the model (spec section 5, semi-supervised): the top-down path starts
+    # from [z_L, y], p(y) uniform, q(y | x) reads the top level's bottom-up features. 0 = none
+    classes: int = 0
 
     def __post_init__(self) -> None:
         _check(hasattr(self.image_shape, "__len__") and not isinstance(self.image_shape, (str, dict))
@@ -65,6 +68,7 @@ class ModelConfig:
         _check(0.0 <= self.dropout_q < 1.0, "dropout_q", self.dropout_q, "must be in [0, 1)")
         _check(0.0 <= self.dropout_p < 1.0, "dropout_p", self.dropout_p, "must be in [0, 1)")
         _check(self.variant in VARIANTS, "variant", self.variant, f"must be one of {VARIANTS}")
+        _check(self.classes >= 0, "classes", self.classes, "must be >= 0 (0 = no class variable)")
         _check(len(self.levels) >= 2, "levels", len(self.levels), "needs at least 2 levels")
         size = h
         for i, lv in enumerate(self.levels):
@@ -211,6 +215,13 @@ def fashion_mnist_binary() -> ModelConfig:
     return ModelConfig(image_shape=(1, 28, 28), likelihood="bernoulli", levels=_levels(spec))
 
 
+def mnist_ssl() -> ModelConfig:
+    """Semi-supervised MNIST (spec section 5; the paper's Table 3 uses 100 labels): the
+    `fashion_mnist_binary` hierarchy with a class y of 10 values at the top, Bernoulli output for
+    dynamically binarized MNIST (`--data mnist_binary --labels 100`)."""
+    return fashion_mnist_binary().replace(classes=10)
+
+
 def tiny() -> ModelConfig:
     """A few thousand parameters for tests: 3 levels on 8x8 RGB."""
     spec = [(1, 16, 4, 2, False), (1, 16, 4, 1, False), (1, 16, 4, 2, False)]
@@ -224,6 +235,7 @@ PRESETS = {
     "celeba64_cpu": celeba64_cpu,
     "fashion_mnist": fashion_mnist,
     "fashion_mnist_binary": fashion_mnist_binary,
+    "mnist_ssl": mnist_ssl,
     "tiny": tiny,
 }
 

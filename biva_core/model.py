@@ -4,6 +4,10 @@ Levels are numbered i = 1..L from the pixels up; in code `j = i - 1` indexes the
 Latents are indexed bottom-up as well: for BIVA, latent 2j is z_i^BU, 2j + 1 is z_i^TD, and
 the last one (2L - 2) is z_L; for the LVAE ablations latent j is z_i.
 
+With `classes` C > 0 (spec section 5) a class y joins at the top: the top-down path starts from
+[z_L, y], p(y) = 1/C, and q(y | x) reads the top level's bottom-up features. The bound then has
+one more term after the latents' KLs, log q(y | x) - log p(y) (log C for a given label).
+
     p(x, z) = p(x | z) p(z_L) prod_{i<L} p(z_i^BU | z_{>i}) p(z_i^TD | z_{>i})
     q(z | x) = q(z_L | x, z^BU_{<L}) prod_{i<L} q(z_i^BU | x, z^BU_{<i}) q(z_i^TD | x, z^BU_{<i}, z_{>i})
 
@@ -14,6 +18,7 @@ start from a cached `Boundary` so that n draws below k rerun only the levels <= 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -37,14 +42,24 @@ class BottomUp:
     q_bu: list[Gaussian | None]
     feats: list[Tensor]              # TD-inference features (BIVA) or BU features (LVAE)
     q_top: Gaussian
+    top: Tensor                      # the features q(z_L | .) and q(y | x) read, (B, c, h, w)
+
+    def repeat(self, n: int) -> "BottomUp":
+        """Every image n times in a row (B * n rows): one bottom-up pass for n top-down passes."""
+        rep = lambda t: None if t is None else t.repeat_interleave(n, dim=0)  # noqa: E731
+        pair = lambda g: None if g is None else (rep(g[0]), rep(g[1]))  # noqa: E731
+        return BottomUp([rep(t) for t in self.z_bu], [rep(t) for t in self.log_q_bu],
+                        [pair(g) for g in self.q_bu], [rep(t) for t in self.feats], pair(self.q_top), rep(self.top))
 
 
 @dataclass
 class Boundary:
-    """The top-down state just above level k: z_{k+1} as passed down and d_{k+1} (skip input)."""
+    """The top-down state just above level k: z_{k+1} as passed down and d_{k+1} (skip input),
+    and the class of each row for a model with classes."""
     k: int
     z: Tensor
     d: Tensor | None
+    y: Tensor | None = None
 
 
 @dataclass
@@ -89,10 +104,15 @@ class BIVA(Operations, nn.Module):
                 Stack(lv[j].blocks, ch[j], aux_channels=ch[j], dropout=cfg.dropout_q) for j in range(L))
         top_in = 2 * ch[-1] if self.biva else ch[-1]
         self.q_top_head = GaussianHead(top_in, lv[-1].latent, hw[-1], dense=lv[-1].dense)
+        if cfg.classes:  # q(y | x): the top features, flattened, through a small MLP
+            self.classifier = nn.Sequential(nn.ELU(), nn.Flatten(), nn.Linear(top_in * hw[-1][0] * hw[-1][1], 128),
+                                            nn.ELU(), nn.Linear(128, cfg.classes))
 
         # ---- top-down (generative) path, shared by inference; gen_*[j] computes d_{j+1}
+        # the top-down path starts from [z_L, y] when there is a class
         self.gen_zin = nn.ModuleList(
-            LatentIn(z_down[j + 1], ch[j + 1], hw[j + 1], dense=lv[j + 1].dense) for j in range(L - 1))
+            LatentIn(z_down[j + 1] + (cfg.classes if j == L - 2 else 0), ch[j + 1], hw[j + 1], dense=lv[j + 1].dense)
+            for j in range(L - 1))
         self.gen_up_z = nn.ModuleList(up(ch[j + 1], ch[j], lv[j + 1].stride) for j in range(L - 1))
         self.gen_up_d = nn.ModuleList(
             up(ch[j + 1], ch[j], lv[j + 1].stride) if self.skip and j < L - 2 else nn.Identity()
@@ -158,7 +178,7 @@ class BIVA(Operations, nn.Module):
             for j in range(L):
                 b = self.bu_stacks[j](self.bu_down[j](b))
                 feats.append(b)
-            return BottomUp(z_bu, log_q_bu, q_bu, feats[:-1], self.q_top_head(feats[-1])[0])
+            return BottomUp(z_bu, log_q_bu, q_bu, feats[:-1], self.q_top_head(feats[-1])[0], feats[-1])
         b, t = self.bu_stem(h), self.td_stem(h)
         for j in range(L):
             if j > 0:
@@ -174,14 +194,34 @@ class BIVA(Operations, nn.Module):
                 z = mean if use_mean else lik.gaussian_sample(mean, scale, generator=generator)
                 z_bu[j], log_q_bu[j] = z, lik.gaussian_log_prob(z, mean, scale)
                 feats.append(t)
-        return BottomUp(z_bu, log_q_bu, q_bu, feats, self.q_top_head(torch.cat([b, t], dim=1))[0])
+        top = torch.cat([b, t], dim=1)
+        return BottomUp(z_bu, log_q_bu, q_bu, feats, self.q_top_head(top)[0], top)
+
+    def class_logits(self, bu: BottomUp) -> Tensor:
+        """Logits of q(y | x), (B, C), from the top level's bottom-up features."""
+        assert self.config.classes, "this model has no class variable (classes = 0)"
+        return self.classifier(bu.top).float()
+
+    def with_class(self, z: Tensor, y: Tensor | None) -> Tensor:
+        """[z_L, y]: the top latent with the class appended as channels (broadcast over a map).
+        y: labels (B,) or class weights (B, C) (a mix of one-hots, for interpolation)."""
+        C = self.config.classes
+        if y is None:
+            raise ValueError(f"this model has a class variable ({C} classes): pass y")
+        y = F.one_hot(y.long(), C) if y.dim() == 1 else y
+        if y.shape != (z.shape[0], C):
+            raise ValueError(f"y must be {z.shape[0]} labels or ({z.shape[0]}, {C}) class weights, got {tuple(y.shape)}")
+        y = y.to(z.dtype)
+        if z.dim() == 4:
+            y = y[:, :, None, None].expand(-1, -1, *z.shape[2:])
+        return torch.cat([z, y], dim=1)
 
     # ------------------------------------------------------------------ the top-down pass
 
     def top_down(self, bu: BottomUp | None, *, k: int = 0, temperature: float | list[float] = 1.0,
                  q_mean: bool = False, start: Boundary | None = None, keep: int | None = None,
                  below: str = "p", batch: int = 1, generator: torch.Generator | None = None,
-                 fixed: list[Tensor] | None = None) -> TopDown:
+                 fixed: list[Tensor] | None = None, y: Tensor | None = None) -> TopDown:
         """Generate from z_L down to x. Levels i > k take z from q (`bu` needed), levels i <= k
         from p(z_i | z_{>i}) with their prior scales multiplied by `temperature` (one value, or
         one per level, bottom-up). `start` resumes at a cached boundary (then k = start.k);
@@ -189,6 +229,8 @@ class BIVA(Operations, nn.Module):
         below="q" takes the levels <= k from q as well (to mix a cached top with another image).
         fixed: one tensor per latent (bottom-up order) used as z for the levels above k instead of a
         posterior draw (interpolation); then `bu` is not needed and log_q stays None there.
+        y: the class of each row (labels (B,) or weights (B, C)), for a model with classes; it
+        joins z_L where the path starts from the top.
         """
         cfg, L = self.config, self.config.L
         temps = [float(temperature)] * L if isinstance(temperature, (int, float)) else [float(t) for t in temperature]
@@ -199,6 +241,7 @@ class BIVA(Operations, nn.Module):
         boundary = None
         if start is not None and start.k < L:
             k, z, d, first = start.k, start.z, start.d, start.k
+            y = start.y if y is None else y
         else:
             if start is not None:
                 k = L
@@ -216,9 +259,10 @@ class BIVA(Operations, nn.Module):
             log_p[-1] = lik.gaussian_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
             zs[-1], d, first = z, None, L - 1
             if keep == L - 1:
-                boundary = Boundary(L - 1, z, d)
+                boundary = Boundary(L - 1, z, d, y)
         for j in range(first - 1, -1, -1):
-            a = self.gen_up_z[j](self.gen_zin[j](z))
+            zin = self.with_class(z, y) if cfg.classes and j == L - 2 else z
+            a = self.gen_up_z[j](self.gen_zin[j](zin))
             d = self.gen_stacks[j](a, self.gen_up_d[j](d) if d is not None and self.skip else None)
             priors = self.p_heads[j](d)
             from_q = j + 1 > k or below == "q"
@@ -252,7 +296,7 @@ class BIVA(Operations, nn.Module):
                     z = lik.gaussian_sample(p_mean, p_scale, temps[j], generator)
                 log_p[j], zs[j] = lik.gaussian_log_prob(z, p_mean, p_scale), z
             if keep == j:
-                boundary = Boundary(j, z, d)
+                boundary = Boundary(j, z, d, y)
         h = self.out_stack(self.out_zin(z), d if self.skip else None)
         px = self.out_conv(F.elu(self.out_up(h)))
         return TopDown(px, log_q, log_p, zs, qs, boundary)
@@ -260,19 +304,73 @@ class BIVA(Operations, nn.Module):
     # ------------------------------------------------------------------ the bound
 
     def forward(self, x: Tensor, *, k: int = 0, generator: torch.Generator | None = None,
-                per_pixel: bool = False) -> tuple[Tensor, list[Tensor | None]]:
+                per_pixel: bool = False, y: Tensor | None = None) -> tuple[Tensor, list[Tensor | None]]:
         """One posterior sample per image: (log p(x | z), [log q - log p per latent]); with
         per_pixel, log p(x | z) is (B, H, W), one value per pixel (its channels together).
 
         For k = 0 the second list holds a single-sample estimate of every latent's KL and
         log p(x | z) - sum(kl) is the ELBO L_1. For k > 0, z_{<=k} comes from the prior, the
         terms of latents at levels <= k are None, and the same expression is L^{>k}'s weight.
+        With classes the list ends with the class's term (`class_term`): y given (labels (B,)),
+        or drawn from q(y | x), so that the same expression bounds log p(x) (or log p(x, y)).
         """
         h, target = self.prepare(x)
         bu = self.bottom_up(h, mean_below=k, generator=generator)
-        td = self.top_down(bu, k=k, batch=h.shape[0], generator=generator)  # batch: k = L draws every z from p
+        y, y_term = self.class_term(bu, y, prior=k >= self.config.L, generator=generator)
+        td = self.top_down(bu, k=k, batch=h.shape[0], generator=generator, y=y)  # batch: k = L draws every z from p
         kl = [None if lq is None else lq - lp for lq, lp in zip(td.log_q, td.log_p)]
+        if self.config.classes:
+            kl.append(y_term)
         return self.log_px(target, td.px, per_pixel), kl
+
+    def class_term(self, bu: BottomUp, y: Tensor | None, *, prior: bool = False,
+                   generator: torch.Generator | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """(y, log q(y | x) - log p(y)) per image, p(y) = 1/C. A given label is a point posterior:
+        its term is log C. Otherwise y ~ q(y | x), or y ~ p(y) with `prior` (then no term).
+        (None, None) for a model without classes."""
+        C, b = self.config.classes, bu.top.shape[0]
+        if not C:
+            if y is not None:
+                raise ValueError("this model has no class variable: y must be None")
+            return None, None
+        if y is not None:
+            if y.shape != (b,) or y.dtype.is_floating_point:
+                raise ValueError(f"y must be {b} integer labels, got {tuple(y.shape)} {y.dtype}")
+            if bool(((y < 0) | (y >= C)).any()):
+                raise ValueError(f"labels must be in 0..{C - 1}")
+            return y.to(bu.top.device), torch.full((b,), math.log(C), device=bu.top.device)
+        if prior:
+            return torch.randint(C, (b,), generator=generator, device=bu.top.device), None
+        log_q = self.class_logits(bu).log_softmax(-1)                          # (B, C)
+        y = torch.multinomial(log_q.exp(), 1, generator=generator).squeeze(1)
+        return y, log_q.gather(1, y[:, None]).squeeze(1) + math.log(C)
+
+    def class_bounds(self, x: Tensor, y: Tensor | None = None, *, free_bits: float = 0.0,
+                     generator: torch.Generator | None = None, with_kl: bool = False):
+        """L(x, y) = E_q(z|x,y)[log p(x, y, z) - log q(z | x, y)] for one posterior draw, and the
+        logits of q(y | x) (B, C), from one bottom-up pass.
+
+        y given (labels (B,)): L is (B,). y None: L(x, c) for every class c, (B, C), from C
+        top-down passes over the same bottom-up pass. free_bits > 0 floors each latent's KL
+        per image at that many nats (the training objective, spec section 5). with_kl adds the
+        latents' KLs (before the floor): (B, N), or (B, C, N)."""
+        C = self.config.classes
+        assert C, "class_bounds needs a model with classes"
+        h, target = self.prepare(x)
+        b = h.shape[0]
+        bu = self.bottom_up(h, generator=generator)
+        logits = self.class_logits(bu)
+        every = y is None
+        if every:
+            bu, target = bu.repeat(C), target.repeat_interleave(C, dim=0)
+            y = torch.arange(C, device=h.device).repeat(b)                     # row i*C + c: class c
+        td = self.top_down(bu, k=0, generator=generator, y=y)
+        kl = torch.stack([lq - lp for lq, lp in zip(td.log_q, td.log_p)], dim=1).float()   # (rows, N)
+        floored = kl.clamp(min=free_bits) if free_bits > 0 else kl
+        bound = self.log_px(target, td.px).float() - floored.sum(1) - math.log(C)
+        if every:
+            bound, kl = bound.view(b, C), kl.view(b, C, -1)
+        return (bound, logits, kl.detach()) if with_kl else (bound, logits)
 
     def log_weight(self, x: Tensor, *, k: int = 0, generator: torch.Generator | None = None) -> Tensor:
         """log p(x | z) p(z_{>k}) / q(z_{>k} | x) for one draw; its mean over draws is L^{>k}."""
@@ -280,11 +378,13 @@ class BIVA(Operations, nn.Module):
         return log_px - sum(t for t in kl if t is not None)
 
     def latent_level(self, index: int) -> int:
-        """The level i (1..L) that latent `index` belongs to."""
-        return index // 2 + 1 if self.biva else index + 1
+        """The level i (1..L) that latent `index` belongs to (a class y, the last index, counts
+        with the top level)."""
+        return min(index // 2 + 1 if self.biva else index + 1, self.config.L)
 
     def latent_names(self) -> list[str]:
         if not self.biva:
-            return [f"z{i + 1}" for i in range(self.config.L)]
+            return [f"z{i + 1}" for i in range(self.config.L)] + (["y"] if self.config.classes else [])
         L = self.config.L
-        return [f"z{j // 2 + 1}_{'td' if j % 2 else 'bu'}" for j in range(2 * L - 2)] + [f"z{L}"]
+        names = [f"z{j // 2 + 1}_{'td' if j % 2 else 'bu'}" for j in range(2 * L - 2)] + [f"z{L}"]
+        return names + (["y"] if self.config.classes else [])

@@ -3,6 +3,9 @@
 Every entry point runs under inference mode with the model in eval mode (dropout off) and
 puts the model back in its previous mode. Images come in and go out as float tensors
 (B, C, H, W) in [0, 1] on the model's device. Seeds give the same images for the same call.
+
+A model with classes (spec section 5) takes an optional `label` (one class, or one per row)
+where a class is chosen: given, else the argmax of q(y | x) for an image, else drawn from p(y).
 """
 from __future__ import annotations
 
@@ -50,48 +53,87 @@ class Operations:
             return None
         return torch.Generator(device=self.device).manual_seed(int(seed))
 
+    def _class(self, label: int | list[int] | Tensor | None, n: int, *, bu=None,
+               generator: torch.Generator | None = None) -> Tensor | None:
+        """The class of n rows: `label` (one for all, or n), else argmax q(y | x) of the bottom-up
+        pass `bu`, else n draws from p(y). None for a model without classes."""
+        C = self.config.classes
+        if not C:
+            if label is not None:
+                raise ValueError("this model has no classes: label must be None")
+            return None
+        if label is not None:
+            y = torch.as_tensor(label, device=self.device).flatten()
+            if y.dtype.is_floating_point or y.dtype == torch.bool:
+                raise ValueError(f"labels must be integers, got {y.tolist()}")
+            y = y.long().expand(n).clone() if y.numel() == 1 else y.long()
+            if y.numel() != n:
+                raise ValueError(f"expected 1 or {n} labels, got {y.numel()}")
+            if bool(((y < 0) | (y >= C)).any()):
+                raise ValueError(f"labels must be in 0..{C - 1}, got {y.tolist()}")
+            return y
+        if bu is not None:
+            return self.class_logits(bu).argmax(-1)
+        return torch.randint(C, (n,), generator=generator, device=self.device)
+
+    @_evaluating
+    def classify(self, x: Tensor) -> Tensor:
+        """q(y | x), (B, C), with the bottom-up pass at its posterior means."""
+        h, _ = self.prepare(x.to(self.device))
+        return self.class_logits(self.bottom_up(h, q_mean=True)).softmax(-1)
+
     @_evaluating
     def sample(self, n: int, *, temperature: float | list[float] = 1.0, seed: int | None = None,
-               sample_pixels: bool = False) -> Tensor:
+               sample_pixels: bool = False, label: int | list[int] | None = None) -> Tensor:
         """n images with every z drawn from the prior (scales times `temperature`, one value or
-        one per level bottom-up); the image is the mean of p(x | z) unless `sample_pixels`."""
+        one per level bottom-up); the image is the mean of p(x | z) unless `sample_pixels`.
+        With classes: of class `label` (one, or one per image), else y ~ p(y)."""
         g = self._generator(seed)
-        td = self.top_down(None, k=self.config.L, temperature=temperature, batch=n, generator=g)
+        y = self._class(label, n, generator=g)
+        td = self.top_down(None, k=self.config.L, temperature=temperature, batch=n, generator=g, y=y)
         return self.px_image(td.px, sample_pixels=sample_pixels, generator=g)
 
     @_evaluating
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """The mean of p(x | z) with every z at its posterior mean."""
+    def reconstruct(self, x: Tensor, *, label: int | list[int] | None = None) -> Tensor:
+        """The mean of p(x | z) with every z at its posterior mean (and y = label, else the
+        argmax of q(y | x))."""
         h, _ = self.prepare(x.to(self.device))
-        td = self.top_down(self.bottom_up(h, q_mean=True), k=0, q_mean=True)
+        bu = self.bottom_up(h, q_mean=True)
+        td = self.top_down(bu, k=0, q_mean=True, y=self._class(label, h.shape[0], bu=bu))
         return self.px_image(td.px)
 
     @_evaluating
-    def boundary(self, x: Tensor, k: int) -> "Boundary":
+    def boundary(self, x: Tensor, k: int, *, label: int | list[int] | None = None) -> "Boundary":
         """The top-down state above level k for x, with z_{>k} at the posterior means."""
         h, _ = self.prepare(x.to(self.device))
         bu = self.bottom_up(h, q_mean=True)
         if k >= self.config.L:
             from .model import Boundary
             return Boundary(self.config.L, None, None)
-        return self.top_down(bu, k=k, q_mean=True, keep=k).boundary
+        y = self._class(label, h.shape[0], bu=bu)
+        return self.top_down(bu, k=k, q_mean=True, keep=k, y=y).boundary
 
     @_evaluating
     def resample(self, x: Tensor, k: int, n: int, *, temperature: float | list[float] = 1.0,
-                 seed: int | None = None) -> Tensor:
+                 seed: int | None = None, label: int | list[int] | None = None) -> Tensor:
         """Keep z_{>k} from q(. | x) (posterior means) and draw z_{<=k} from p(z_{<=k} | z_{>k})
         n times: (B, n, C, H, W). k = 0 reconstructs (every draw equal), k = L samples. The
-        state above k is computed once; the n draws rerun only levels <= k."""
+        state above k is computed once; the n draws rerun only levels <= k. With classes the
+        class is kept too: `label` (one, or one per image), else argmax q(y | x); at k = L,
+        `label` or draws from p(y)."""
         L = self.config.L
         if not 0 <= k <= L:
             raise ValueError(f"k must be in 0..{L}, got {k}")
         b = x.shape[0]
         g = self._generator(seed)
-        start = self.boundary(x, k)
+        start, y = self.boundary(x, k, label=label), None
         if start.z is not None:
             rep = lambda t: None if t is None else t.repeat_interleave(n, dim=0)  # noqa: E731
-            start = type(start)(start.k, rep(start.z), rep(start.d))
-        td = self.top_down(None, start=start, temperature=temperature, batch=b * n, generator=g)
+            start = type(start)(start.k, rep(start.z), rep(start.d), rep(start.y))
+        else:  # nothing kept: each image's label n times, or n draws from p(y) per image
+            y = (self._class(label, b).repeat_interleave(n) if label is not None
+                 else self._class(None, b * n, generator=g))
+        td = self.top_down(None, start=start, temperature=temperature, batch=b * n, generator=g, y=y)
         img = self.px_image(td.px)
         return img.view(b, n, *img.shape[1:])
 
@@ -124,8 +166,13 @@ class Operations:
         za, zb = self.posterior_means(x_a[:1]), self.posterior_means(x_b[:1])
         ts = torch.linspace(0, 1, steps, device=self.device)
         fixed = [torch.cat([slerp(a, b, float(t)) for t in ts]) for a, b in zip(za, zb)]
+        y = None
+        if self.config.classes:  # the classes of A and B (argmax q(y | x)) mixed linearly
+            C = self.config.classes
+            ya, yb = (torch.nn.functional.one_hot(self.classify(v[:1]).argmax(-1), C).float() for v in (x_a, x_b))
+            y = (1 - ts[:, None]) * ya + ts[:, None] * yb                       # (steps, C)
         td = self.top_down(None, k=k, fixed=fixed, temperature=temperature, batch=steps,
-                           generator=self._generator(seed))
+                           generator=self._generator(seed), y=y)
         return self.px_image(td.px)
 
     @_evaluating
@@ -176,7 +223,8 @@ class Operations:
     def posterior_means(self, x: Tensor) -> list[Tensor]:
         """Each latent's posterior mean with every parent at its posterior mean: N x (B, ...)."""
         h, _ = self.prepare(x.to(self.device))
-        td = self.top_down(self.bottom_up(h, q_mean=True), k=0, q_mean=True)
+        bu = self.bottom_up(h, q_mean=True)
+        td = self.top_down(bu, k=0, q_mean=True, y=self._class(None, h.shape[0], bu=bu))
         return [q[0] for q in td.q]
 
     def active_units(self, xs, *, threshold: float = 0.01) -> list[int]:

@@ -5,6 +5,7 @@
         --steps 2000 --set image_shape=[3,8,8] lr=1e-3
     python train.py ... --resume            # continue exactly where runs/... stopped
     torchrun --nproc_per_node 4 train.py ... # data-parallel over 4 GPUs (batch = global batch)
+    python train.py --preset mnist_ssl --data mnist_binary --labels 100 --out runs/ssl   # semi-supervised
 
 `--set key=value` changes a model-config key (image_shape, likelihood, mixtures, levels,
 dropout_q, dropout_p, variant) or a training key (see TrainConfig); values are JSON
@@ -51,7 +52,7 @@ def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
             train[key] = parse_value(value)
         else:
             raise SystemExit(f"--set {key}: unknown key; model keys {sorted(model)}, training keys {sorted(train)}")
-    for key in ("steps", "batch_size", "max_minutes"):
+    for key in ("steps", "batch_size", "max_minutes", "labels"):
         if getattr(args, key) is not None:
             train[key] = getattr(args, key)
     try:
@@ -61,7 +62,7 @@ def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .data import DATASETS, base_dataset, load_split
+    from .data import DATASETS, base_dataset, load_labels, load_split
     ap = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", required=True, choices=sorted(PRESETS))
     ap.add_argument("--data", required=True, choices=DATASETS)
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--resume", action="store_true", help="continue from OUT/state")
     ap.add_argument("--init", help="start from the weights of this pretrained folder")
+    ap.add_argument("--labels", type=int, help="semi-supervised: this many labelled training images, "
+                    "as many of each class (a model with classes, e.g. --preset mnist_ssl)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -97,8 +100,18 @@ def main(argv: list[str] | None = None) -> None:
         valid = binarize(valid, f"{args.data}/valid")
     if args.data == "mnist" and model_cfg.likelihood == "bernoulli":
         train, valid = (train > 127).astype("uint8"), (valid > 127).astype("uint8")
-    trainer = Trainer(model_cfg, train_cfg, train, valid, args.out, device=dist.local_device(args.device),
-                      init=args.init, log=lambda m: print(m, file=sys.stderr), dataset=args.data)
+    train_labels = valid_labels = None
+    if model_cfg.classes:  # the labels (of the labelled part; the valid ones choose the model)
+        try:
+            train_labels, valid_labels = (load_labels(args.data, s, args.data_dir) for s in ("train", "valid"))
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"data: a model with classes needs labels: {e}") from None
+    try:
+        trainer = Trainer(model_cfg, train_cfg, train, valid, args.out, device=dist.local_device(args.device),
+                          init=args.init, log=lambda m: print(m, file=sys.stderr), dataset=args.data,
+                          train_labels=train_labels, valid_labels=valid_labels)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     if args.resume:
         trainer.load_state()
         if trainer.rank == 0:

@@ -83,6 +83,11 @@ class TrainConfig:
     num_threads: int = 0             # CPU threads (0 = all cores)
     snapshots: bool = False          # also keep the best weights of every validation under
                                      # snapshots/<step>/ (to measure a score against training time)
+    # semi-supervised training (a model with classes, spec section 5)
+    labels: int = 0                  # labelled training images, labels / classes per class (0 = none)
+    label_seed: int = 0              # the seed of their draw (semisupervised.draw_labels)
+    labelled_batch: int = 32         # labelled images in every batch, beside batch_size unlabelled
+    ssl_alpha: float = 0.1           # alpha = ssl_alpha * N of the classification term
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -128,7 +133,8 @@ def to_float(batch: torch.Tensor, binary: bool) -> torch.Tensor:
 class Trainer:
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, train: np.ndarray, valid: np.ndarray,
                  out: str | os.PathLike, *, device: str = "cpu", init: str | None = None, log=print,
-                 dataset: str | None = None):
+                 dataset: str | None = None, train_labels: np.ndarray | None = None,
+                 valid_labels: np.ndarray | None = None):
         self.cfg, self.device, self.out, self.log = cfg, torch.device(device), Path(out), log
         self.dataset = dataset  # recorded in the saved weights' training metadata
         self.distributed = dist.init(self.device)
@@ -150,6 +156,11 @@ class Trainer:
         if cfg.binarize and train.max() <= 1:
             raise ValueError("train config: binarize=true needs 8-bit training images (0..255), "
                              "these are already binary")
+        self.classes = model_cfg.classes
+        train = self._split_labelled(train, train_labels)
+        self.valid_labels = valid_labels if self.classes else None
+        if self.classes and (self.distributed or cfg.compile):
+            raise ValueError("train config: a model with classes trains in one process, without compile")
         # uint8 in memory; on a GPU the whole split lives there (16k faces at 64x64 are 197 MB)
         self.train_data = torch.from_numpy(np.ascontiguousarray(train)).to(
             self.device if self.device.type == "cuda" else "cpu")
@@ -181,11 +192,35 @@ class Trainer:
             forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.forward = torch.compile(forward) if cfg.compile else forward
         self.step, self.epoch, self.pos = 0, 0, 0
-        self.best_bpd, self.seconds = math.inf, 0.0
+        self.best_bpd, self.best_error, self.seconds = math.inf, math.inf, 0.0
         self.kl_history: list[tuple[int, list[float]]] = []
         self.stop_requested = False
         if self.rank:  # every rank its own stream of dropout masks and latent draws
             torch.manual_seed(cfg.seed + 1_000_003 * self.rank)
+
+    def _split_labelled(self, train: np.ndarray, train_labels: np.ndarray | None) -> np.ndarray:
+        """With labels = n: draw n / classes labelled images per class (label_seed), keep them
+        apart and return the unlabelled rest of the training split."""
+        c, C = self.cfg, self.classes
+        self.labelled, self.labelled_y, self.label_index = None, None, None
+        if not c.labels:
+            return train
+        if not C:
+            raise ValueError(f"train config: labels={c.labels} needs a model with classes "
+                             "(a preset such as mnist_ssl, or --set classes=C)")
+        if train_labels is None or len(train_labels) != len(train):
+            raise ValueError("train config: labels > 0 needs one label per training image")
+        if c.labels % C or len(np.unique(train_labels)) != C:
+            raise ValueError(f"train config: labels={c.labels} must be a multiple of the {C} classes, "
+                             f"and the data must have {C} classes (found {len(np.unique(train_labels))})")
+        from .semisupervised import draw_labels
+        idx = draw_labels(train_labels, c.labels // C, c.label_seed)
+        self.label_index = idx
+        self.labelled = torch.from_numpy(np.ascontiguousarray(train[idx]))
+        self.labelled_y = torch.from_numpy(np.asarray(train_labels)[idx]).long()
+        rest = np.ones(len(train), bool)
+        rest[idx] = False
+        return train[rest]
 
     def _fused(self) -> dict:
         if self.device.type != "cuda" or not self.cfg.fused:
@@ -213,13 +248,26 @@ class Trainer:
             self._perm = (self.epoch, self._permutation(self.epoch).to(self.train_data.device))
         idx = self._perm[1][self.pos:self.pos + b][part]
         self.pos += b
-        x = self.train_data[idx]
+        return self._augment(self.train_data[idx], b, part)
+
+    def labelled_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """labelled_batch labelled images and their labels, drawn afresh each step (seed, step)."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 15_485_863 + self.step)
+        n = len(self.labelled)
+        idx = torch.randperm(n, generator=g)[:self.cfg.labelled_batch] if self.cfg.labelled_batch <= n else \
+            torch.randint(n, (self.cfg.labelled_batch,), generator=g)
+        x = self._augment(self.labelled[idx], len(idx), slice(None), salt=1_000_003)
+        return x, self.labelled_y[idx].to(self.device)
+
+    def _augment(self, x: torch.Tensor, b: int, part: slice, salt: int = 0) -> torch.Tensor:
+        """Flips and dynamic binarization of this rank's slice `part` of a global uint8 batch of b,
+        fixed by (seed, step, rank, salt) for resume; -> float images on the device."""
         if self.cfg.flip:
-            g = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.step)
+            g = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.step + salt)
             flip = (torch.rand(b, generator=g)[part] < 0.5).to(x.device).view(-1, 1, 1, 1)
             x = torch.where(flip, x.flip(-1), x)
-        if self.cfg.binarize:  # a fresh draw each time, fixed by (seed, step, rank) for resume
-            g = torch.Generator().manual_seed(self.cfg.seed * 104_729 + self.step * 1_009 + self.rank)
+        if self.cfg.binarize:  # a fresh draw each time
+            g = torch.Generator().manual_seed(self.cfg.seed * 104_729 + self.step * 1_009 + self.rank + salt)
             x = (torch.rand(x.shape, generator=g) * 255 < x.cpu()).to(torch.uint8)
         x = to_float(x.to(self.device, non_blocking=True), self.binary)
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
@@ -254,10 +302,18 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.model.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            log_px, kl = self.forward(x)
-        log_px, kl = log_px.float(), [t.float() for t in kl]
-        loss = bounds.free_bits_loss(log_px, kl, c.free_bits).mean() / self.model.config.dims
+        extra = {}
+        if self.classes:  # the semi-supervised objective (spec section 5)
+            loss, stats, kl_t = self._ssl_loss(x)
+            elbo, extra = stats["U"], {k: stats[k] for k in ("ce", "accuracy") if k in stats}
+        else:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                log_px, kl = self.forward(x)
+            log_px, kl = log_px.float(), [t.float() for t in kl]
+            loss = bounds.free_bits_loss(log_px, kl, c.free_bits).mean() / self.model.config.dims
+            with torch.no_grad():
+                kl_t = torch.stack(kl, 1).detach()
+                elbo, kl_t = (log_px - kl_t.sum(1)).mean(), kl_t.mean(0)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
         # the same decision on every rank: gradients and their norm are averaged already, the loss here
@@ -270,11 +326,20 @@ class Trainer:
             torch._foreach_lerp_(self.ema_params, self.params, 1 - self.ema_decay(self.step))
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
-        with torch.no_grad():
-            kl_t = torch.stack(kl, 1).detach()
-            elbo = (log_px - kl_t.sum(1)).mean()
         return {"loss": loss_all, "elbo": elbo, "grad_norm": gn.detach(), "skipped": 1.0 - ok,
-                "kl": kl_t.mean(0)}
+                "kl": kl_t, **extra}
+
+    def _ssl_loss(self, x: torch.Tensor):
+        """-J / (N D) of semisupervised.objective for this batch (unlabelled x, and labelled_batch
+        labelled images when there are labels); U(x) stands for the ELBO in the logs."""
+        from .semisupervised import objective
+        n_l = 0 if self.labelled is None else len(self.labelled)
+        x_l, y_l = self.labelled_batch() if n_l else (None, None)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss, stats = objective(self.model, x, x_l, y_l, n_unlabelled=len(self.train_data), n_labelled=n_l,
+                                    alpha=self.cfg.ssl_alpha * (len(self.train_data) + n_l),
+                                    free_bits=self.cfg.free_bits)
+        return loss.float(), stats, stats["kl"]
 
     @torch.no_grad()
     def _guarded_update(self, ok: torch.Tensor) -> None:
@@ -316,8 +381,13 @@ class Trainer:
             kls.append(kl)
         elbo = torch.cat(elbos).mean().item()
         kl = torch.cat(kls).mean(0).tolist()
-        return {"valid_elbo": elbo, "valid_bpd": bounds.bits_per_dim(elbo, model.config.dims),
-                "valid_kl": kl, "valid_images": len(data)}
+        row = {"valid_elbo": elbo, "valid_bpd": bounds.bits_per_dim(elbo, model.config.dims),
+               "valid_kl": kl, "valid_images": len(data)}
+        if self.valid_labels is not None:  # a model with classes is chosen by its valid error
+            from .semisupervised import error_rate
+            row["valid_error"] = error_rate(model, data, self.valid_labels[:n], batch=4 * self.cfg.batch_size,
+                                            to_float=lambda b: to_float(b.to(self.device), self.binary))
+        return row
 
     # ------------------------------------------------------------------ saving and resuming
 
@@ -325,6 +395,8 @@ class Trainer:
         return {**({"dataset": self.dataset} if self.dataset else {}),
                 "step": self.step, "epoch": self.epoch, "seconds": round(self.seconds, 1),
                 "best_valid_bpd": self.best_bpd, "train_config": dataclasses.asdict(self.cfg),
+                **({"best_valid_error": self.best_error} if math.isfinite(self.best_error) else {}),
+                **({"labelled_index": self.label_index.tolist()} if self.label_index is not None else {}),
                 **(extra or {})}
 
     def save_state(self) -> None:
@@ -349,6 +421,7 @@ class Trainer:
         name = f"tensors-{self.step:09d}.safetensors"
         _atomic_write(d / name, lambda p: save_file(tensors, p))
         scalars = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "best_bpd": self.best_bpd,
+                   "best_error": self.best_error if math.isfinite(self.best_error) else None,
                    "seconds": self.seconds, "kl_history": self.kl_history, "tensors": name,
                    "world_size": self.world, "param_groups": opt["param_groups"],
                    "train_config": dataclasses.asdict(self.cfg), "model_config": self.model.config.to_dict()}
@@ -376,6 +449,7 @@ class Trainer:
         self.opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
         self.step, self.epoch, self.pos = scalars["step"], scalars["epoch"], scalars["pos"]
         self.best_bpd, self.seconds = scalars["best_bpd"], scalars["seconds"]
+        self.best_error = math.inf if scalars.get("best_error") is None else scalars["best_error"]
         self.kl_history = [tuple(r) for r in scalars["kl_history"]]
         if f"rng.{self.rank}" in tensors:
             dist.set_rng(tensors[f"rng.{self.rank}"].cpu(), self.device)
@@ -402,18 +476,24 @@ class Trainer:
                 row = {"step": self.step, "seconds": round(self.seconds, 1), **self.validate(), **raw}
                 self.write_metrics(row)
                 self.on_validation(row)
+            error = (f", valid error EMA {row['valid_error']:.2%}, raw {row['raw_valid_error']:.2%}"
+                     if "valid_error" in row else "")
             self.log(f"step {self.step}: valid bpd EMA {row['valid_bpd']:.4f}, raw {row['raw_valid_bpd']:.4f} "
-                     f"(best {self.best_bpd:.4f})")
+                     f"(best {self.best_bpd:.4f}){error}")
         dist.barrier()
 
     def on_validation(self, row: dict) -> None:
         """Keep the best weights by valid bits/dim (the EMA weights, or the raw ones when they
         are better: early in training an average of fast-moving weights can lag far behind);
         draw the pictures."""
-        best_model = self.ema if row["valid_bpd"] <= row.get("raw_valid_bpd", math.inf) else self.model
-        bpd = min(row["valid_bpd"], row.get("raw_valid_bpd", math.inf))
-        if bpd < self.best_bpd:
+        # a model with classes and valid labels: by (valid error, bits/dim), the spec's choice
+        key = lambda p: (row.get(f"{p}valid_error", 0.0), row.get(f"{p}valid_bpd", math.inf))  # noqa: E731
+        best_model = self.ema if key("") <= key("raw_") else self.model
+        error, bpd = min(key(""), key("raw_"))
+        if (error, bpd) < (self.best_error if "valid_error" in row else 0.0, self.best_bpd):
             self.best_bpd = bpd
+            if "valid_error" in row:
+                self.best_error = error
             which = "ema" if best_model is self.ema else "raw"
             meta = {k: v for k, v in row.items() if k not in ("valid_kl", "raw_valid_kl")}
             save_pretrained(best_model, self.out, training=self.metadata({"valid": meta, "weights": which}))
@@ -455,7 +535,8 @@ class Trainer:
                            "bpd": bounds.bits_per_dim(elbo, self.model.config.dims),
                            "grad_norm": float(acc["grad_norm"]) / n_acc, "skipped": int(round(float(acc["skipped"]))),
                            "lr": self.lr_at(self.step), "images_per_s": n_acc * c.batch_size / dt,
-                           "seconds": round(self.seconds, 1), "kl": (acc["kl"] / n_acc).tolist()}
+                           "seconds": round(self.seconds, 1), "kl": (acc["kl"] / n_acc).tolist(),
+                           **{f"train_{k}": float(acc[k]) / n_acc for k in ("ce", "accuracy") if k in acc}}
                     self.write_metrics(row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", bpd=f"{row['bpd']:.3f}", ips=f"{row['images_per_s']:.0f}")
                     acc, n_acc, t_log = None, 0, time.time()

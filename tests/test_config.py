@@ -18,8 +18,9 @@ def test_preset_builds_and_round_trips(name: str) -> None:
     with torch.device("meta"):
         model = BIVA(cfg)
     assert sum(p.numel() for p in model.parameters()) > 0
-    assert len(model.latent_names()) == cfg.n_latents == 2 * cfg.L - 1
-    assert len(set(model.latent_names())) == cfg.n_latents
+    extra = 1 if cfg.classes else 0                                     # a class y is named last
+    assert len(model.latent_names()) == cfg.n_latents + extra and cfg.n_latents == 2 * cfg.L - 1
+    assert len(set(model.latent_names())) == cfg.n_latents + extra
     again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and isinstance(again.levels[0], LevelConfig)
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import biva_core.data as data
-from biva_core.data import DATASETS, celeba, cifar, folder, image_shape, load_split, mnist
+from biva_core.data import DATASETS, celeba, cifar, folder, image_shape, load_labels, load_split, mnist
 
 SPLITS = ("train", "valid", "test")
 RNG = np.random.default_rng(0)
@@ -484,3 +484,25 @@ def test_real_celeba(real_cache):
     start = time.perf_counter()
     again = load("celeba", "train", root, real_cache)  # the celeba folder itself: same cache entry
     assert time.perf_counter() - start < 5 and again.shape == (15979, 3, 64, 64)
+
+
+def test_labels_follow_the_image_split(tmp_path):
+    """train / valid are the first 5/6 and the last 1/6 of the training labels, test the t10k file."""
+    labels = {"train-labels-idx1-ubyte": np.arange(12, dtype=np.uint8) % 10,
+              "t10k-labels-idx1-ubyte": np.array([7, 2, 1, 0], np.uint8)}
+    for stem, y in labels.items():
+        with gzip.open(tmp_path / f"{stem}.gz", "wb") as f:
+            f.write(b"\0\0\x08\x01" + struct.pack(">I", len(y)) + y.tobytes())
+    assert load_labels("mnist", "train", tmp_path).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert load_labels("fashion_mnist_binary", "valid", tmp_path).tolist() == [0, 1]
+    assert load_labels("mnist", "test", tmp_path).tolist() == [7, 2, 1, 0]
+    with pytest.raises(ValueError, match="no class labels"):
+        load_labels("celeba", "train", tmp_path)
+
+
+@needs_real
+def test_real_mnist_labels():
+    """The test set's class counts are MNIST's published ones; each split has a label per image."""
+    y = {split: load_labels("mnist", split, REAL) for split in SPLITS}
+    assert [len(y[s]) for s in SPLITS] == [50000, 10000, 10000]
+    assert np.bincount(y["test"]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

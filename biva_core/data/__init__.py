@@ -118,4 +118,19 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
     return cached(path, decode)
 
 
-__all__ = ["BINARY", "DATASETS", "SPLITS", "base_dataset", "dataset_root", "image_shape", "load_split"]
+LABELLED = ("mnist", "fashion_mnist", "mnist_binary", "fashion_mnist_binary")
+
+
+def load_labels(dataset: str, split: str, data_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """int64 class labels (N,) of a split, in the order of load_split's images (the digit sets'
+    idx label files; the *_binary sets share their 8-bit set's labels)."""
+    _check_dataset(dataset)
+    if dataset not in LABELLED:
+        raise ValueError(f"{dataset} has no class labels here; labelled sets: {', '.join(LABELLED)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return mnist.read_labels(dataset_root(dataset, data_dir), split)
+
+
+__all__ = ["BINARY", "DATASETS", "LABELLED", "SPLITS", "base_dataset", "dataset_root", "image_shape",
+           "load_labels", "load_split"]

@@ -83,7 +83,7 @@ def read_idx(path: Path) -> np.ndarray:
             raise ValueError(f"{path}: cannot read ({err})") from err
     if len(raw) < 4 or raw[:3] != b"\0\0\x08":
         raise ValueError(f"{path}: not an idx file of unsigned bytes (magic {raw[:4].hex()}, "
-                         "expected 00000803 for images)")
+                         "expected 00000803 for images, 00000801 for labels)")
     ndim = raw[3]
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
@@ -115,6 +115,19 @@ def idx_source(root: Path, split: str) -> Source:
         n_valid = len(images) // 6  # 10,000 of 60,000
         return images[len(images) - n_valid:] if split == "valid" else images[:len(images) - n_valid]
     return Source([path], decode)
+
+
+def read_labels(root: Path, split: str) -> np.ndarray:
+    """int64 class labels (N,) of an MNIST / Fashion-MNIST split, from the idx label files
+    (train-labels-idx1-ubyte, t10k-labels-idx1-ubyte), split as the images are."""
+    path = _idx_file(root, "t10k-labels-idx1-ubyte" if split == "test" else "train-labels-idx1-ubyte")
+    labels = read_idx(path)
+    if labels.ndim != 1:
+        raise ValueError(f"{path}: expected labels (N,), found shape {labels.shape}")
+    if split == "test":
+        return labels.astype(np.int64)
+    n_valid = len(labels) // 6
+    return (labels[len(labels) - n_valid:] if split == "valid" else labels[:len(labels) - n_valid]).astype(np.int64)
 
 
 def binarize(images: np.ndarray, seed: int | str) -> np.ndarray:

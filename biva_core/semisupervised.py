@@ -1,0 +1,80 @@
+"""Semi-supervised BIVA (spec section 5, M2 of Kingma et al. 2014 with BIVA as the hierarchy).
+
+A class y (C values, p(y) = 1/C) joins the top of the model; `BIVA.class_bounds` gives
+
+    L(x, y) = E_q(z|x,y)[log p(x, y, z) - log q(z | x, y)]                    labelled x
+    U(x)    = sum_y q(y | x) L(x, y) + H(q(y | x))  <= log p(x)               unlabelled x
+
+and the training objective over a data set of N images, with alpha = 0.1 N, is
+
+    J = sum_labelled [L(x, y) + alpha log q(y | x)] + sum_unlabelled U(x).
+
+U(x) equals log sum_y exp L(x, y) exactly when q(y | x) is the softmax of L(x, y), and is below it
+otherwise (Gibbs' inequality): `unlabelled_bound` is that expression for any q.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def unlabelled_bound(bounds_xy: Tensor, logits: Tensor) -> Tensor:
+    """U(x) = sum_y q(y | x) (L(x, y) - log q(y | x)), from L(x, y) (B, C) and the logits of
+    q(y | x) (B, C): (B,)."""
+    log_q = logits.to(torch.promote_types(bounds_xy.dtype, torch.float32)).log_softmax(-1)
+    return (log_q.exp() * (bounds_xy - log_q)).sum(-1)
+
+
+def draw_labels(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Indices (sorted) of `per_class` images of every class present in `labels`, drawn without
+    replacement with a fixed seed: the labelled part of a training split."""
+    if per_class < 1:
+        raise ValueError(f"labels per class must be >= 1, got {per_class}")
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(labels):
+        pool = np.flatnonzero(labels == c)
+        if len(pool) < per_class:
+            raise ValueError(f"class {c} has {len(pool)} training images, fewer than {per_class} labels")
+        picked.append(rng.choice(pool, per_class, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None = None, *,
+              n_unlabelled: int, n_labelled: int = 0, alpha: float, free_bits: float = 0.0,
+              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """The training loss -J / (N D) estimated from one batch, N = n_unlabelled + n_labelled: the
+    sum over each part of the batch is scaled to the size of its set. free_bits floors each
+    latent's KL as in unsupervised training. Returns the loss and detached statistics:
+    "U" (mean U(x) of the unlabelled rows, nats), "kl" (its per-latent KL, q(y | x)-weighted,
+    and the class term last), and for labelled rows "L", "ce" (mean -log q(y | x)), "accuracy"."""
+    C, N = model.config.classes, n_unlabelled + n_labelled
+    bounds_u, logits_u, kl_u = model.class_bounds(x_u, free_bits=free_bits, generator=generator, with_kl=True)
+    U = unlabelled_bound(bounds_u, logits_u)
+    J = U.sum() * (n_unlabelled / len(x_u))
+    with torch.no_grad():
+        q = logits_u.softmax(-1)                                               # (B, C)
+        kl_y = (q * q.clamp_min(1e-30).log()).sum(-1) + np.log(C)              # KL(q(y | x) || p(y))
+        kl = torch.cat([(q[:, :, None] * kl_u).sum(1), kl_y[:, None]], dim=1).mean(0)
+    stats = {"U": U.detach().mean(), "kl": kl}
+    if x_l is not None and len(x_l):
+        bounds_l, logits_l = model.class_bounds(x_l, y_l, free_bits=free_bits, generator=generator)
+        log_q = logits_l.log_softmax(-1).gather(1, y_l[:, None].long()).squeeze(1)
+        J = J + (bounds_l + alpha * log_q).sum() * (n_labelled / len(x_l))
+        stats.update(L=bounds_l.detach().mean(), ce=-log_q.detach().mean(),
+                     accuracy=(logits_l.argmax(-1) == y_l).float().mean())
+    return -J / (N * model.config.dims), stats
+
+
+@torch.inference_mode()
+def error_rate(model, images, labels: np.ndarray, *, batch: int = 500, to_float=None) -> float:
+    """The fraction of images whose argmax q(y | x) is not their label. images: uint8 (N, C, H, W)
+    (or float in [0, 1]); to_float converts a uint8 batch to the model's input."""
+    wrong = 0
+    for i in range(0, len(images), batch):
+        x = torch.as_tensor(np.asarray(images[i:i + batch]))
+        x = to_float(x) if to_float is not None else x.float()
+        pred = model.classify(x).argmax(-1).cpu().numpy()
+        wrong += int((pred != labels[i:i + batch]).sum())
+    return wrong / max(1, len(images))

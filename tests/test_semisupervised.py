@@ -1,0 +1,175 @@
+"""Semi-supervised BIVA (spec section 5): the bounds' identities, the objective with one class, the
+label draw, the operations of a model with classes, and a tiny model that learns to classify."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from biva_core import BIVA
+from biva_core.checkpoint import load_pretrained, save_pretrained
+from biva_core.semisupervised import draw_labels, error_rate, objective, unlabelled_bound
+from biva_core.trainer import TrainConfig, Trainer
+
+from conftest import images, live_model, tiny_config
+
+CLASSES = 3
+
+
+def class_model(kind: str = "dmol", classes: int = CLASSES, variant: str = "biva") -> BIVA:
+    return live_model(tiny_config(variant, kind).replace(classes=classes))
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------- the bounds
+
+def test_unlabelled_bound_is_logsumexp_at_the_softmax_and_below_it_otherwise():
+    g = gen(1)
+    bounds_xy = 50 * torch.randn(6, 5, generator=g, dtype=torch.float64) - 300
+    exact = torch.logsumexp(bounds_xy, -1)
+    assert torch.allclose(unlabelled_bound(bounds_xy, bounds_xy), exact, rtol=0, atol=1e-9)
+    for _ in range(5):
+        other = torch.randn(6, 5, generator=g, dtype=torch.float64) * 3
+        gap = exact - unlabelled_bound(bounds_xy, other)
+        assert (gap > 0).all(), gap
+
+
+@pytest.mark.parametrize("variant", ["biva", "lvae+"])
+def test_model_U_equals_log_sum_exp_of_class_bounds_when_q_is_their_softmax(variant):
+    model = class_model(variant=variant)
+    x = images(model.config, 4)
+    with torch.no_grad():
+        bounds_xy, logits = model.class_bounds(x, generator=gen(2))               # (4, C)
+        assert bounds_xy.shape == logits.shape == (4, CLASSES)
+        exact = torch.logsumexp(bounds_xy.double(), -1)
+        assert torch.allclose(unlabelled_bound(bounds_xy.double(), bounds_xy.double()), exact, atol=1e-9)
+        assert (unlabelled_bound(bounds_xy.double(), logits.double()) < exact).all()
+
+
+def test_with_one_class_the_objective_is_the_ordinary_elbo_and_its_free_bits_loss():
+    from biva_core import bounds
+    model = class_model(classes=1)
+    x = images(model.config, 5)
+    D = model.config.dims
+    for free_bits in (0.0, 2.0):
+        loss, stats = objective(model, x, n_unlabelled=5, alpha=123.0, free_bits=free_bits, generator=gen(4))
+        log_px, kl = model(x, y=torch.zeros(5, dtype=torch.long), generator=gen(4))
+        assert float(kl[-1].abs().max()) == 0.0                                 # log q(y) - log p(y) = log 1
+        want = bounds.free_bits_loss(log_px, kl[:-1], free_bits).mean() / D
+        assert torch.allclose(loss, want, rtol=1e-5), (float(loss), float(want))
+        if free_bits == 0:
+            assert torch.allclose(stats["U"], (log_px - sum(kl)).mean(), rtol=1e-5)
+
+
+def test_objective_scales_each_part_to_its_set_and_weights_the_labels_by_alpha():
+    model = class_model()
+    x_u, x_l = images(model.config, 4, seed=1), images(model.config, 3, seed=2)
+    y_l = torch.tensor([0, 2, 1])
+    kw = dict(n_unlabelled=40, n_labelled=6, free_bits=0.0)
+    loss0, _ = objective(model, x_u, x_l, y_l, alpha=0.0, generator=gen(5), **kw)
+    loss1, st = objective(model, x_u, x_l, y_l, alpha=10.0, generator=gen(5), **kw)
+    # the same draws: the difference is the classification term alone, (6 / 3) * 10 * sum log q
+    log_q = -st["ce"] * 3
+    assert torch.allclose((loss0 - loss1) * 46 * model.config.dims, 2 * 10 * log_q, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- the labels
+
+def test_label_draw_is_balanced_seeded_and_refuses_short_classes():
+    labels = np.random.default_rng(0).integers(0, 10, 5000)
+    a, b, c = draw_labels(labels, 10, seed=0), draw_labels(labels, 10, seed=0), draw_labels(labels, 10, seed=1)
+    assert len(a) == 100 and len(set(a.tolist())) == 100
+    assert np.bincount(labels[a], minlength=10).tolist() == [10] * 10
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="class 3 has 2 training images"):
+        draw_labels(np.array([0] * 20 + [3] * 2), 5, seed=0)
+
+
+# ---------------------------------------------------------------- operations with a class
+
+def test_operations_with_classes():
+    model = class_model()
+    x = images(model.config, 2)
+    probs = model.classify(x)
+    assert probs.shape == (2, CLASSES) and torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-6)
+    # resampling at k = 0 is reconstruction, with the predicted class or a given one
+    assert torch.allclose(model.resample(x, 0, 2, seed=0)[:, 0], model.reconstruct(x), atol=1e-6)
+    assert torch.allclose(model.resample(x, 0, 2, seed=0, label=1)[:, 1], model.reconstruct(x, label=1), atol=1e-6)
+    # the class changes what is drawn: the same seed, other classes, other images
+    s0, s1 = model.sample(3, seed=0, label=0), model.sample(3, seed=0, label=2)
+    assert s0.shape == (3, *model.config.image_shape) and not torch.allclose(s0, s1)
+    assert torch.equal(model.sample(3, seed=0, label=[0, 0, 0]), s0)
+    assert model.resample(x, model.config.L, 2, seed=0, label=[0, 1]).shape == (2, 2, *model.config.image_shape)
+    assert model.interpolate(x[:1], x[1:], 1, steps=3).shape == (3, *model.config.image_shape)
+    # the bound's last term is the class's: the list is one longer than the latents
+    out = model.elbo(x, seed=0)
+    assert out["kl"].shape == (2, model.config.n_latents + 1) and len(model.latent_names()) == out["kl"].shape[1]
+    assert torch.isfinite(model.iw_bound(x, K=3, seed=0)).all()
+    sc = model.scores(x, [1], seed=0)
+    assert torch.isfinite(sc.llr[1]).all()
+    with pytest.raises(ValueError, match=r"labels must be in 0..2"):
+        model.sample(2, label=3)
+    with pytest.raises(ValueError, match="expected 1 or 2 labels"):
+        model.sample(2, label=[0, 1, 2])
+    with pytest.raises(ValueError, match="no classes"):
+        live_model(tiny_config()).sample(2, label=0)
+
+
+def test_a_model_with_classes_saves_and_loads_exactly(tmp_path):
+    model = class_model()
+    save_pretrained(model, tmp_path)
+    again = load_pretrained(tmp_path)
+    x = images(model.config, 2)
+    assert again.config.classes == CLASSES
+    assert torch.equal(model.classify(x), again.classify(x))
+    assert torch.equal(model.sample(2, seed=3, label=1), again.sample(2, seed=3, label=1))
+
+
+# ---------------------------------------------------------------- training
+
+def toy_set(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two separable classes of 1 x 8 x 8 binary images: the top or the bottom half mostly on."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    top = np.repeat(np.where(np.arange(8) < 4, 0.9, 0.1)[:, None], 8, axis=1)   # (8, 8)
+    p = np.where(y[:, None, None] == 0, top, top[::-1])                         # class 1: bottom on
+    return (rng.random((n, 1, 8, 8)) < p[:, None]).astype(np.uint8), y
+
+
+def test_a_tiny_model_learns_to_classify_a_separable_toy_set_from_four_labels(tmp_path):
+    cfg = tiny_config(kind="bernoulli").replace(classes=2)
+    train, train_y = toy_set(400, 0)
+    valid, valid_y = toy_set(200, 1)
+    # alpha = 10 N: four labels among 400 images need a strong classification term (at the spec's
+    # 0.1 N this toy stays at 25-40% error after 150 steps: measured)
+    tc = TrainConfig(steps=60, batch_size=16, lr=3e-3, warmup=10, log_every=20, eval_every=30,
+                     eval_images=200, ckpt_minutes=1e9, flip=False, num_threads=1, labels=4,
+                     labelled_batch=4, free_bits=0.0, ssl_alpha=10.0)
+    t = Trainer(cfg, tc, train, valid, tmp_path, log=lambda m: None, train_labels=train_y, valid_labels=valid_y)
+    assert len(t.labelled) == 4 and np.bincount(t.labelled_y.numpy()).tolist() == [2, 2]
+    assert len(t.train_data) == 396                                     # the labelled four are kept apart
+    before = error_rate(t.model, valid, valid_y)
+    t.run(progress=False)
+    after = error_rate(load_pretrained(tmp_path), valid, valid_y)
+    assert before > 0.3 and after <= 0.05, (before, after)
+    meta = json_of(tmp_path / "config.json")["training"]
+    assert meta["best_valid_error"] == pytest.approx(after, abs=1e-9)      # chosen by valid error
+    assert meta["labelled_index"] == t.label_index.tolist() and len(meta["labelled_index"]) == 4
+
+
+def json_of(path):
+    import json
+    return json.loads(path.read_text())
+
+
+def test_labels_need_a_model_with_classes(tmp_path):
+    x, y = toy_set(20, 0)
+    with pytest.raises(ValueError, match="needs a model with classes"):
+        Trainer(tiny_config(kind="bernoulli"), TrainConfig(labels=4, num_threads=1), x, x, tmp_path,
+                log=lambda m: None, train_labels=y)
+    with pytest.raises(ValueError, match="multiple of the 2 classes"):
+        Trainer(tiny_config(kind="bernoulli").replace(classes=2), TrainConfig(labels=3, num_threads=1), x, x,
+                tmp_path, log=lambda m: None, train_labels=y)
