@@ -107,6 +107,8 @@ def format_table(report: dict) -> str:
         return "\n\n".join(format_table({**{k: v for k, v in report.items() if k != "ood_sets"}, **one})
                              for one in report["ood_sets"].values())
     lines = [f"{report['weights']} on {report['data']} {report['split']} ({report['images']} images, K={report['K']})"]
+    if "error" in report:
+        lines.append(f"  classification error (argmax q(y | x)): {100 * report['error']:.2f}%")
     for name in ("L_1", "L_K"):
         r = report[name]
         lines.append(f"  {name:<4} {r['nats']:12.3f} nats  {r['bits_per_dim']:8.4f} bits/dim  (± {r['stderr_nats']:.3f})")
@@ -132,6 +134,8 @@ def format_table(report: dict) -> str:
 def csv_rows(report: dict) -> list[tuple[str, str, float]]:
     """(quantity, k, value) rows: the bounds and every AUROC."""
     rows = [(f"{n}_{u}", "", report[n][u]) for n in ("L_1", "L_K") for u in ("nats", "bits_per_dim")]
+    if "error" in report:
+        rows.append(("error", "", report["error"]))
     if "ood" in report:
         a = report["ood"]["auroc"]
         rows += [(f"ood_L_K_{u}", "", report["ood"]["L_K"][u]) for u in ("nats", "bits_per_dim")]
@@ -208,6 +212,19 @@ def load_folder(directory: str, model: BIVA, *, face: bool, binarize: str, limit
     return torch.stack(xs), skipped
 
 
+def classification_error(model: BIVA, x: Tensor, args) -> float:
+    """The fraction of the split misclassified by argmax q(y | x) (a model with classes)."""
+    from .data import load_labels
+    from .semisupervised import error_rate
+    if not model.config.classes:
+        raise SystemExit("--classify needs a model with classes (config \"classes\" > 0); this one has none")
+    try:
+        labels = load_labels(args.data, args.split, args.data_dir)[:len(x)]
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"data: --classify needs the split's labels: {e}") from None
+    return error_rate(model, x, labels, batch=4 * args.batch_size)
+
+
 def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[Reference, str]:
     """The weights' reference.json when it was made with K and holds the detector's k; else one
     built now from the first --reference-images images of the valid split (and said so)."""
@@ -273,6 +290,8 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--csv", help="write (quantity, k, value) rows to this file")
     ap.add_argument("--reference", metavar="OUT.json", help="also write the detector's reference (reference.json) "
                     "of the split, for the ks and with K = --iw")
+    ap.add_argument("--classify", action="store_true", help="a model with classes: also the error of argmax "
+                    "q(y | x) against the split's labels (\"error\" in the JSON)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.iw < 1:
@@ -318,6 +337,8 @@ def run(argv: list[str] | None = None) -> dict:
     dims, K = model.config.dims, args.iw
     kw = dict(batch_size=args.batch_size, chunk=args.chunk, seed=args.seed, progress=progress)
     report = {"weights": str(args.weights), "data": args.data, "split": args.split, "images": len(x), "K": K}
+    if args.classify:
+        report["error"] = classification_error(model, x, args)
     ref_scores = None
     if not oods and args.reference:  # the reference's scores hold L_1 and L_K: one pass over the split
         ref_scores = scores_per_image(model, x, sorted(set(ks) | ({args.detector_k} - {None})), K,

@@ -69,11 +69,12 @@ def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None 
 
 @torch.inference_mode()
 def error_rate(model, images, labels: np.ndarray, *, batch: int = 500, to_float=None) -> float:
-    """The fraction of images whose argmax q(y | x) is not their label. images: uint8 (N, C, H, W)
-    (or float in [0, 1]); to_float converts a uint8 batch to the model's input."""
+    """The fraction of images whose argmax q(y | x) is not their label. images: (N, C, H, W),
+    float in [0, 1] (or {0, 1}), array or tensor; to_float converts a batch of other values
+    (e.g. uint8 0..255) to that."""
     wrong = 0
     for i in range(0, len(images), batch):
-        x = torch.as_tensor(np.asarray(images[i:i + batch]))
+        x = torch.as_tensor(images[i:i + batch])
         x = to_float(x) if to_float is not None else x.float()
         pred = model.classify(x).argmax(-1).cpu().numpy()
         wrong += int((pred != labels[i:i + batch]).sum())

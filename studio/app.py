@@ -69,10 +69,10 @@ def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> None:
     def sample(model, count, temperature, seed, progress=gr.Progress()):
         with user_errors():
             r = studio.sample(model, count, temperature, seed, progress=_progress(progress))
-        return r.paths, r.archive, r.seed
+        return r.gallery, r.archive, r.seed
 
     with gr.Row():
-        count = Slider(1, MAX_SAMPLES, value=16, step=1, label="count")
+        count = Slider(1, MAX_SAMPLES, value=16, step=1, label="count", info="of every class, for a model with classes")
         temperature = gr.Textbox(str(TEMPERATURE), label="temperature",
                                  info="one value, or one per level (comma list, bottom-up)")
         seed = Number(0, label="seed", minimum=0, info="a whole number")

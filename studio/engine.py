@@ -261,22 +261,31 @@ class Studio:
     def sample(self, name: str, n: int = 16, temperature: str | float = TEMPERATURE, seed: int | None = 0,
                progress: Progress = _quiet) -> "Samples":
         """n images from the prior, every prior scale times the temperature (one value or one per
-        level, bottom-up). Writes each image as a lossless PNG, a grid and a zip of them all."""
+        level, bottom-up). Writes each image as a lossless PNG, a grid and a zip of them all.
+        A model with classes draws n images of every class: one row per class."""
         entry = self.entry(name)
         n = check_int("count", n, 1, MAX_SAMPLES)
         temps = parse_temperature(temperature, entry.L)
         seed = check_seed(seed)
         out = self._outdir("sample")
+        classes = list(range(entry.model.config.classes)) or [None]
         images: list[torch.Tensor] = []
-        for c, start, stop in chunks(n, "sampling", progress):
-            images.append(entry.model.sample(stop - start, temperature=temps, seed=derive(seed, c)).cpu())
+        for y in classes:
+            for c, start, stop in chunks(n, "sampling" if y is None else f"sampling class {y}", progress):
+                images.append(entry.model.sample(stop - start, temperature=temps, label=y,
+                                                 seed=derive(seed, c) if y is None else derive(seed, c, y)).cpu())
         x = torch.cat(images)
         paths = []
         for i, img in enumerate(x):
-            paths.append(out / f"{name}_seed{seed}_{i:02d}.png")
+            tag = "" if classes[0] is None else f"class{i // n}_"
+            paths.append(out / f"{name}_seed{seed}_{tag}{i % n if tag else i:02d}.png")
             to_pil(img).save(paths[-1])
         grid = out / f"{name}_seed{seed}_grid.png"
-        grid_image(x).save(grid)
+        grid_image(x, nrow=n if classes[0] is not None else None).save(grid)
+        rows = []
+        for y in classes if classes[0] is not None else []:
+            rows.append((str(out / f"{name}_seed{seed}_class{y}_row.png"), f"class {y}"))
+            upscale(grid_image(x[y * n:(y + 1) * n], nrow=n), 128).save(rows[-1][0])
         settings = {"model": name, "count": n, "temperature": temps, "seed": seed}
         archive = out / f"{name}_seed{seed}_samples.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
@@ -284,7 +293,7 @@ class Studio:
                 z.write(p, p.name)
             z.writestr("settings.json", json.dumps(settings, indent=2))
         progress(1.0, "done")
-        return Samples([str(p) for p in paths], str(grid), str(archive), seed, temps)
+        return Samples([str(p) for p in paths], str(grid), str(archive), seed, temps, rows)
 
     # ------------------------------------------------------------------ 2 reconstruct
 
@@ -301,17 +310,19 @@ class Studio:
             x = torch.stack([p.x for p in batch])
             recon = entry.model.reconstruct(x).cpu()
             bound = entry.model.elbo(x, seed=derive(0, c))
+            classes = class_words(entry.model, x)
             for i, (p, r) in enumerate(zip(batch, recon)):
                 bpd, nats = float(bound["bpd"][i]), float(bound["elbo"][i])
-                caption = f"{p.name}: {bpd:.3f} bits/dim"
+                caption = f"{p.name}: {bpd:.3f} bits/dim" + (f", q(y | x): {classes[i]}" if classes else "")
                 panel = draw.side_by_side([show_crop(p, 128), upscale(to_pil(p.x), 128), upscale(to_pil(r), 128)])
                 path = out / f"{start + i:02d}_{Path(p.name).stem[:40]}.png"
                 panel.save(path)
                 panels.append((str(path), caption))
                 size = f"{p.original.width}x{p.original.height}"
-                rows.append([p.name, size, p.rule, round(bpd, 4), round(nats, 1)])
+                rows.append([p.name, size, p.rule, round(bpd, 4), round(nats, 1), *classes[i:i + 1]])
         progress(1.0, "done")
-        return Reconstructions(panels, rows, skipped)
+        headers = Reconstructions.headers + (("class: q(y | x)",) if entry.model.config.classes else ())
+        return Reconstructions(panels, rows, skipped, headers)
 
     # ------------------------------------------------------------------ 3 hierarchy
 
@@ -409,7 +420,7 @@ class Studio:
             detector.check_K(K)
         preps, skipped = self._prepare_all(entry, files)
         out = self._outdir("anomaly")
-        scores = {"l0": [], "lk": [], "llr": [], "bpd": []}
+        scores = {"l0": [], "lk": [], "llr": [], "bpd": [], "class": []}
         panels = []
         t0, n = time.time(), len(preps)
         for i, p in enumerate(preps):
@@ -417,6 +428,7 @@ class Studio:
             progress(i / n, f"scoring image {i + 1} of {n}{left}")
             x = p.x[None]
             s = entry.model.scores(x, [k], K=K, seed=derive(seed, i))
+            scores["class"].extend(class_words(entry.model, x))
             for key, v in (("l0", s.l0), ("lk", s.lk[k]), ("llr", s.llr[k]), ("bpd", s.bpd)):
                 scores[key].append(float(v[0]))
             if maps:
@@ -433,10 +445,11 @@ class Studio:
                          round(float(v.score[i]), 2) if v is not None else None,
                          f"{v.p_bpd[i]:.3g} ({sides[0][i]})" if v is not None else None,
                          f"{v.p_llr[i]:.3g} ({sides[1][i]})" if v is not None else None,
-                         round(bpd, 4), round(llr, 1), round(scores["l0"][i], 1), round(scores["lk"][i], 1)])
+                         round(bpd, 4), round(llr, 1), round(scores["l0"][i], 1), round(scores["lk"][i], 1),
+                         *scores["class"][i:i + 1]])
             marks_llr.append((llr, str(i + 1), flagged))
             marks_bpd.append((bpd, str(i + 1), flagged))
-        headers = anomaly_headers(k)
+        headers = anomaly_headers(k) + (["class: q(y | x)"] if entry.model.config.classes else [])
         q = alpha / 4  # a statistic alone flags when its two-sided p < alpha / 2: beyond these quantiles
         tails = lambda r: tuple(np.quantile(r, [q, 1 - q])) if r is not None else None  # noqa: E731
         words = self._ref_words(entry)
@@ -530,6 +543,12 @@ class Samples:
     archive: str                     # zip of the PNGs, the grid and settings.json
     seed: int
     temperature: float | list[float]
+    class_rows: list[tuple[str, str]] = field(default_factory=list)  # (row image, "class c"), with classes
+
+    @property
+    def gallery(self) -> list:
+        """What the page shows: a row per class for a model with classes, else the images."""
+        return self.class_rows or self.paths
 
 
 @dataclass
@@ -557,6 +576,16 @@ class Anomalies:
     note: str
     skipped: list[str]
     maps: list[tuple[str, str]] = field(default_factory=list)   # (pixel-map panel, caption)
+
+
+def class_words(model: BIVA, x: torch.Tensor) -> list[str]:
+    """q(y | x) of each image in words, its two likeliest classes: "7 (0.98), 1 (0.01)"; [] for a
+    model without classes."""
+    if not model.config.classes:
+        return []
+    probs = model.classify(x).cpu()
+    top = probs.topk(min(2, probs.shape[1]), dim=1)
+    return [", ".join(f"{int(c)} ({float(v):.2f})" for v, c in zip(vs, cs)) for vs, cs in zip(top.values, top.indices)]
 
 
 def anomaly_headers(k: int) -> list[str]:

@@ -172,3 +172,34 @@ def test_one_sample_scores_are_the_elbo():
     x = images(model.config, 3)
     s = model.scores(x, [1], K=1, seed=7)
     assert torch.equal(s.l0, model.elbo(x, seed=7)["elbo"])
+
+
+def test_classify_reports_the_error_of_argmax_q_y_against_the_labels(tmp_path, monkeypatch, capsys):
+    """--classify on a model with classes: "error" is the share of test images whose argmax
+    q(y | x) is not their label; a model without classes is refused."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist"
+    root.mkdir()
+    labels = {}
+    for stem, n in (("train", 12), ("t10k", 20)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = labels[stem] = rng.integers(0, 3, n).astype(np.uint8)
+        (root / f"{stem}-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + struct.pack(">3I", n, 28, 28) + x.tobytes())
+        (root / f"{stem}-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + struct.pack(">I", n) + y.tobytes())
+    levels = (LevelConfig(blocks=1, channels=8, latent=4, stride=2, dense=True),
+              LevelConfig(blocks=1, channels=8, latent=3, stride=2, dense=True))
+    cfg = ModelConfig(image_shape=(1, 28, 28), levels=levels, likelihood="bernoulli", classes=3)
+    model = live_model(cfg)
+    save_pretrained(model, tmp_path / "w")
+    monkeypatch.setenv("BIVA_CACHE", str(tmp_path / "cache"))
+    args = ["--weights", str(tmp_path / "w"), "--data", "mnist", "--data-dir", str(tmp_path), "--split", "test",
+            "--iw", "2", "--json", "--no-progress", "--classify"]
+    run(args)
+    report = json.loads(capsys.readouterr().out)
+    x = load_images("mnist", "test", str(tmp_path), model)
+    want = float((model.classify(x).argmax(-1).numpy() != labels["t10k"]).mean())
+    assert report["error"] == pytest.approx(want, abs=1e-12) and report["images"] == 20
+    assert np.isfinite(report["L_K"]["nats"])
+    save_pretrained(live_model(cfg.replace(classes=0)), tmp_path / "plain")
+    with pytest.raises(SystemExit, match="needs a model with classes"):
+        run([*args[:1], str(tmp_path / "plain"), *args[2:]])

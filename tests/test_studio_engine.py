@@ -410,3 +410,30 @@ def test_run_views_tolerate_folders_being_written(tmp_path, dirs):
         s.run_view(str(tmp_path))
     with pytest.raises(ValueError, match="no weights yet"):
         s.load_run(str(run))
+
+
+def test_a_model_with_classes_samples_a_row_per_class_and_shows_q_y(tmp_path):
+    """Sample draws `count` images of every class (a row each, the same images as model.sample with
+    that label); reconstruct and anomaly add q(y | x), its two likeliest classes, to each row."""
+    from biva_core import save_pretrained
+    from conftest import images, live_model, tiny_config
+    model = live_model(tiny_config(kind="bernoulli").replace(classes=3), seed=7)
+    s = Studio([save_pretrained(model, tmp_path / "digits_ssl")], workdir=tmp_path / "out")
+    try:
+        r = s.sample("digits_ssl", 2, "0.7", 5)
+        assert len(r.paths) == 6 and [c for _, c in r.gallery] == ["class 0", "class 1", "class 2"]
+        for y in range(3):
+            want = model.sample(2, temperature=0.7, seed=derive(5, 0, y), label=y)
+            got = torch.stack([tensor_of_png(p) for p in r.paths[2 * y:2 * y + 2]])
+            assert torch.allclose(got, want, atol=0.51 / 255)                  # Bernoulli means, as 8-bit PNGs
+        x = images(model.config, 1)
+        path = str(tmp_path / "one.png")
+        Image.fromarray((x[0, 0].numpy() * 255).astype(np.uint8)).save(path)
+        rec = s.reconstruct("digits_ssl", [path])
+        probs = model.classify(x)[0]
+        best = int(probs.argmax())
+        assert rec.headers[-1] == "class: q(y | x)" and rec.rows[0][-1].startswith(f"{best} ({float(probs[best]):.2f})")
+        an = s.anomaly("digits_ssl", [path], k=1, K=1, maps=False)
+        assert an.headers[-1] == "class: q(y | x)" and an.rows[0][-1] == rec.rows[0][-1]
+    finally:
+        s.close()
