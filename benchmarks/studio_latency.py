@@ -79,10 +79,11 @@ def main() -> None:
                 name, handle_file(faces[0]), [], 4, "1.0", 0, api_name="/resample"),
             "mix (default ks)": lambda: client.predict(
                 name, handle_file(faces[0]), handle_file(faces[1]), [], api_name="/mix"),
-            f"anomaly ({len(everything)} images, k=1, K=1)": lambda: client.predict(
-                name, [handle_file(f) for f in everything], 1, 1, 95, 0, api_name="/anomaly"),
-            f"anomaly ({len(everything)} images, k=1, K=4)": lambda: client.predict(
-                name, [handle_file(f) for f in everything], 1, 4, 95, 0, api_name="/anomaly"),
+            # the reference's K and k (a reference made with another K is refused)
+            f"anomaly ({len(everything)} images, k=5, K=4, no maps)": lambda: client.predict(
+                name, [handle_file(f) for f in everything], 5, 4, 0.05, 0, False, api_name="/anomaly"),
+            f"anomaly ({len(everything)} images, k=5, K=4, pixel maps)": lambda: client.predict(
+                name, [handle_file(f) for f in everything], 5, 4, 0.05, 0, True, api_name="/anomaly"),
             "latents (examples)": lambda: client.predict(name, None, api_name="/latents"),
             "model_card": lambda: client.predict(name, api_name="/model_card"),
         }
