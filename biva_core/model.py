@@ -334,16 +334,26 @@ class BIVA(Operations, nn.Module):
                 raise ValueError("this model has no class variable: y must be None")
             return None, None
         if y is not None:
-            if y.shape != (b,) or y.dtype.is_floating_point:
-                raise ValueError(f"y must be {b} integer labels, got {tuple(y.shape)} {y.dtype}")
-            if bool(((y < 0) | (y >= C)).any()):
-                raise ValueError(f"labels must be in 0..{C - 1}")
-            return y.to(bu.top.device), torch.full((b,), math.log(C), device=bu.top.device)
+            return self.check_labels(y, b), torch.full((b,), math.log(C), device=bu.top.device)
         if prior:
             return torch.randint(C, (b,), generator=generator, device=bu.top.device), None
         log_q = self.class_logits(bu).log_softmax(-1)                          # (B, C)
         y = torch.multinomial(log_q.exp(), 1, generator=generator).squeeze(1)
         return y, log_q.gather(1, y[:, None]).squeeze(1) + math.log(C)
+
+    def check_labels(self, label: int | list[int] | Tensor, n: int) -> Tensor:
+        """n class labels as a long tensor on the model's device: one label (for all n rows) or n,
+        integers in 0..C-1; anything else is refused with a message."""
+        C = self.config.classes
+        y = torch.as_tensor(label, device=self.out_conv.weight.device).flatten()
+        if y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise ValueError(f"labels must be integers, got {y.tolist()}")
+        y = y.long().expand(n).clone() if y.numel() == 1 else y.long()
+        if y.numel() != n:
+            raise ValueError(f"expected 1 or {n} labels, got {y.numel()}")
+        if bool(((y < 0) | (y >= C)).any()):
+            raise ValueError(f"labels must be in 0..{C - 1}, got {y.tolist()}")
+        return y
 
     def class_bounds(self, x: Tensor, y: Tensor | None = None, *, free_bits: float = 0.0,
                      generator: torch.Generator | None = None, with_kl: bool = False):

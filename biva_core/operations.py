@@ -63,15 +63,7 @@ class Operations:
                 raise ValueError("this model has no classes: label must be None")
             return None
         if label is not None:
-            y = torch.as_tensor(label, device=self.device).flatten()
-            if y.dtype.is_floating_point or y.dtype == torch.bool:
-                raise ValueError(f"labels must be integers, got {y.tolist()}")
-            y = y.long().expand(n).clone() if y.numel() == 1 else y.long()
-            if y.numel() != n:
-                raise ValueError(f"expected 1 or {n} labels, got {y.numel()}")
-            if bool(((y < 0) | (y >= C)).any()):
-                raise ValueError(f"labels must be in 0..{C - 1}, got {y.tolist()}")
-            return y
+            return self.check_labels(label, n)
         if bu is not None:
             return self.class_logits(bu).argmax(-1)
         return torch.randint(C, (n,), generator=generator, device=self.device)

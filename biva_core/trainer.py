@@ -304,8 +304,8 @@ class Trainer:
         self.model.train()
         extra = {}
         if self.classes:  # the semi-supervised objective (spec section 5)
-            loss, stats, kl_t = self._ssl_loss(x)
-            elbo, extra = stats["U"], {k: stats[k] for k in ("ce", "accuracy") if k in stats}
+            loss, stats = self._ssl_loss(x)
+            elbo, kl_t, extra = stats["U"], stats["kl"], {k: stats[k] for k in ("ce", "accuracy") if k in stats}
         else:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 log_px, kl = self.forward(x)
@@ -339,7 +339,7 @@ class Trainer:
             loss, stats = objective(self.model, x, x_l, y_l, n_unlabelled=len(self.train_data), n_labelled=n_l,
                                     alpha=self.cfg.ssl_alpha * (len(self.train_data) + n_l),
                                     free_bits=self.cfg.free_bits)
-        return loss.float(), stats, stats["kl"]
+        return loss.float(), stats
 
     @torch.no_grad()
     def _guarded_update(self, ok: torch.Tensor) -> None:

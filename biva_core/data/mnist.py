@@ -109,12 +109,17 @@ def idx_source(root: Path, split: str) -> Source:
         images = read_idx(path)
         if images.ndim != 3:
             raise ValueError(f"{path}: expected images (N, H, W), found shape {images.shape}")
-        images = images[:, None]  # (N, 1, H, W)
-        if split == "test":
-            return images
-        n_valid = len(images) // 6  # 10,000 of 60,000
-        return images[len(images) - n_valid:] if split == "valid" else images[:len(images) - n_valid]
+        return _split(images[:, None], split)  # (N, 1, H, W)
     return Source([path], decode)
+
+
+def _split(rows: np.ndarray, split: str) -> np.ndarray:
+    """The rows of a split from the file that holds it: "valid" is the last sixth of the training
+    file (10,000 of 60,000), "train" the rest; the test file is "test" whole."""
+    if split == "test":
+        return rows
+    n_valid = len(rows) // 6
+    return rows[len(rows) - n_valid:] if split == "valid" else rows[:len(rows) - n_valid]
 
 
 def read_labels(root: Path, split: str) -> np.ndarray:
@@ -124,10 +129,7 @@ def read_labels(root: Path, split: str) -> np.ndarray:
     labels = read_idx(path)
     if labels.ndim != 1:
         raise ValueError(f"{path}: expected labels (N,), found shape {labels.shape}")
-    if split == "test":
-        return labels.astype(np.int64)
-    n_valid = len(labels) // 6
-    return (labels[len(labels) - n_valid:] if split == "valid" else labels[:len(labels) - n_valid]).astype(np.int64)
+    return _split(labels, split).astype(np.int64)
 
 
 def binarize(images: np.ndarray, seed: int | str) -> np.ndarray:
