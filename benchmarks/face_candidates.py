@@ -3,11 +3,14 @@ on CelebA-64 and compare valid bits/dim against seconds.
 
     python benchmarks/face_candidates.py run A --minutes 20 --threads 1     # -> runs/candidates/A
     python benchmarks/face_candidates.py run A --minutes 20 --threads 1 --amp bf16   # -> A_bf16
+    python benchmarks/face_candidates.py run D --minutes 30 --schedule cosine --steps 1800   # -> D_cos
     python benchmarks/face_candidates.py report     # -> docs/celeba64_cpu_candidates.{md,png}
+    python benchmarks/face_candidates.py report --runs runs/race --doc celeba64_cpu_race   # another race
 
 Every candidate is BIVA with L = 20 levels on 64x64x3 and the 10-component discretized
 logistic mixture; level 1 sits at 32x32 (the stem has stride 2) and the candidates differ in
-how many levels sit at 32x32, 16x16, 8x8 and 4x4 and in their widths. Runs use the real
+how many levels sit at 32x32, 16x16, 8x8 and 4x4, in their widths and in their residual block
+(`ModelConfig.block`: the paper's gated block or the bottleneck one). Runs use the real
 Trainer (same data, flips, seed, validation on the first --valid images of the valid split);
 the curve is the better of the EMA and the raw weights at each validation, as the trainer
 keeps it. Seconds include validation. Two candidates may run at once with one thread each:
@@ -27,27 +30,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from biva_core.config import ModelConfig, faces64  # noqa: E402
 
-# name -> [(levels, channels), ...] for 32x32, 16x16, 8x8, 4x4 (5 + ... = 20 levels)
+# name -> ([(levels, channels), ...] for 32x32, 16x16, 8x8, 4x4 (20 levels), residual block)
 CANDIDATES = {
-    "A": [(2, 32), (4, 48), (8, 64), (6, 64)],   # balanced, narrow
-    "B": [(1, 32), (3, 64), (8, 96), (8, 96)],   # wider, depth at 8x8 / 4x4
-    "C": [(1, 24), (2, 48), (9, 64), (8, 64)],   # fewest FLOPs: almost all depth at 8x8 / 4x4
+    "A": ([(2, 32), (4, 48), (8, 64), (6, 64)], "gated"),        # balanced, narrow (celeba64_cpu)
+    "B": ([(1, 32), (3, 64), (8, 96), (8, 96)], "gated"),        # wider, depth at 8x8 / 4x4
+    "C": ([(1, 24), (2, 48), (9, 64), (8, 64)], "gated"),        # fewest FLOPs: depth at 8x8 / 4x4
+    "D": ([(2, 64), (4, 96), (8, 128), (6, 128)], "bottleneck"),  # A at twice the width, ~A's FLOPs
+    "E": ([(2, 32), (4, 48), (8, 64), (6, 64)], "bottleneck"),   # A with a third of its FLOPs
 }
 
 
 def candidate(name: str) -> ModelConfig:
-    return faces64(CANDIDATES[name])
+    widths, block = CANDIDATES[name]
+    return faces64(widths).replace(block=block)
 
 
 def run(args: argparse.Namespace) -> None:
     from biva_core.data import load_split
     from biva_core.trainer import TrainConfig, Trainer
     torch.set_num_threads(args.threads)
-    tag = args.name + ("" if args.amp == "none" else f"_{args.amp}")
+    tag = args.name + ("" if args.amp == "none" else f"_{args.amp}") + ("_cos" if args.schedule == "cosine" else "")
     out = Path(args.runs) / tag
     train = load_split("celeba", "train", args.data_dir, image_size=64, progress=False)
     valid = load_split("celeba", "valid", args.data_dir, image_size=64, progress=False)[:args.valid]
-    tc = TrainConfig(batch_size=args.batch, lr=args.lr, warmup=100, amp=args.amp,
+    tc = TrainConfig(batch_size=args.batch, lr=args.lr, warmup=100, amp=args.amp, lr_schedule=args.schedule,
+                     lr_min=args.lr_min, steps=args.steps,
                      channels_last=args.amp == "bf16", max_minutes=args.minutes, num_threads=args.threads,
                      eval_every=args.eval_every, eval_images=args.valid, log_every=25, flip=True)
     trainer = Trainer(candidate(args.name), tc, train, valid, out, log=lambda m: print(m, file=sys.stderr))
@@ -69,9 +76,9 @@ def report(args: argparse.Namespace) -> None:
     every = logs(runs)
     data = {tag: [r for r in log if "valid_bpd" in r] for tag, log in every.items()}
     series, lines = {}, []
-    lines.append("| run | levels at 32/16/8/4 | channels | parameters | GFLOP / image (train) | train images/s "
-                 "| steps | minutes | best valid bits/dim |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("| run | levels at 32/16/8/4 | channels | block | parameters | GFLOP / image (train) "
+                 "| train images/s | steps | minutes | best valid bits/dim |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for tag, rows in data.items():
         if not rows:
             continue
@@ -83,27 +90,28 @@ def report(args: argparse.Namespace) -> None:
         series[tag] = [(r["seconds"] / 60, b) for r, b in zip(rows, best)]
         ips = [r["images_per_s"] for r in every[tag] if "images_per_s" in r]
         ips = sorted(ips)[len(ips) // 2] if ips else float("nan")
-        widths = CANDIDATES[name]
+        widths, block = CANDIDATES[name]
         lines.append(f"| {tag} | {'/'.join(str(n) for n, _ in widths)} | {'/'.join(str(c) for _, c in widths)} "
-                     f"| {params:.1f}M | {gflop:.2f} | {ips:.1f} | {rows[-1]['step']} | {rows[-1]['seconds'] / 60:.1f} "
+                     f"| {block} | {params:.1f}M | {gflop:.2f} | {ips:.1f} | {rows[-1]['step']} | {rows[-1]['seconds'] / 60:.1f} "
                      f"| {min(best):.3f} |")
-    line_chart(series, docs / "celeba64_cpu_candidates.png", title="CelebA-64, L = 20: valid bits/dim vs CPU time",
+    line_chart(series, docs / f"{args.doc}.png", title="CelebA-64, L = 20: valid bits/dim vs CPU time",
                xlabel="minutes (1 thread each)", ylabel="valid bits/dim")
     # fp32 against bf16 autocast of the same candidate, per step: does bf16 move the bound?
-    twins = {t.split("_")[0] for t in data if "_" in t}  # candidates that also ran under bf16
+    twins = {t.split("_")[0] for t in data if "_bf16" in t}  # candidates that also ran under bf16
     pairs = {t: [(r["step"], min(r["valid_bpd"], r.get("raw_valid_bpd", float("inf")))) for r in rows]
-             for t, rows in data.items() if t.split("_")[0] in twins}
+             for t, rows in data.items() if t.split("_")[0] in twins and "_cos" not in t}
     if len(pairs) >= 2:
         line_chart(pairs, docs / "celeba64_cpu_fp32_vs_bf16.png", title="fp32 vs bf16 autocast: valid bits/dim per step",
                    xlabel="step (batch 16)", ylabel="valid bits/dim")
     table = "\n".join(lines)
-    (docs / "celeba64_cpu_candidates.md").write_text(
-        "# CPU face presets: candidates\n\nMade by `python benchmarks/face_candidates.py report` from the runs "
-        "of `python benchmarks/face_candidates.py run NAME --minutes 20 --threads 1` (two at a time on the 2-core "
-        "machine, one thread each). Valid bits/dim is the better of the EMA and the raw weights on the first "
-        f"{args.valid} valid images, single-sample ELBO.\n\n{table}\n\n![curves](celeba64_cpu_candidates.png)\n\n"
-        "The same candidate under fp32 and under bf16 autocast (channels-last), per step:\n\n"
-        "![fp32 vs bf16](celeba64_cpu_fp32_vs_bf16.png)\n")
+    bf16 = ("The same candidate under fp32 and under bf16 autocast (channels-last), per step:\n\n"
+            "![fp32 vs bf16](celeba64_cpu_fp32_vs_bf16.png)\n") if len(pairs) >= 2 else ""
+    (docs / f"{args.doc}.md").write_text(
+        f"# CPU face presets: candidates\n\nMade by `python benchmarks/face_candidates.py report --runs {os.path.relpath(args.runs, ROOT)} "
+        f"--doc {args.doc}` from the runs of `python benchmarks/face_candidates.py run NAME --threads 1 ...` (two at "
+        "a time on the 2-core machine, one thread each). Valid bits/dim is the better of the EMA and the raw weights "
+        f"on the first {args.valid} valid images, single-sample ELBO.\n\n{table}\n\n![curves]({args.doc}.png)\n\n"
+        + bf16)
     print(table)
 
 
@@ -128,9 +136,15 @@ def main() -> None:
     r.add_argument("--amp", choices=["none", "bf16"], default="none")
     r.add_argument("--batch", type=int, default=16)
     r.add_argument("--lr", type=float, default=1e-3)
+    r.add_argument("--schedule", choices=["exp", "cosine"], default="exp",
+                   help="exp: the trainer's default (lr_decay 0.999999 a step: ~constant); cosine: to --lr-min over --steps")
+    r.add_argument("--lr-min", type=float, default=1e-4)
+    r.add_argument("--steps", type=int, default=10 ** 6, help="planned steps (the cosine's length; --minutes stops it)")
     r.add_argument("--eval-every", type=int, default=150)
     r.add_argument("--data-dir", default=os.environ.get("BIVA_DATA", str(ROOT.parent / "shared" / "data")))
-    for p in (r, sub.add_parser("report")):
+    rep = sub.add_parser("report")
+    rep.add_argument("--doc", default="celeba64_cpu_candidates", help="docs/DOC.md and docs/DOC.png")
+    for p in (r, rep):
         p.add_argument("--runs", default=str(ROOT / "runs" / "candidates"))
         p.add_argument("--valid", type=int, default=300)
     args = ap.parse_args()

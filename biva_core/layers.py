@@ -1,4 +1,5 @@
-"""Building blocks: the gated residual block, resolution changes, latent heads and inputs.
+"""Building blocks: the residual blocks (gated, bottleneck), resolution changes, latent heads
+and inputs.
 
 Choices the spec leaves open (written down here):
 - No weight normalisation. Each residual branch ends in a zero-initialised convolution, so a
@@ -38,14 +39,55 @@ class GatedBlock(nn.Module):
         a, g = self.conv2(self.dropout(F.elu(h))).chunk(2, dim=1)
         return x + a * torch.sigmoid(g)
 
+    @property
+    def last(self) -> nn.Conv2d:
+        """The zero-initialised convolution that ends the residual branch."""
+        return self.conv2
+
+
+class BottleneckBlock(nn.Module):
+    """The gated residual block through a bottleneck of channels / 4 (as in VDVAE):
+
+        out = x + a * sigmoid(g),  [a, g] = conv1x1(e(conv3x3(e(conv3x3(e(conv1x1(e(x)) + conv1x1(e(aux))))))))
+
+    with e = elu (dropout before the last convolution). Its 3x3 convolutions run at a quarter of
+    the width: ~1.9 c^2 multiply-adds per pixel against the gated block's 27 c^2."""
+
+    def __init__(self, channels: int, *, aux_channels: int = 0, dropout: float = 0.0):
+        super().__init__()
+        mid = max(1, channels // 4)
+        self.conv1 = nn.Conv2d(channels, mid, 1)
+        self.aux = nn.Conv2d(aux_channels, mid, 1) if aux_channels else None
+        self.conv2 = nn.Conv2d(mid, mid, 3, padding=1)
+        self.conv3 = nn.Conv2d(mid, mid, 3, padding=1)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv4 = nn.Conv2d(mid, 2 * channels, 1)
+        nn.init.zeros_(self.conv4.weight)
+        nn.init.zeros_(self.conv4.bias)
+
+    def forward(self, x: Tensor, aux: Tensor | None = None) -> Tensor:
+        h = self.conv1(F.elu(x))
+        if self.aux is not None:
+            h = h + self.aux(F.elu(aux))
+        h = self.conv3(F.elu(self.conv2(F.elu(h))))
+        a, g = self.conv4(self.dropout(F.elu(h))).chunk(2, dim=1)
+        return x + a * torch.sigmoid(g)
+
+    @property
+    def last(self) -> nn.Conv2d:
+        return self.conv4
+
+
+BLOCKS = {"gated": GatedBlock, "bottleneck": BottleneckBlock}
+
 
 class Stack(nn.Module):
-    """`n` gated blocks that all read the same auxiliary input."""
+    """`n` residual blocks of one kind (`BLOCKS`) that all read the same auxiliary input."""
 
-    def __init__(self, n: int, channels: int, *, aux_channels: int = 0, dropout: float = 0.0):
+    def __init__(self, n: int, channels: int, *, aux_channels: int = 0, dropout: float = 0.0, block: str = "gated"):
         super().__init__()
         self.blocks = nn.ModuleList(
-            GatedBlock(channels, aux_channels=aux_channels, dropout=dropout) for _ in range(n))
+            BLOCKS[block](channels, aux_channels=aux_channels, dropout=dropout) for _ in range(n))
 
     def forward(self, x: Tensor, aux: Tensor | None = None) -> Tensor:
         for block in self.blocks:

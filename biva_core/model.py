@@ -28,7 +28,7 @@ from torch import Tensor
 
 from . import likelihoods as lik
 from .config import ModelConfig
-from .layers import GatedBlock, GaussianHead, LatentIn, Stack, down, up
+from .layers import BLOCKS, GaussianHead, LatentIn, Stack, down, up
 from .operations import Operations
 
 Gaussian = tuple[Tensor, Tensor]  # (mean, scale), float32
@@ -89,7 +89,8 @@ class BIVA(Operations, nn.Module):
         self.bu_stem = nn.Conv2d(c_img, ch[0], 3, stride=lv[0].stride, padding=1)
         self.bu_down = nn.ModuleList([nn.Identity()] + [down(ch[j - 1], ch[j], lv[j].stride) for j in range(1, L)])
         self.bu_stacks = nn.ModuleList(
-            Stack(lv[j].blocks, ch[j], aux_channels=ch[j] if self.biva and j > 0 else 0, dropout=cfg.dropout_q)
+            Stack(lv[j].blocks, ch[j], aux_channels=ch[j] if self.biva and j > 0 else 0, dropout=cfg.dropout_q,
+                  block=cfg.block)
             for j in range(L))
         if self.biva:
             self.bu_zin = nn.ModuleList([nn.Identity()] + [
@@ -101,7 +102,8 @@ class BIVA(Operations, nn.Module):
             self.td_stem = nn.Conv2d(c_img, ch[0], 3, stride=lv[0].stride, padding=1)
             self.td_down = nn.ModuleList([nn.Identity()] + [down(ch[j - 1], ch[j], lv[j].stride) for j in range(1, L)])
             self.td_stacks = nn.ModuleList(
-                Stack(lv[j].blocks, ch[j], aux_channels=ch[j], dropout=cfg.dropout_q) for j in range(L))
+                Stack(lv[j].blocks, ch[j], aux_channels=ch[j], dropout=cfg.dropout_q, block=cfg.block)
+                for j in range(L))
         top_in = 2 * ch[-1] if self.biva else ch[-1]
         self.q_top_head = GaussianHead(top_in, lv[-1].latent, hw[-1], dense=lv[-1].dense)
         if cfg.classes:  # q(y | x): the top features, flattened, through a small MLP
@@ -118,18 +120,20 @@ class BIVA(Operations, nn.Module):
             up(ch[j + 1], ch[j], lv[j + 1].stride) if self.skip and j < L - 2 else nn.Identity()
             for j in range(L - 1))
         self.gen_stacks = nn.ModuleList(
-            Stack(lv[j].blocks, ch[j], aux_channels=ch[j] if self.skip and j < L - 2 else 0, dropout=cfg.dropout_p)
+            Stack(lv[j].blocks, ch[j], aux_channels=ch[j] if self.skip and j < L - 2 else 0, dropout=cfg.dropout_p,
+                  block=cfg.block)
             for j in range(L - 1))
         n_pairs = 2 if self.biva else 1
         self.p_heads = nn.ModuleList(
             GaussianHead(ch[j], lv[j].latent, hw[j], dense=lv[j].dense, count=n_pairs) for j in range(L - 1))
-        self.q_merge = nn.ModuleList(GatedBlock(ch[j], aux_channels=ch[j]) for j in range(L - 1))
+        self.q_merge = nn.ModuleList(BLOCKS[cfg.block](ch[j], aux_channels=ch[j]) for j in range(L - 1))
         self.q_td_heads = nn.ModuleList(
             GaussianHead(ch[j], lv[j].latent, hw[j], dense=lv[j].dense) for j in range(L - 1))
 
         # ---- p(x | z): reads z_1 and d_1 at level 1's resolution
         self.out_zin = LatentIn(z_down[0], ch[0], hw[0], dense=lv[0].dense)
-        self.out_stack = Stack(lv[0].blocks, ch[0], aux_channels=ch[0] if self.skip else 0, dropout=cfg.dropout_p)
+        self.out_stack = Stack(lv[0].blocks, ch[0], aux_channels=ch[0] if self.skip else 0, dropout=cfg.dropout_p,
+                               block=cfg.block)
         self.out_up = up(ch[0], ch[0], lv[0].stride)
         p_channels = 1 if cfg.likelihood == "bernoulli" else lik.dmol_channels(c_img, cfg.mixtures)
         self.out_conv = nn.Conv2d(ch[0], p_channels, 3, padding=1)

@@ -8,7 +8,7 @@
     python train.py --preset mnist_ssl --data mnist_binary --labels 100 --out runs/ssl   # semi-supervised
 
 `--set key=value` changes a model-config key (image_shape, likelihood, mixtures, levels,
-dropout_q, dropout_p, variant) or a training key (see TrainConfig); values are JSON
+dropout_q, dropout_p, variant, classes, block) or a training key (see TrainConfig); values are JSON
 (strings may go bare). `--init DIR` starts from a pretrained folder's weights with a fresh
 optimizer. SIGINT / SIGTERM (Ctrl-C, a scheduler's kill) save the state and exit cleanly.
 """

@@ -15,34 +15,35 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `pytest tests/` from anywhere
 
 from biva_core import BIVA, LevelConfig, ModelConfig, preset  # noqa: E402
-from biva_core.layers import GatedBlock  # noqa: E402
+from biva_core.layers import BLOCKS  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("BIVA_TEST_THREADS", "1")))
 
 
-def tiny_config(variant: str = "biva", kind: str = "dmol") -> ModelConfig:
-    """`tiny` (3 levels, conv latents, 8x8 RGB, logistic mixture) or a dense Bernoulli twin."""
+def tiny_config(variant: str = "biva", kind: str = "dmol", block: str = "gated") -> ModelConfig:
+    """`tiny` (3 levels, conv latents, 8x8 RGB, logistic mixture) or a dense Bernoulli twin, with
+    the gated or the bottleneck residual block."""
     if kind == "dmol":
-        return preset("tiny").replace(variant=variant)
+        return preset("tiny").replace(variant=variant, block=block)
     levels = (LevelConfig(blocks=1, channels=8, latent=6, stride=2, dense=True),
               LevelConfig(blocks=1, channels=8, latent=4, stride=1, dense=True),
               LevelConfig(blocks=1, channels=8, latent=3, stride=2, dense=True))
-    return ModelConfig(image_shape=(1, 8, 8), levels=levels, likelihood="bernoulli", variant=variant)
+    return ModelConfig(image_shape=(1, 8, 8), levels=levels, likelihood="bernoulli", variant=variant, block=block)
 
 
 def live_model(config: ModelConfig, seed: int = 0) -> BIVA:
     """A model in eval mode whose residual branches are not zero.
 
-    The gated blocks start as the identity (zero-initialised last convolution), which would make
+    The residual blocks start as the identity (zero-initialised last convolution), which would make
     skip inputs, merges and most of the top-down path invisible to a test; random small weights
     there make every path matter."""
     torch.manual_seed(seed)
     model = BIVA(config)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, GatedBlock):
-                torch.nn.init.normal_(m.conv2.weight, std=0.05)
-                torch.nn.init.normal_(m.conv2.bias, std=0.05)
+            if isinstance(m, tuple(BLOCKS.values())):
+                torch.nn.init.normal_(m.last.weight, std=0.05)
+                torch.nn.init.normal_(m.last.bias, std=0.05)
     return model.eval()
 
 

@@ -118,6 +118,7 @@ def test_missing_level_key_is_named() -> None:
     # wrong JSON types: each must name its key, not fail deep inside with a bare TypeError
     ("mixtures", "10"), ("mixtures", 2.5), ("mixtures", True), ("dropout_q", "0.1"), ("variant", None),
     ("image_shape", [8, 8]), ("image_shape", ["a", 8, 8]), ("image_shape", 64), ("levels", 5),
+    ("block", "resnet"), ("block", None),
 ])
 def test_bad_value_is_named(key: str, value) -> None:
     d = _tiny_dict()
@@ -142,6 +143,19 @@ def test_stride_that_does_not_divide_the_resolution() -> None:
     d["levels"][2]["stride"] = 2
     with pytest.raises(ValueError, match=r"levels\[3\]\.stride"):
         ModelConfig.from_dict(d)
+
+
+def test_block_defaults_to_gated_and_bottleneck_needs_four_channels() -> None:
+    """Configs saved before the `block` key existed load as the gated block; a bottleneck of
+    channels / 4 needs at least 4 channels at every level."""
+    d = _tiny_dict()
+    d.pop("block", None)
+    assert ModelConfig.from_dict(d).block == "gated"
+    assert ModelConfig.from_dict({**d, "block": "bottleneck"}).block == "bottleneck"
+    d["levels"][1]["channels"] = 3
+    ModelConfig.from_dict(d)
+    with pytest.raises(ValueError, match="bottleneck needs >= 4 channels"):
+        ModelConfig.from_dict({**d, "block": "bottleneck"})
 
 
 def test_bernoulli_needs_one_channel() -> None:

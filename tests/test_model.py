@@ -13,8 +13,8 @@ from biva_core.model import Boundary
 
 from conftest import images, live_model, tiny_config
 
-MODELS = [("biva", "dmol"), ("lvae", "dmol"), ("lvae+", "dmol"), ("biva", "bernoulli")]
-IDS = [f"{v}-{k}" for v, k in MODELS]
+MODELS = [("biva", "dmol"), ("lvae", "dmol"), ("lvae+", "dmol"), ("biva", "bernoulli"), ("biva", "dmol", "bottleneck")]
+IDS = ["-".join(m) for m in MODELS]
 
 
 @pytest.fixture(scope="module", params=MODELS, ids=IDS)
@@ -336,6 +336,33 @@ def test_variant_latent_counts(variant: str) -> None:
     assert out["kl"].shape == (2, n) and torch.isfinite(out["elbo"]).all()
     assert [model.latent_level(i) for i in range(n)][-1] == cfg.L
     assert sorted(set(model.latent_level(i) for i in range(n))) == list(range(1, cfg.L + 1))
+
+
+@torch.inference_mode()
+def test_bottleneck_block_is_its_formula_and_costs_what_it_says() -> None:
+    """The bottleneck block computes x + a sigmoid(g) through channels / 4 with the weights it
+    holds, starts as the identity, and its multiply-adds per pixel are c m + 18 m^2 + 2 c m
+    (m = c / 4; the gated block's 27 c^2): 14.4x fewer at c = 64."""
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+    from biva_core.layers import BottleneckBlock, GatedBlock
+    torch.manual_seed(0)
+    c, m, hw = 64, 16, 5
+    block, x, aux = BottleneckBlock(c, aux_channels=8), torch.randn(2, c, hw, hw), torch.randn(2, 8, hw, hw)
+    assert torch.equal(block(x, aux), x)                                    # zero-initialised last conv
+    torch.nn.init.normal_(block.conv4.weight, std=0.05)
+    conv = lambda mod, h: F.conv2d(h, mod.weight, mod.bias, padding=mod.padding)  # noqa: E731
+    h = conv(block.conv1, F.elu(x)) + conv(block.aux, F.elu(aux))
+    a, g = conv(block.conv4, F.elu(conv(block.conv3, F.elu(conv(block.conv2, F.elu(h)))))).chunk(2, dim=1)
+    torch.testing.assert_close(block(x, aux), x + a * torch.sigmoid(g))
+    assert block.conv2.weight.shape == (m, m, 3, 3) and block.conv4.weight.shape == (2 * c, m, 1, 1)
+    flops = {}
+    for name, b in (("bottleneck", BottleneckBlock(c)), ("gated", GatedBlock(c))):
+        with FlopCounterMode(display=False) as fc:
+            b(x[:1])
+        flops[name] = fc.get_total_flops() / 2 / hw ** 2                   # multiply-adds per pixel
+    assert flops == {"bottleneck": c * m + 18 * m * m + 2 * c * m, "gated": 27 * c * c}
+    assert flops["gated"] / flops["bottleneck"] == pytest.approx(14.4)
 
 
 def test_active_units_count_posterior_mean_variance(model: BIVA) -> None:
