@@ -4,9 +4,10 @@
 
 The folder gets what the studio and a reader need: the weights in fp16, in shards of at most
 16 MiB (the model loads them back as float32), config.json with the run's training metadata,
-the run's metrics.jsonl and KL-per-latent plot, sample grids at temperatures 1.0, 0.8 and 0.6,
-a resample grid over k for one test image (row k: the image, then draws that keep z_{>k} and
-redraw the levels at and below k; k = 0 is the reconstruction, k = L a new sample) and
+the run's metrics.jsonl and KL-per-latent plot, sample grids at temperatures 1.0, 0.8 and 0.6
+(a row per class for a model with classes), a resample grid over k for one test image (row k:
+the image, then draws that keep z_{>k} and redraw the levels at and below k; k = 0 is the
+reconstruction, k = L a new sample) and
 reference.json (the anomaly scores of valid images, which the studio ranks a new image among).
 The pictures and the reference are made from the fp16 weights, the ones users will load.
 """
@@ -23,7 +24,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_pretrained, save_pretrained
 from .model import BIVA
-from .plots import save_grid
+from .plots import save_grid, save_samples
 
 TEMPERATURES = (1.0, 0.8, 0.6)
 
@@ -51,7 +52,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
         if (run / name).is_file() and run.resolve() != out.resolve():
             shutil.copyfile(run / name, out / name)
     for t in TEMPERATURES:
-        save_grid(model.sample(16, temperature=t, seed=0), out / f"samples_t{t:.1f}.png", nrow=8)
+        save_samples(model, out / f"samples_t{t:.1f}.png", t)
     log(f"samples at t = {', '.join(str(t) for t in TEMPERATURES)}")
     if test_image is not None:
         rows_k = resample_ks(model.config.L)

@@ -21,6 +21,14 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
     grid_image(images, nrow).save(path)
 
 
+@torch.no_grad()
+def save_samples(model, path: str | os.PathLike, temperature: float, seed: int = 0) -> None:
+    """A grid of prior samples: 16 in two rows, or for a model with classes a row of 8 per class."""
+    C = model.config.classes
+    label = torch.arange(C).repeat_interleave(8).tolist() if C else None
+    save_grid(model.sample(8 * C if C else 16, temperature=temperature, seed=seed, label=label), path, nrow=8)
+
+
 def _color(i: int, n: int) -> tuple[int, int, int]:
     """A blue -> red ramp for latents ordered bottom-up."""
     t = i / max(1, n - 1)

@@ -501,14 +501,11 @@ class Trainer:
             save_pretrained(best_model, self.out / "snapshots" / f"{self.step:08d}",
                             training=self.metadata({"valid": {k: v for k, v in row.items() if "kl" not in k}}))
         self.kl_history.append((self.step, row["valid_kl"]))
-        from .plots import kl_per_latent_plot, save_grid
+        from .plots import kl_per_latent_plot, save_samples
         names = self.model.latent_names()
         kl_per_latent_plot(self.kl_history, names, self.out / "kl_per_latent.png")
-        C = self.classes
         for t in (1.0, 0.8):  # with classes: a row of 8 per class
-            label = torch.arange(C).repeat_interleave(8).tolist() if C else None
-            save_grid(best_model.sample(8 * C if C else 16, temperature=t, seed=0, label=label),
-                      self.out / f"samples_t{t:.1f}.png", nrow=8 if C else None)
+            save_samples(best_model, self.out / f"samples_t{t:.1f}.png", t)
 
     def run(self, progress: bool = True) -> dict:
         """Train to cfg.steps, or until cfg.max_minutes or a SIGINT / SIGTERM; save the state."""

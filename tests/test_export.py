@@ -32,8 +32,8 @@ def test_export_writes_a_folder_the_studio_loads(tmp_path: Path) -> None:
     assert torch.equal(loaded.elbo(x, seed=0)["elbo"], rounded.elbo(x, seed=0)["elbo"])
 
     assert (out / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
-    for t in TEMPERATURES:
-        assert Image.open(out / f"samples_t{t:.1f}.png").size[0] > 8 * 8
+    for t in TEMPERATURES:  # 16 samples of 8x8 in two rows of 8, 2-px gaps
+        assert Image.open(out / f"samples_t{t:.1f}.png").size == (2 + 8 * (8 + 2), 2 + 2 * (8 + 2))
     ks = json.loads((out / "resample_grid.json").read_text())["rows_k"]
     assert ks == resample_ks(model.config.L) and ks[0] == 0 and ks[-1] == model.config.L
     w, h = Image.open(out / "resample_grid.png").size
@@ -42,6 +42,18 @@ def test_export_writes_a_folder_the_studio_loads(tmp_path: Path) -> None:
     ref = json.loads((out / "reference.json").read_text())
     assert ref["images"] == 8 and len(ref["bpd"]) == 8
     assert set(ref["L_gt_k"]) == {str(k) for k in range(1, model.config.L)}
+
+
+def test_a_model_with_classes_exports_a_sample_row_per_class(tmp_path: Path) -> None:
+    """Row c of the grid is 8 samples of class c: the same images as sampling with that label."""
+    from biva_core.plots import grid_image
+    model = live_model(tiny_config(kind="bernoulli").replace(classes=3), seed=2)
+    out = export(save_pretrained(model, tmp_path / "run"), tmp_path / "shipped", log=lambda m: None)
+    grid = Image.open(out / "samples_t0.8.png")
+    assert grid.size == (2 + 8 * (8 + 2), 2 + 3 * (8 + 2))
+    shipped = load_pretrained(out)
+    want = shipped.sample(24, temperature=0.8, seed=0, label=[c for c in range(3) for _ in range(8)])
+    assert list(grid.convert("L").getdata()) == list(grid_image(want, nrow=8).convert("L").getdata())
 
 
 def test_export_cli_names_a_missing_run(tmp_path: Path) -> None:
