@@ -33,11 +33,14 @@ def gaussian_kl(q_mean: Tensor, q_scale: Tensor, p_mean: Tensor, p_scale: Tensor
 
 
 def gaussian_sample(mean: Tensor, scale: Tensor, temperature: float = 1.0,
-                    generator: torch.Generator | None = None) -> Tensor:
-    """mean + temperature * scale * eps, eps ~ N(0, I); temperature 0 gives the mean."""
+                    generator: torch.Generator | None = None, tie: int = 1) -> Tensor:
+    """mean + temperature * scale * eps, eps ~ N(0, I); temperature 0 gives the mean. tie > 1:
+    each run of `tie` consecutive rows shares one eps."""
     if temperature == 0.0:
         return mean
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    shape = (mean.shape[0] // tie, *mean.shape[1:])
+    eps = torch.randn(shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    eps = eps.repeat_interleave(tie, dim=0) if tie > 1 else eps
     return mean + temperature * scale * eps
 
 

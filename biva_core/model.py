@@ -225,7 +225,7 @@ class BIVA(Operations, nn.Module):
     def top_down(self, bu: BottomUp | None, *, k: int = 0, temperature: float | list[float] = 1.0,
                  q_mean: bool = False, start: Boundary | None = None, keep: int | None = None,
                  below: str = "p", batch: int = 1, generator: torch.Generator | None = None,
-                 fixed: list[Tensor] | None = None, y: Tensor | None = None) -> TopDown:
+                 fixed: list[Tensor] | None = None, y: Tensor | None = None, tie: int = 1) -> TopDown:
         """Generate from z_L down to x. Levels i > k take z from q (`bu` needed), levels i <= k
         from p(z_i | z_{>i}) with their prior scales multiplied by `temperature` (one value, or
         one per level, bottom-up). `start` resumes at a cached boundary (then k = start.k);
@@ -235,8 +235,11 @@ class BIVA(Operations, nn.Module):
         posterior draw (interpolation); then `bu` is not needed and log_q stays None there.
         y: the class of each row (labels (B,) or weights (B, C)), for a model with classes; it
         joins z_L where the path starts from the top.
+        tie: each run of `tie` consecutive rows shares its noise (common random numbers: one image
+        under every class differs by the class, not by the draw; B must be a multiple of tie).
         """
         cfg, L = self.config, self.config.L
+        draw = lambda mean, scale, t=1.0: lik.gaussian_sample(mean, scale, t, generator, tie=tie)  # noqa: E731
         temps = [float(temperature)] * L if isinstance(temperature, (int, float)) else [float(t) for t in temperature]
         if len(temps) != L:
             raise ValueError(f"expected 1 or {L} temperatures (one per level), got {len(temps)}")
@@ -254,12 +257,12 @@ class BIVA(Operations, nn.Module):
                 z = fixed[-1]
             elif k < L:
                 mean, scale = qs[-1] = bu.q_top
-                z = mean if q_mean else lik.gaussian_sample(mean, scale, generator=generator)
+                z = mean if q_mean else draw(mean, scale)
                 log_q[-1] = lik.gaussian_log_prob(z, mean, scale)
             else:
                 shape = (batch, cfg.levels[-1].latent) + (() if cfg.levels[-1].dense else cfg.resolutions()[-1])
                 dev = self.out_conv.weight.device
-                z = temps[-1] * torch.randn(shape, generator=generator, device=dev)
+                z = draw(torch.zeros(shape, device=dev), torch.ones(shape, device=dev), temps[-1])
             log_p[-1] = lik.gaussian_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
             zs[-1], d, first = z, None, L - 1
             if keep == L - 1:
@@ -280,11 +283,11 @@ class BIVA(Operations, nn.Module):
                     z_bu, z_td = fixed[ib], fixed[it]
                 elif from_q:
                     z_bu, log_q[ib], qs[ib] = bu.z_bu[j], bu.log_q_bu[j], bu.q_bu[j]
-                    z_td = qs_td[0] if q_mean else lik.gaussian_sample(*qs_td, generator=generator)
+                    z_td = qs_td[0] if q_mean else draw(*qs_td)
                     log_q[it], qs[it] = lik.gaussian_log_prob(z_td, *qs_td), qs_td
                 else:  # a level is resampled as a pair: z^BU is redrawn from p as well
-                    z_bu = lik.gaussian_sample(pb_mean, pb_scale, temps[j], generator)
-                    z_td = lik.gaussian_sample(pt_mean, pt_scale, temps[j], generator)
+                    z_bu = draw(pb_mean, pb_scale, temps[j])
+                    z_td = draw(pt_mean, pt_scale, temps[j])
                 log_p[ib] = lik.gaussian_log_prob(z_bu, pb_mean, pb_scale)
                 log_p[it] = lik.gaussian_log_prob(z_td, pt_mean, pt_scale)
                 zs[ib], zs[it] = z_bu, z_td
@@ -294,10 +297,10 @@ class BIVA(Operations, nn.Module):
                 if given:
                     z = fixed[j]
                 elif from_q:
-                    z = qs_td[0] if q_mean else lik.gaussian_sample(*qs_td, generator=generator)
+                    z = qs_td[0] if q_mean else draw(*qs_td)
                     log_q[j], qs[j] = lik.gaussian_log_prob(z, *qs_td), qs_td
                 else:
-                    z = lik.gaussian_sample(p_mean, p_scale, temps[j], generator)
+                    z = draw(p_mean, p_scale, temps[j])
                 log_p[j], zs[j] = lik.gaussian_log_prob(z, p_mean, p_scale), z
             if keep == j:
                 boundary = Boundary(j, z, d, y)
@@ -365,7 +368,8 @@ class BIVA(Operations, nn.Module):
         logits of q(y | x) (B, C), from one bottom-up pass.
 
         y given (labels (B,)): L is (B,). y None: L(x, c) for every class c, (B, C), from C
-        top-down passes over the same bottom-up pass. free_bits > 0 floors each latent's KL
+        top-down passes over the same bottom-up pass and the same noise (common random numbers:
+        the classes' bounds differ by the class, not by the draw). free_bits > 0 floors each latent's KL
         per image at that many nats (the training objective, spec section 5). with_kl adds the
         latents' KLs (before the floor): (B, N), or (B, C, N)."""
         C = self.config.classes
@@ -378,7 +382,7 @@ class BIVA(Operations, nn.Module):
         if every:
             bu, target = bu.repeat(C), target.repeat_interleave(C, dim=0)
             y = torch.arange(C, device=h.device).repeat(b)                     # row i*C + c: class c
-        td = self.top_down(bu, k=0, generator=generator, y=y)
+        td = self.top_down(bu, k=0, generator=generator, y=y, tie=C if every else 1)
         kl = torch.stack([lq - lp for lq, lp in zip(td.log_q, td.log_p)], dim=1).float()   # (rows, N)
         floored = kl.clamp(min=free_bits) if free_bits > 0 else kl
         bound = self.log_px(target, td.px).float() - floored.sum(1) - math.log(C)

@@ -49,6 +49,28 @@ def test_model_U_equals_log_sum_exp_of_class_bounds_when_q_is_their_softmax(vari
         assert (unlabelled_bound(bounds_xy.double(), logits.double()) < exact).all()
 
 
+@pytest.mark.parametrize("variant", ["biva", "lvae+"])
+@torch.no_grad()
+def test_every_class_is_scored_with_the_same_noise(variant):
+    """class_bounds over all classes uses one draw for every class (common random numbers): column
+    c is exactly L(x, c) with the same seed, and when the model ignores y all columns are equal
+    (with independent draws they would differ by the draw: nats, not rounding)."""
+    model = class_model(variant=variant)
+    x = images(model.config, 4)
+    every, _ = model.class_bounds(x, generator=gen(3))
+    for c in range(CLASSES):
+        given, _ = model.class_bounds(x, torch.full((4,), c), generator=gen(3))
+        torch.testing.assert_close(every[:, c], given)
+    zin = model.gen_zin[model.config.L - 2].proj
+    zin.weight[:, -CLASSES:] = 0                                       # y's columns: y ignored
+    every, _ = model.class_bounds(x, generator=gen(3))
+    assert torch.allclose(every, every[:, :1].expand_as(every), atol=1e-4)
+    td = lambda tie: model.top_down(model.bottom_up(model.prepare(x)[0], generator=gen(4)).repeat(2),  # noqa: E731
+                                    generator=gen(5), y=torch.zeros(8, dtype=torch.long), tie=tie)
+    for i in (1 if model.biva else 0, -1):  # level 1's top-down z and z_L: one draw per pair iff tied
+        assert torch.equal(td(2).z[i][0::2], td(2).z[i][1::2]) and not torch.allclose(td(1).z[i][0::2], td(1).z[i][1::2])
+
+
 def test_with_one_class_the_objective_is_the_ordinary_elbo_and_its_free_bits_loss():
     from biva_core import bounds
     model = class_model(classes=1)
