@@ -33,7 +33,8 @@ WEIGHTS = HERE.parents[1] / "weights"
 # model folder -> (its data set, the out-of-distribution set), both as the model reads them
 DIGIT_MODELS = {"fashion_mnist": ("fashion_mnist", "mnist"),
                 "fashion_mnist_binary": ("fashion_mnist_binary", "mnist_binary"),
-                "binarized_mnist": ("binarized_mnist", "fashion_mnist_binary")}
+                "binarized_mnist": ("binarized_mnist", "fashion_mnist_binary"),
+                "mnist_ssl100": ("mnist_binary", "fashion_mnist_binary")}
 DIGIT_PICKS = (0, 1, 2, 3)
 PICKS = (3, 250, 600, 900, 1300, 1700)  # indices into the sorted test-split names
 ALIGNED = 1950
@@ -68,7 +69,7 @@ def main(data: Path) -> None:
             for i in picks:
                 Image.fromarray((images[i, 0] * scale).astype(np.uint8)).save(out / f"{tag}_{dataset}_{i}.png")
         noise = rng.integers(0, 256, (28, 28), dtype=np.uint8)
-        if own in ("binarized_mnist", "fashion_mnist_binary"):
+        if own.endswith("binary") or own == "binarized_mnist":
             noise = np.where(noise < 128, 0, 255).astype(np.uint8)
         Image.fromarray(noise).save(out / "ood_noise.png")
 
