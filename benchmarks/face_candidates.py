@@ -35,7 +35,8 @@ CANDIDATES = {
     "A": ([(2, 32), (4, 48), (8, 64), (6, 64)], "gated"),        # balanced, narrow (celeba64_cpu)
     "B": ([(1, 32), (3, 64), (8, 96), (8, 96)], "gated"),        # wider, depth at 8x8 / 4x4
     "C": ([(1, 24), (2, 48), (9, 64), (8, 64)], "gated"),        # fewest FLOPs: depth at 8x8 / 4x4
-    "D": ([(2, 64), (4, 96), (8, 128), (6, 128)], "bottleneck"),  # A at twice the width, ~A's FLOPs
+    "D": ([(2, 64), (4, 96), (8, 128), (6, 128)], "bottleneck"),  # A at twice the width, ~A's FLOPs: the
+    #                                                                 race winner, preset celeba64_cpu_bottleneck
     "E": ([(2, 32), (4, 48), (8, 64), (6, 64)], "bottleneck"),   # A with a third of its FLOPs
 }
 

@@ -204,6 +204,13 @@ def celeba64_cpu() -> ModelConfig:
     return faces64([(2, 32), (4, 48), (8, 64), (6, 64)])
 
 
+def celeba64_cpu_bottleneck() -> ModelConfig:
+    """`celeba64_cpu`'s 20 levels at twice the width (64 / 96 / 128 / 128) with bottleneck blocks:
+    7.0M parameters, 6.05 GFLOP per training image. In a 32-minute one-thread race from scratch
+    it reached 5.226 valid bits/dim against 5.780 for `celeba64_cpu` (docs/celeba64_cpu_race.md)."""
+    return faces64([(2, 64), (4, 96), (8, 128), (6, 128)]).replace(block="bottleneck")
+
+
 def fashion_mnist() -> ModelConfig:
     """FashionMNIST 28x28 8-bit grayscale, L = 6 conv latents, discretized logistic mixture."""
     spec = [(2, 48, 8, 2, False), (2, 48, 8, 1, False), (2, 64, 8, 2, False),
@@ -240,6 +247,7 @@ PRESETS = {
     "cifar10": cifar10,
     "celeba64": celeba64,
     "celeba64_cpu": celeba64_cpu,
+    "celeba64_cpu_bottleneck": celeba64_cpu_bottleneck,
     "fashion_mnist": fashion_mnist,
     "fashion_mnist_binary": fashion_mnist_binary,
     "mnist_ssl": mnist_ssl,

@@ -25,7 +25,7 @@ def test_preset_builds_and_round_trips(name: str) -> None:
     assert again == cfg and isinstance(again.levels[0], LevelConfig)
 
 
-@pytest.mark.parametrize("name", ["celeba64", "celeba64_cpu"])
+@pytest.mark.parametrize("name", ["celeba64", "celeba64_cpu", "celeba64_cpu_bottleneck"])
 def test_celeba64_shape(name: str) -> None:
     """L = 20, N = 39, 64x64x3, latents at 32x32 and below."""
     cfg = preset(name)
