@@ -11,7 +11,7 @@ For each K: a reference of --ref valid images (their scores for every k in --ks)
 One table (markdown) on stdout and the rows as JSON with --json.
 
     python benchmarks/detector_choice.py --weights weights/celeba64 --data celeba --Ks 1 4 \\
-        --ks 1 2 3 5 8 12 19 --ood-sets upside_down mnist --threads 1
+        --ks 1 2 3 5 8 12 19 --ood-sets upside_down mnist --threads 1 [--priors sample mode]
 """
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"))
     ap.add_argument("--Ks", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--priors", nargs="+", default=["sample"], choices=["sample", "mode"],
+                    help="how L^{>k} takes z_{<=k}: a prior draw, or the prior mean")
     ap.add_argument("--ks", type=int, nargs="+")
     ap.add_argument("--ref", type=int, default=300, help="reference images (valid split)")
     ap.add_argument("--spread", type=int, default=50, help="valid images scored with several seeds")
@@ -72,20 +74,19 @@ def main() -> None:
         else:
             oods[name] = load_images(name, "valid", args.data_dir, model, limit=len(test_x))
     rows = []
-    for K in args.Ks:
+    for prior, K in [(prior, K) for prior in args.priors for K in args.Ks]:
+        kw = dict(batch_size=args.batch_size, prior=prior)
         t0 = time.time()
-        ref = build_reference(model, ref_x, ks, K, seed=1_000, batch_size=args.batch_size)
+        ref = build_reference(model, ref_x, ks, K, seed=1_000, **kw)
         t_ref = (time.time() - t0) / len(ref_x)
-        per_seed = [scores_per_image(model, test_x, ks, K, seed=2_000 + 100 * s, batch_size=args.batch_size)
-                    for s in range(args.seeds)]
-        ood_scores = {n: scores_per_image(model, x, ks, K, seed=3_000, batch_size=args.batch_size)
-                      for n, x in oods.items()}
+        per_seed = [scores_per_image(model, test_x, ks, K, seed=2_000 + 100 * s, **kw) for s in range(args.seeds)]
+        ood_scores = {n: scores_per_image(model, x, ks, K, seed=3_000, **kw) for n, x in oods.items()}
         for k in ks:
             det = Detector(ref, k=k, alpha=args.alpha)
             vs = [det.test_scores(s) for s in per_seed]
             p = np.stack([v.p for v in vs])                      # (seeds, images)
             flags = np.stack([v.flagged for v in vs])
-            row = {"K": K, "k": k, "sec_per_image": round(t_ref, 3),
+            row = {"prior": prior, "K": K, "k": k, "sec_per_image": round(t_ref, 3),
                    "p_spread_median": float(np.median(p.max(0) - p.min(0))),
                    "log10p_spread_median": float(np.median((-np.log10(p)).max(0) - (-np.log10(p)).min(0))),
                    "verdict_flips": float((flags.any(0) & ~flags.all(0)).mean()),

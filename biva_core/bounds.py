@@ -31,16 +31,17 @@ def free_bits_loss(log_px: Tensor, kl: list[Tensor], free_bits: float) -> Tensor
 
 @torch.inference_mode()
 def log_weights(model, x: Tensor, *, K: int, k: int = 0, chunk: int = 256,
-                generator: torch.Generator | None = None) -> Tensor:
+                generator: torch.Generator | None = None, prior: str = "sample") -> Tensor:
     """K log importance weights of L^{>k} for each image: (B, K). At most `chunk` rows
-    (images x copies) go through the model at once, so memory stays bounded for any K."""
+    (images x copies) go through the model at once, so memory stays bounded for any K.
+    prior="mode": z_{<=k} at the mean of p(z_{<=k} | z_{>k}) (`BIVA.forward`)."""
     b = x.shape[0]
     copies = max(1, chunk // b)
     out, left = [], K
     while left > 0:
         n = min(copies, left)
         rows = x.repeat_interleave(n, dim=0)                          # (B * n, C, H, W)
-        out.append(model.log_weight(rows, k=k, generator=generator).float().view(b, n))
+        out.append(model.log_weight(rows, k=k, generator=generator, prior=prior).float().view(b, n))
         left -= n
     return torch.cat(out, dim=1)
 

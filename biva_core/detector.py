@@ -37,8 +37,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .model import PRIORS
+
 REFERENCE_FILE = "reference.json"
-REFERENCE_VERSION = 2
+REFERENCE_VERSION = 3          # 3: records `prior`; versions 1 and 2 were all "sample"
 ALPHA = 0.05
 
 
@@ -53,14 +55,14 @@ def batches(images: Tensor, batch_size: int, desc: str, progress: bool):
 
 def scores_per_image(model, images: Tensor, ks: list[int], K: int, *, batch_size: int = 64,
                      chunk: int = 256, seed: int = 0, progress: bool = False, desc: str = "scores",
-                     on_batch=None) -> dict:
+                     on_batch=None, prior: str = "sample") -> dict:
     """Per image (nats): L^{>0} (= L_K), L^{>k} and LLR^{>k} for k in ks, bits/dim of L^{>0}, and
     the single-sample ELBO L_1. Batch i draws with seed `seed + i`; on_batch(done, total) after
-    each batch (a progress callback)."""
+    each batch (a progress callback). prior: how L^{>k} takes z_{<=k} ("sample" or "mode")."""
     l1, l0, bpd = [], [], []
     lk: dict[int, list[Tensor]] = {k: [] for k in ks}
     for i, x in batches(images, batch_size, desc, progress):
-        s = model.scores(x, ks, K=K, chunk=chunk, seed=seed + i)
+        s = model.scores(x, ks, K=K, chunk=chunk, seed=seed + i, prior=prior)
         l0.append(s.l0.float().cpu())
         # K = 1: L^{>0} drew the same z as the ELBO with this seed
         l1.append(l0[-1] if K == 1 else model.elbo(x, seed=seed + i)["elbo"].float().cpu())
@@ -91,6 +93,7 @@ class Reference:
     alpha: float = ALPHA
     seed: int = 0
     extra: dict = field(default_factory=dict)
+    prior: str = "sample"            # how L^{>k} took z_{<=k}: a draw ("sample") or the mean ("mode")
 
     @property
     def images(self) -> int:
@@ -106,7 +109,7 @@ class Reference:
 
     def to_dict(self) -> dict:
         return {"format_version": REFERENCE_VERSION, "split": self.split, "images": self.images,
-                "K": self.K, "note": self.note, "seed": self.seed,
+                "K": self.K, "prior": self.prior, "note": self.note, "seed": self.seed,
                 "detector": {"k": self.default_k, "alpha": self.alpha}, **self.extra,
                 "L_gt_0": self.l0.tolist(), "bpd": self.bpd.tolist(),
                 "L_gt_k": {str(k): v.tolist() for k, v in sorted(self.lk.items())},
@@ -137,14 +140,15 @@ class Reference:
             floats = lambda v: np.asarray([float(a) for a in v], dtype=np.float64)  # noqa: E731
             ks = sorted(int(k) for k in data["LLR_gt_k"])
             det = data.get("detector") or {}
-            known = {"format_version", "split", "images", "K", "note", "seed", "detector",
+            known = {"format_version", "split", "images", "K", "prior", "note", "seed", "detector",
                      "L_gt_0", "bpd", "L_gt_k", "LLR_gt_k"}
             ref = cls(split=str(data.get("split", "?")), K=int(data["K"]), note=str(data.get("note", "")),
                       l0=floats(data["L_gt_0"]), bpd=floats(data["bpd"]),
                       lk={k: floats(data["L_gt_k"][str(k)]) for k in ks},
                       llr={k: floats(data["LLR_gt_k"][str(k)]) for k in ks},
                       k=int(det["k"]) if "k" in det else None, alpha=float(det.get("alpha", ALPHA)),
-                      seed=int(data.get("seed", 0)), extra={k: v for k, v in data.items() if k not in known})
+                      seed=int(data.get("seed", 0)), extra={k: v for k, v in data.items() if k not in known},
+                      prior=str(data.get("prior", "sample")))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: not a valid reference file ({type(err).__name__}: {err})") from None
         n = ref.images
@@ -152,6 +156,8 @@ class Reference:
             raise ValueError(f"{path}: a reference needs at least 2 images, found {n}")
         if ref.K < 1:
             raise ValueError(f"{path}: K={ref.K} must be >= 1")
+        if ref.prior not in PRIORS:
+            raise ValueError(f"{path}: prior={ref.prior!r} must be one of {PRIORS}")
         if len(ref.l0) != n or any(len(v) != n for v in (*ref.lk.values(), *ref.llr.values())):
             raise ValueError(f"{path}: the score lists have different lengths")
         if not ks or ref.default_k not in ks:
@@ -161,21 +167,26 @@ class Reference:
 
 def build_reference(model, images: Tensor, ks: list[int], K: int, *, k: int | None = None,
                     alpha: float = ALPHA, split: str = "valid", note: str = "", seed: int = 0,
-                    batch_size: int = 64, chunk: int = 256, progress: bool = False, on_batch=None) -> Reference:
+                    batch_size: int = 64, chunk: int = 256, progress: bool = False, on_batch=None,
+                    prior: str = "sample") -> Reference:
     """The reference of `images` (float (N, C, H, W) in [0, 1], held-in data such as the valid
-    split): their scores for each k in ks with K importance samples; k is the detector's default."""
+    split): their scores for each k in ks with K importance samples and `prior`; k is the
+    detector's default."""
     ks = sorted({int(j) for j in ks})
     s = scores_per_image(model, images, ks, K, batch_size=batch_size, chunk=chunk, seed=seed,
-                         progress=progress, desc="reference", on_batch=on_batch)
-    return reference_from_scores(s, K, k=k, alpha=alpha, split=split, note=note, seed=seed)
+                         progress=progress, desc="reference", on_batch=on_batch, prior=prior)
+    return reference_from_scores(s, K, k=k, alpha=alpha, split=split, note=note, seed=seed, prior=prior)
 
 
 def reference_from_scores(s: dict, K: int, *, k: int | None = None, alpha: float = ALPHA, split: str = "valid",
-                          note: str = "", seed: int = 0) -> Reference:
-    """A Reference of the output of `scores_per_image` (made with K importance samples)."""
+                          note: str = "", seed: int = 0, prior: str = "sample") -> Reference:
+    """A Reference of the output of `scores_per_image` (made with K importance samples and `prior`)."""
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
     np_ = lambda t: t.double().numpy()  # noqa: E731
     ks = sorted(s["LLR_gt_k"])
-    return Reference(split=split, K=int(K), note=note, seed=seed, k=k if k is not None else ks[0], alpha=alpha,
+    return Reference(split=split, K=int(K), prior=prior, note=note, seed=seed, k=k if k is not None else ks[0],
+                     alpha=alpha,
                      l0=np_(s["L_gt_0"]), bpd=np_(s["bpd"]),
                      lk={j: np_(v) for j, v in s["L_gt_k"].items()},
                      llr={j: np_(v) for j, v in s["LLR_gt_k"].items()})
@@ -258,6 +269,14 @@ class Detector:
                 f"with K={K}: biva-evaluate --weights DIR --data DATASET --split valid --iw {K} --reference "
                 f"DIR/{REFERENCE_FILE}")
 
+    def check_prior(self, prior: str) -> None:
+        if prior != self.ref.prior:
+            raise ValueError(
+                f'the reference\'s LLR^{{>k}} took z_{{<=k}} with prior="{self.ref.prior}"; scores made with '
+                f'prior="{prior}" are a different statistic. Score with prior="{self.ref.prior}", or rebuild '
+                f"the reference: biva-evaluate --weights DIR --data DATASET --split valid --iw {self.ref.K} "
+                f"--prior {prior} --reference DIR/{REFERENCE_FILE}")
+
     def test(self, bpd, llr, *, l0=None, lk=None) -> Verdicts:
         bpd, llr = np.asarray(bpd, dtype=np.float64), np.asarray(llr, dtype=np.float64)
         p_bpd = two_sided_p(self.ref.bpd, bpd)
@@ -271,11 +290,13 @@ class Detector:
                          l0=s["L_gt_0"].numpy(), lk=s["L_gt_k"][self.k].numpy())
 
     def score(self, model, x: Tensor, *, K: int | None = None, seed: int = 0, batch_size: int = 64,
-              chunk: int = 256, progress: bool = False, on_batch=None) -> Verdicts:
+              chunk: int = 256, progress: bool = False, on_batch=None, prior: str | None = None) -> Verdicts:
         K = self.ref.K if K is None else K
+        prior = self.ref.prior if prior is None else prior
         self.check_K(K)
+        self.check_prior(prior)
         s = scores_per_image(model, x, [self.k], K, batch_size=batch_size, chunk=chunk, seed=seed,
-                             progress=progress, on_batch=on_batch)
+                             progress=progress, on_batch=on_batch, prior=prior)
         return self.test_scores(s)
 
 

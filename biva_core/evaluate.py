@@ -9,7 +9,8 @@ pretrained folder on a data split (spec section 2).
 Without --ood: L_1 (one posterior sample per image) and L_K (K = --iw importance samples),
 averaged over the split, in nats and bits/dim. With --ood: every image of both sets gets
 L^{>0}, L^{>k} and LLR^{>k} = L^{>0} - L^{>k} for k = 1..L-1 (each importance weighted with
-K samples, so L^{>0} is L_K), and the AUROC of each score separates the in-distribution split
+K samples, so L^{>0} is L_K; --prior mode takes z_{<=k} of L^{>k} at the mean of
+p(z_{<=k} | z_{>k}) instead of a draw, as Havtorn 2021's released code does), and the AUROC of each score separates the in-distribution split
 (negatives) from the same split of the OOD set (positives). Scores are oriented so that higher
 means more anomalous: -L^{>0}, -L^{>k} and LLR^{>k}. An AUROC below 0.5 means the score ranks
 the OOD set as *more* likely (FashionMNIST -> MNIST with L^{>0}: 0.268 in Havtorn et al. 2021).
@@ -34,7 +35,7 @@ from torch import Tensor
 from .bounds import bits_per_dim
 from .detector import (ALPHA, REFERENCE_FILE, Detector, Reference, batches, build_reference, reference_from_scores,
                        scores_per_image)
-from .model import BIVA
+from .model import BIVA, PRIORS
 
 
 # ---------------------------------------------------------------- AUROC
@@ -106,7 +107,8 @@ def format_table(report: dict) -> str:
     if len(report.get("ood_sets", {})) > 1:  # one table per OOD set
         return "\n\n".join(format_table({**{k: v for k, v in report.items() if k != "ood_sets"}, **one})
                              for one in report["ood_sets"].values())
-    lines = [f"{report['weights']} on {report['data']} {report['split']} ({report['images']} images, K={report['K']})"]
+    lines = [f"{report['weights']} on {report['data']} {report['split']} ({report['images']} images, K={report['K']}, "
+             f"L^{{>k}} with z_<=k {'at the prior mean' if report.get('prior') == 'mode' else 'drawn from the prior'})"]
     if "error" in report:
         lines.append(f"  classification error (argmax q(y | x)): {100 * report['error']:.2f}%")
     for name in ("L_1", "L_K"):
@@ -125,7 +127,8 @@ def format_table(report: dict) -> str:
             lines.append(f"  {k:>3}  {a['L_gt_k'][k]:11.4f}  {a['LLR_gt_k'][k]:12.4f}")
     if "detector" in report:
         d = report["detector"]
-        lines.append(f"detector (bits/dim and LLR>{d['k']}, two-sided, K={d['K']}, alpha={d['alpha']:g}; reference: "
+        lines.append(f"detector (bits/dim and LLR>{d['k']}, two-sided, K={d['K']}, prior={d['prior']}, "
+                     f"alpha={d['alpha']:g}; reference: "
                      f"{d['reference']}): AUROC {d['auroc']:.4f}, flagged {100 * d['flagged_in']:.1f}% of "
                      f"{report['data']}, {100 * d['flagged_ood']:.1f}% of {report['ood']['data']}")
     return "\n".join(lines)
@@ -230,24 +233,24 @@ def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[R
     built now from the first --reference-images images of the valid split (and said so)."""
     ref = Reference.read(args.weights)
     k = args.detector_k
-    if ref is not None and ref.K == K and (k is None or k in ref.llr):
+    if ref is not None and ref.K == K and ref.prior == args.prior and (k is None or k in ref.llr):
         return ref, f"{args.weights}/{REFERENCE_FILE}"
     why = ("there is none" if ref is None else f"it was made with K={ref.K}" if ref.K != K
-           else f"it has no LLR>{k}")
+           else f"it was made with prior={ref.prior}" if ref.prior != args.prior else f"it has no LLR>{k}")
     valid = load_images(args.data, "valid", args.data_dir, model, limit=args.reference_images)
-    log(f"detector: building a reference from {len(valid)} {args.data} valid images with K={K} "
+    log(f"detector: building a reference from {len(valid)} {args.data} valid images with K={K}, prior={args.prior} "
         f"({REFERENCE_FILE} of the weights not used: {why})")
     default_k = k if k is not None else (ref.default_k if ref is not None and ref.default_k in ks else ks[0])
     ref = build_reference(model, valid, sorted(set(ks) | {default_k}), K, k=default_k, split="valid",
                           seed=args.seed + 1_000_000, batch_size=args.batch_size, chunk=args.chunk,
-                          progress=not args.no_progress,
+                          progress=not args.no_progress, prior=args.prior,
                           note=f"first {len(valid)} images of the {args.data} valid split (built by biva-evaluate)")
     return ref, f"built from {len(valid)} {args.data} valid images"
 
 
 def detector_report(det: Detector, s_in: dict, s_ood: dict, source: str) -> dict:
     v_in, v_ood = det.test_scores(s_in), det.test_scores(s_ood)
-    return {"k": det.k, "K": det.ref.K, "alpha": det.alpha, "reference": source,
+    return {"k": det.k, "K": det.ref.K, "prior": det.ref.prior, "alpha": det.alpha, "reference": source,
             "reference_images": det.ref.images,
             "auroc": auroc(v_in.score, v_ood.score),
             "flagged_in": float(v_in.flagged.mean()), "flagged_ood": float(v_ood.flagged.mean()),
@@ -278,6 +281,9 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ks", type=int, nargs="*", help="the k of L^{>k} and LLR^{>k} (default: 1..L-1)")
     ap.add_argument("--alpha", type=float, help=f"the detector's flag level (default: the reference's, {ALPHA})")
     ap.add_argument("--detector-k", type=int, help="the detector's k (default: the reference's)")
+    ap.add_argument("--prior", choices=PRIORS, help="how L^{>k} takes z_{<=k}: a draw from p(z_{<=k} | z_{>k}) "
+                    "(sample: the spec's bound) or its mean (mode: Havtorn 2021's released code, the detector's "
+                    "statistic where docs/detector.md says so); default: the weights' reference's, else sample")
     ap.add_argument("--reference-images", type=int, default=1000,
                     help="valid images of a reference built when the weights' one does not fit (default 1000)")
     ap.add_argument("--limit", type=int, help="use the first N images of each split")
@@ -311,6 +317,12 @@ def run(argv: list[str] | None = None) -> dict:
         model = load_pretrained(args.weights, device=args.device)
     except CheckpointError as e:
         raise SystemExit(f"weights: {e}") from None
+    if args.prior is None:
+        try:
+            existing = Reference.read(args.weights)
+        except ValueError:
+            existing = None   # detector_reference says what is wrong with it, if it is needed
+        args.prior = existing.prior if existing is not None else "sample"
     L = model.config.L
     ks = sorted(set(args.ks)) if args.ks else list(range(1, L))
     if any(not 1 <= k < L for k in ks) or (args.detector_k is not None and not 1 <= args.detector_k < L):
@@ -336,13 +348,15 @@ def run(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"data: the {args.split} split of {args.data} is empty")
     dims, K = model.config.dims, args.iw
     kw = dict(batch_size=args.batch_size, chunk=args.chunk, seed=args.seed, progress=progress)
-    report = {"weights": str(args.weights), "data": args.data, "split": args.split, "images": len(x), "K": K}
+    report = {"weights": str(args.weights), "data": args.data, "split": args.split, "images": len(x), "K": K,
+              "prior": args.prior}
+    sw = dict(kw, prior=args.prior)   # the keywords of the scores
     if args.classify:
         report["error"] = classification_error(model, x, args)
     ref_scores = None
     if not oods and args.reference:  # the reference's scores hold L_1 and L_K: one pass over the split
         ref_scores = scores_per_image(model, x, sorted(set(ks) | ({args.detector_k} - {None})), K,
-                                      desc="reference", **kw)
+                                      desc="reference", **sw)
         report.update({"L_1": _mean(ref_scores["L_1"], dims), "L_K": _mean(ref_scores["L_gt_0"], dims)})
     elif not oods:
         b = bounds_per_image(model, x, K, **kw)
@@ -354,14 +368,14 @@ def run(argv: list[str] | None = None) -> dict:
         ref, source = detector_reference(model, args, ks, K, log)
         det = Detector(ref, k=args.detector_k, alpha=args.alpha)
         ks_all = sorted(set(ks) | {det.k})
-        s_in = scores_per_image(model, x, ks_all, K, desc=f"{args.data} scores", **kw)
+        s_in = scores_per_image(model, x, ks_all, K, desc=f"{args.data} scores", **sw)
         report.update({"L_1": _mean(s_in["L_1"], dims), "L_K": _mean(s_in["L_gt_0"], dims)})
         in_ks = {**s_in, "L_gt_k": {k: s_in["L_gt_k"][k] for k in ks}, "LLR_gt_k": {k: s_in["LLR_gt_k"][k] for k in ks}}
         sets = {}
         for i, (name, x_ood, skipped) in enumerate(oods):
             # each OOD set draws with other seeds than the in-distribution one
             s_ood = scores_per_image(model, x_ood, ks_all, K, desc=f"{name} scores",
-                                     **{**kw, "seed": args.seed + 500_000 * (i + 1)})
+                                     **{**sw, "seed": args.seed + 500_000 * (i + 1)})
             sets[name] = {"ood": {"data": name, "images": len(x_ood), "skipped": len(skipped),
                                   "L_1": _mean(s_ood["L_1"], dims), "L_K": _mean(s_ood["L_gt_0"], dims),
                                   "auroc": ood_aurocs(in_ks, s_ood)},
@@ -378,11 +392,11 @@ def run(argv: list[str] | None = None) -> dict:
         note = f"first {len(x)} images of the {args.data} {args.split} split"
         if ref_scores is not None:
             ref = reference_from_scores(ref_scores, K, k=args.detector_k, alpha=args.alpha or ALPHA,
-                                        split=args.split, seed=args.seed, note=note)
+                                        split=args.split, seed=args.seed, note=note, prior=args.prior)
         else:
             ref = build_reference(model, x, ks, K, k=args.detector_k, alpha=args.alpha or ALPHA, split=args.split,
                                   seed=args.seed, batch_size=args.batch_size, chunk=args.chunk, progress=progress,
-                                  note=note)
+                                  note=note, prior=args.prior)
         report["reference"] = str(ref.write(Path(args.reference)))
     report["seconds"] = round(time.time() - t0, 1)
     if args.csv:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_pretrained, save_pretrained
-from .model import BIVA
+from .model import BIVA, PRIORS
 from .plots import save_grid, save_samples
 
 TEMPERATURES = (1.0, 0.8, 0.6)
@@ -37,11 +37,11 @@ def resample_ks(L: int) -> list[int]:
 def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.Tensor | None = None,
            valid_images: torch.Tensor | None = None, draws: int = 6, temperature: float = 0.8,
            note: str = "", source: BIVA | None = None, log=print, K: int = 1,
-           ks: list[int] | None = None, detector_k: int | None = None) -> Path:
+           ks: list[int] | None = None, detector_k: int | None = None, prior: str = "sample") -> Path:
     """Write the shipped folder `out` from the pretrained layout in `run` (`source`: that model,
     when the caller has loaded it already). test_image: (1, C, H, W) in [0, 1] for the resample
     grid; valid_images: (N, C, H, W) for reference.json, the detector's reference (ks, default
-    1..L-1, with K importance samples; detector_k its default k)."""
+    1..L-1, with K importance samples and `prior`; detector_k its default k)."""
     from .detector import build_reference
     run, out = Path(run), Path(out)
     source = source if source is not None else load_pretrained(run)
@@ -63,10 +63,11 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
         log(f"resample grid, rows k = {rows_k}")
     if valid_images is not None:
         ks = ks or list(range(1, model.config.L))
-        ref = build_reference(model, valid_images, ks, K, k=detector_k, split="valid", progress=True,
+        ref = build_reference(model, valid_images, ks, K, k=detector_k, split="valid", progress=True, prior=prior,
                               note=note or f"first {len(valid_images)} images of the valid split")
         ref.write(out / "reference.json")
-        log(f"reference.json over {len(valid_images)} valid images, K={K}, k in {ref.ks}, detector k={ref.default_k}")
+        log(f"reference.json over {len(valid_images)} valid images, K={K}, prior={prior}, k in {ref.ks}, "
+            f"detector k={ref.default_k}")
     return out
 
 
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--iw", type=int, default=1, metavar="K", help="importance samples of the reference's scores")
     ap.add_argument("--ks", type=int, nargs="*", help="the reference's k (default 1..L-1)")
     ap.add_argument("--detector-k", type=int, help="the detector's default k (default: the smallest of --ks)")
+    ap.add_argument("--prior", choices=PRIORS, default="sample",
+                    help="how the reference's L^{>k} takes z_{<=k}: a prior draw or the prior mean (mode)")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     if args.threads:
@@ -101,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"data: {e}") from None
     export(args.run, args.out, test_image=test, valid_images=valid, source=model,
-           log=lambda m: print(m, file=sys.stderr), K=args.iw, ks=args.ks, detector_k=args.detector_k)
+           log=lambda m: print(m, file=sys.stderr), K=args.iw, ks=args.ks, detector_k=args.detector_k,
+           prior=args.prior)
     print(args.out)
 
 

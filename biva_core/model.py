@@ -29,6 +29,8 @@ from torch import Tensor
 from . import likelihoods as lik
 from .config import ModelConfig
 from .layers import BLOCKS, GaussianHead, LatentIn, Stack, down, up
+
+PRIORS = ("sample", "mode")   # how L^{>k} takes z_{<=k} from p(z_{<=k} | z_{>k}): a draw, or its mean
 from .operations import Operations
 
 Gaussian = tuple[Tensor, Tensor]  # (mean, scale), float32
@@ -311,7 +313,8 @@ class BIVA(Operations, nn.Module):
     # ------------------------------------------------------------------ the bound
 
     def forward(self, x: Tensor, *, k: int = 0, generator: torch.Generator | None = None,
-                per_pixel: bool = False, y: Tensor | None = None) -> tuple[Tensor, list[Tensor | None]]:
+                per_pixel: bool = False, y: Tensor | None = None,
+                prior: str = "sample") -> tuple[Tensor, list[Tensor | None]]:
         """One posterior sample per image: (log p(x | z), [log q - log p per latent]); with
         per_pixel, log p(x | z) is (B, H, W), one value per pixel (its channels together).
 
@@ -320,11 +323,18 @@ class BIVA(Operations, nn.Module):
         terms of latents at levels <= k are None, and the same expression is L^{>k}'s weight.
         With classes the list ends with the class's term (`class_term`): y given (labels (B,)),
         or drawn from q(y | x), so that the same expression bounds log p(x) (or log p(x, y)).
+
+        prior="mode" takes z_{<=k} at the mean of p(z_{<=k} | z_{>k}) instead of a draw (as
+        Havtorn 2021's released code scores L^{>k}): the weight then no longer bounds log p(x),
+        but it spends none of its variance on the levels below k (spec section 6, the detector).
         """
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
         h, target = self.prepare(x)
         bu = self.bottom_up(h, mean_below=k, generator=generator)
         y, y_term = self.class_term(bu, y, prior=k >= self.config.L, generator=generator)
-        td = self.top_down(bu, k=k, batch=h.shape[0], generator=generator, y=y)  # batch: k = L draws every z from p
+        td = self.top_down(bu, k=k, batch=h.shape[0], generator=generator, y=y,  # batch: k = L draws every z from p
+                           temperature=0.0 if prior == "mode" else 1.0)
         kl = [None if lq is None else lq - lp for lq, lp in zip(td.log_q, td.log_p)]
         if self.config.classes:
             kl.append(y_term)
@@ -390,9 +400,11 @@ class BIVA(Operations, nn.Module):
             bound, kl = bound.view(b, C), kl.view(b, C, -1)
         return (bound, logits, kl.detach()) if with_kl else (bound, logits)
 
-    def log_weight(self, x: Tensor, *, k: int = 0, generator: torch.Generator | None = None) -> Tensor:
-        """log p(x | z) p(z_{>k}) / q(z_{>k} | x) for one draw; its mean over draws is L^{>k}."""
-        log_px, kl = self(x, k=k, generator=generator)
+    def log_weight(self, x: Tensor, *, k: int = 0, generator: torch.Generator | None = None,
+                   prior: str = "sample") -> Tensor:
+        """log p(x | z) p(z_{>k}) / q(z_{>k} | x) for one draw; its mean over draws is L^{>k}
+        (prior="mode": z_{<=k} at the conditional prior's mean, see `forward`)."""
+        log_px, kl = self(x, k=k, generator=generator, prior=prior)
         return log_px - sum(t for t in kl if t is not None)
 
     def latent_level(self, index: int) -> int:

@@ -184,20 +184,23 @@ class Operations:
 
     @_evaluating
     def scores(self, x: Tensor, ks: list[int], *, K: int = 1, chunk: int = 256,
-               seed: int | None = None) -> Scores:
+               seed: int | None = None, prior: str = "sample") -> Scores:
         """L^{>0}, L^{>k} and LLR^{>k} = L^{>0} - L^{>k} for each k in ks, each importance
-        weighted with K samples, and the bits/dim of L^{>0}."""
+        weighted with K samples, and the bits/dim of L^{>0}. prior="mode" takes z_{<=k} of L^{>k}
+        at the conditional prior's mean (`forward`); L^{>0} is the same either way."""
         x = x.to(self.device)
         g = self._generator(seed)
-        bound = lambda k: bounds.iw_bound(bounds.log_weights(self, x, K=K, k=k, chunk=chunk, generator=g))  # noqa: E731
+        bound = lambda k: bounds.iw_bound(bounds.log_weights(self, x, K=K, k=k, chunk=chunk, generator=g,  # noqa: E731
+                                                             prior=prior))
         l0 = bound(0)
         lk = {int(k): (l0 if k == 0 else bound(k)) for k in ks}
         return Scores(l0, lk, {k: l0 - v for k, v in lk.items()}, bounds.bits_per_dim(l0, self.config.dims))
 
     @_evaluating
-    def pixel_map(self, x: Tensor, k: int = 0, *, seed: int | None = None) -> dict[str, Tensor]:
+    def pixel_map(self, x: Tensor, k: int = 0, *, seed: int | None = None,
+                  prior: str = "sample") -> dict[str, Tensor]:
         """Where in the image the bound is spent, for one draw: z_{>k} from q(. | x), z_{<=k} from
-        p(z_{<=k} | z_{>k}) (k = 0: every z from the posterior).
+        p(z_{<=k} | z_{>k}) (a draw, or its mean with prior="mode"; k = 0: every z from the posterior).
 
         "bits": -log2 p(x_ij | z) per pixel, (B, H, W) (the channels of a pixel together);
         "kl_bits": sum over the latents above k of log2 q(z | .) - log2 p(z | .), (B,).
@@ -206,7 +209,7 @@ class Operations:
         L = self.config.L
         if not 0 <= k < L:
             raise ValueError(f"k must be in 0..{L - 1}, got {k}")
-        log_px, kl = self(x.to(self.device), k=k, generator=self._generator(seed), per_pixel=True)
+        log_px, kl = self(x.to(self.device), k=k, generator=self._generator(seed), per_pixel=True, prior=prior)
         ln2 = math.log(2)
         kl_sum = sum(t for t in kl if t is not None)
         return {"bits": -log_px / ln2, "kl_bits": kl_sum / ln2}

@@ -410,6 +410,7 @@ class Studio:
             K = ref.K if ref else 1
         k = check_int("k", k, 1, L - 1)
         K = check_int("K (importance samples)", K, 1, MAX_K_SAMPLES)
+        prior = ref.prior if ref else "sample"   # how L^{>k} takes z_{<=k}: as the reference did
         alpha = check_float("alpha", alpha, 1e-6, 0.5)
         seed = check_seed(seed)
         detector = None
@@ -427,12 +428,12 @@ class Studio:
             left = "" if i == 0 else f", about {(time.time() - t0) / i * (n - i):.0f} s left"
             progress(i / n, f"scoring image {i + 1} of {n}{left}")
             x = p.x[None]
-            s = entry.model.scores(x, [k], K=K, seed=derive(seed, i))
+            s = entry.model.scores(x, [k], K=K, seed=derive(seed, i), prior=prior)
             scores["class"].extend(class_words(entry.model, x))
             for key, v in (("l0", s.l0), ("lk", s.lk[k]), ("llr", s.llr[k]), ("bpd", s.bpd)):
                 scores[key].append(float(v[0]))
             if maps:
-                panels.append(self._pixel_panel(entry, p, k, derive(seed, i, 1), out / f"{i:02d}_map.png"))
+                panels.append(self._pixel_panel(entry, p, k, derive(seed, i, 1), out / f"{i:02d}_map.png", prior))
         v = detector.test(scores["bpd"], scores["llr"]) if detector else None
         sides = v.tails(ref) if v is not None else None
         rows, marks_llr, marks_bpd = [], [], []
@@ -473,25 +474,29 @@ class Studio:
         return Anomalies(headers, rows, str(plot_path), str(csv_path), " ".join(notes), skipped,
                          [(str(path), caption) for path, caption in panels])
 
-    def _pixel_panel(self, entry: Entry, p: Prepared, k: int, seed: int, path: Path) -> tuple[Path, str]:
-        """input | bits per pixel with z from the posterior | with z_{<=k} from the prior: the
-        parts of the picture that the levels above k cannot explain light up on the right."""
+    def _pixel_panel(self, entry: Entry, p: Prepared, k: int, seed: int, path: Path,
+                     how: str = "sample") -> tuple[Path, str]:
+        """input | bits per pixel with z from the posterior | with z_{<=k} from the prior (a draw, or
+        its mean with how="mode"): the parts of the picture that the levels above k cannot explain
+        light up on the right."""
         x = p.x[None]
         post = entry.model.pixel_map(x, 0, seed=seed)
-        prior = entry.model.pixel_map(x, k, seed=seed)
+        prior = entry.model.pixel_map(x, k, seed=seed, prior=how)
         a, b = post["bits"][0].cpu().numpy(), prior["bits"][0].cpu().numpy()
         vmax = float(np.quantile(np.concatenate([a.ravel(), b.ravel()]), 0.99)) or 1.0
         panel = draw.side_by_side([upscale(to_pil(p.x), 128), draw.heat(a, vmax), draw.heat(b, vmax),
                                    draw.colour_bar(vmax)])
         panel.save(path)
         caption = (f"{p.name}: input | bits per pixel, z from q: {a.sum():.0f} + KL {float(post['kl_bits'][0]):.0f} "
-                   f"bits | z<={k} from the prior: {b.sum():.0f} + KL>{k} {float(prior['kl_bits'][0]):.0f} bits")
+                   f"bits | z<={k} {'at the prior mean' if how == 'mode' else 'from the prior'}: {b.sum():.0f} + "
+                   f"KL>{k} {float(prior['kl_bits'][0]):.0f} bits")
         return path, caption
 
     @staticmethod
     def _ref_words(entry: Entry) -> str:
         ref = entry.reference
-        return f"({ref.images} {ref.split} images, K={ref.K})" if ref else "(none)"
+        mode = ", z<=k at the prior mean" if ref and ref.prior == "mode" else ""
+        return f"({ref.images} {ref.split} images, K={ref.K}{mode})" if ref else "(none)"
 
     def detector_defaults(self, name: str) -> dict:
         """The Anomaly tab's defaults for a model: the reference's k, K and alpha and its ks."""
@@ -508,7 +513,7 @@ class Studio:
         entry = self.entry(name)
         if "card" not in entry.cache:
             ref = entry.reference
-            words = (f"{ref.images} images of the {ref.split} split, K={ref.K}. {ref.note}" if ref
+            words = (f"{ref.images} images of the {ref.split} split, K={ref.K}, prior={ref.prior}. {ref.note}" if ref
                      else f"unreadable: {entry.reference_error}" if entry.reference_error else "absent")
             out = self._workdir / "kept" / f"card-{uuid.uuid4().hex[:10]}"
             out.mkdir(parents=True)

@@ -3,6 +3,7 @@ in-distribution draws (within binomial tolerance), both tails flagged, a K misma
 reference file round trip, and the pixel maps that decompose the bound."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -50,12 +51,14 @@ def test_flag_rate_is_alpha_on_in_distribution_draws():
             assert (v.p <= a).mean() <= a + 4 * math.sqrt(a * (1 - a) / m)
 
 
-def test_flag_rate_of_a_model_on_its_own_samples():
+@pytest.mark.parametrize("prior", ["sample", "mode"])
+def test_flag_rate_of_a_model_on_its_own_samples(prior):
     """The model's own samples are in distribution by definition: with a reference of 300 of them,
     600 others are flagged at about alpha (the reference's own randomness widens the tolerance)."""
     model = live_model(tiny_config())
     draw = lambda n, seed: model.sample(n, seed=seed, sample_pixels=True)  # noqa: E731
-    ref = build_reference(model, draw(300, 1), [1, 2], 1, k=2, seed=10)
+    ref = build_reference(model, draw(300, 1), [1, 2], 1, k=2, seed=10, prior=prior)
+    assert ref.prior == prior
     det = Detector(ref, alpha=0.1)
     v = det.score(model, draw(600, 2), seed=20)
     assert 0.1 * 600 * 0.4 <= v.flagged.sum() <= 0.1 * 600 * 1.8
@@ -102,6 +105,25 @@ def test_a_reference_of_another_K_is_refused():
         Detector(synthetic_reference(50, seed=0), k=2)
 
 
+def test_a_reference_of_the_other_prior_is_refused(tmp_path):
+    """LLR^{>k} with z_{<=k} drawn and at the prior mean are different statistics: a reference of
+    one refuses scores of the other, and an older file (no "prior") reads as drawn."""
+    model = live_model(tiny_config())
+    ref = build_reference(model, images(model.config, 6), [1, 2], 1, k=2, prior="mode")
+    det = Detector(Reference.read(ref.write(tmp_path)))
+    assert det.ref.prior == "mode"
+    det.check_prior("mode")
+    with pytest.raises(ValueError, match='prior="mode"; scores made with prior="sample" are a different statistic'):
+        det.score(model, images(model.config, 2), prior="sample")
+    assert det.score(model, images(model.config, 2)).p.shape == (2,)     # default: the reference's prior
+    data = json.loads((tmp_path / "reference.json").read_text())
+    del data["prior"]
+    (tmp_path / "reference.json").write_text(json.dumps({**data, "format_version": 2}))
+    assert Reference.read(tmp_path).prior == "sample"
+    with pytest.raises(ValueError, match="prior must be one of"):
+        build_reference(model, images(model.config, 2), [1], 1, prior="median")
+
+
 def test_reference_round_trip_and_errors(tmp_path):
     model = live_model(tiny_config())
     ref = build_reference(model, images(model.config, 6), [1, 2], 3, k=2, note="six images", seed=5)
@@ -118,14 +140,15 @@ def test_reference_round_trip_and_errors(tmp_path):
         Reference.read(tmp_path / "bad")
 
 
+@pytest.mark.parametrize("prior", ["sample", "mode"])
 @pytest.mark.parametrize("kind", ["dmol", "bernoulli"])
 @pytest.mark.parametrize("k", [0, 1, 2])
-def test_pixel_maps_sum_to_the_bound(kind, k):
+def test_pixel_maps_sum_to_the_bound(kind, k, prior):
     """sum over pixels of -log2 p(x_ij | z) plus the KL terms above k = -log2 of the draw's weight:
     the ELBO for k = 0, the K = 1 estimate of L^{>k} otherwise (same seed, same draw)."""
     model = live_model(tiny_config(kind=kind))
     x = images(model.config, 3)
-    m = model.pixel_map(x, k, seed=9)
+    m = model.pixel_map(x, k, seed=9, prior=prior)
     c, h, w = model.config.image_shape
     assert m["bits"].shape == (3, h, w) and (m["bits"] >= 0).all()
     total = m["bits"].sum((1, 2)) + m["kl_bits"]
@@ -133,7 +156,7 @@ def test_pixel_maps_sum_to_the_bound(kind, k):
         want = -model.elbo(x, seed=9)["elbo"] / math.log(2)
     else:
         with torch.no_grad():  # one draw of L^{>k}'s weight with the same seed
-            want = -model.log_weight(x, k=k, generator=torch.Generator().manual_seed(9)) / math.log(2)
+            want = -model.log_weight(x, k=k, generator=torch.Generator().manual_seed(9), prior=prior) / math.log(2)
     assert torch.allclose(total, want, rtol=1e-5, atol=1e-3)
     with pytest.raises(ValueError, match="k must be in"):
         model.pixel_map(x, model.config.L)

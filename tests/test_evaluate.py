@@ -97,7 +97,7 @@ def test_cli_ood_folder_detector_and_reference(saved, tmp_path, monkeypatch, cap
     assert d["flagged_in"] in [i / 6 for i in range(7)] and d["flagged_ood"] in [i / 4 for i in range(5)]
     ref = json.loads(ref_path.read_text())
     assert {"format_version", "split", "images", "K", "L_gt_0", "L_gt_k", "LLR_gt_k", "bpd", "detector"} <= set(ref)
-    assert ref["format_version"] == 2 and ref["split"] == "valid" and ref["images"] == 6 and ref["K"] == 2
+    assert ref["format_version"] == 3 and ref["prior"] == "sample" and ref["split"] == "valid" and ref["images"] == 6 and ref["K"] == 2
     for k in ("1", "2"):
         llr = np.array(ref["L_gt_0"]) - np.array(ref["L_gt_k"][k])
         assert np.allclose(llr, ref["LLR_gt_k"][k], atol=1e-3)
@@ -105,7 +105,8 @@ def test_cli_ood_folder_detector_and_reference(saved, tmp_path, monkeypatch, cap
 
 
 def test_cli_detector_uses_a_matching_reference_only(saved, tmp_path, monkeypatch, capsys):
-    """The weights' reference.json serves the detector when its K is --iw; another K rebuilds one."""
+    """The weights' reference.json serves the detector when its K is --iw (and its prior --prior);
+    another K or prior rebuilds one."""
     import shutil
     weights = tmp_path / "w"
     shutil.copytree(saved / "weights", weights)
@@ -120,6 +121,9 @@ def test_cli_detector_uses_a_matching_reference_only(saved, tmp_path, monkeypatc
     d = run([*base, "--iw", "2"])["detector"]
     assert d["reference"].startswith("built from 6") and d["K"] == 2 and d["k"] == 2
     assert "K=1" in capsys.readouterr().err
+    r = run([*base, "--iw", "1", "--prior", "mode"])       # the other statistic: rebuilt, and said so
+    assert r["prior"] == "mode" and r["detector"]["prior"] == "mode" and r["detector"]["reference"].startswith("built")
+    assert "made with prior=sample" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run([*base[:-2], "--iw", "1"])  # --ood folder without --ood-dir
 

@@ -156,6 +156,32 @@ def test_lk_at_L_draws_every_latent_from_the_prior(model: BIVA) -> None:
     assert s.lk[L].shape == (4,) and torch.equal(s.llr[L], s.l0 - s.lk[L])
 
 
+@torch.inference_mode()
+def test_prior_mode_takes_z_below_k_at_the_conditional_prior_mean(model: BIVA) -> None:
+    """prior="mode": with one seed the latent terms above k are those of the sampled weight (the
+    same z_{>k}), only log p(x | z) changes; it is the pass with temperature 0 below k; at k = 0 it
+    is the ELBO's weight, and at k = L log p(x | z) of the all-means prior path for every seed."""
+    L = model.config.L
+    x = images(model.config, 3, seed=2)
+    _, target = model.prepare(x)
+    assert torch.equal(model.log_weight(x, k=0, generator=gen(1), prior="mode"),
+                       model.log_weight(x, k=0, generator=gen(1)))
+    for k in range(1, L):
+        px_s, kl_s = model(x, k=k, generator=gen(3))
+        px_m, kl_m = model(x, k=k, generator=gen(3), prior="mode")
+        assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(kl_s, kl_m))
+        assert not torch.equal(px_s, px_m)
+        g = gen(3)
+        h, _ = model.prepare(x)
+        td = model.top_down(model.bottom_up(h, mean_below=k, generator=g), k=k, temperature=0.0, generator=g)
+        assert torch.equal(px_m, model.log_px(target, td.px))
+    means = model.top_down(None, k=L, temperature=0.0, batch=3)
+    for seed in (0, 1):
+        assert torch.equal(model.log_weight(x, k=L, generator=gen(seed), prior="mode"), model.log_px(target, means.px))
+    with pytest.raises(ValueError, match="prior must be one of"):
+        model(x, k=1, prior="mean")
+
+
 @pytest.mark.parametrize("kind", ["dmol", "bernoulli"])
 @torch.inference_mode()
 def test_bottom_up_uses_posterior_means_up_to_k(kind: str) -> None:
