@@ -36,9 +36,9 @@ def score_snapshot(folder: Path, args) -> dict:
     valid = load_images(args.data, "valid", args.data_dir, model, limit=args.ref)
     x_in = load_images(args.data, "test", args.data_dir, model, limit=args.n)
     x_ood = load_images(args.ood, "test", args.data_dir, model, limit=args.n)
-    ref = build_reference(model, valid, ks, args.iw, k=args.detector_k, seed=1_000_000)
-    s_in = scores_per_image(model, x_in, ks, args.iw, seed=0)
-    s_ood = scores_per_image(model, x_ood, ks, args.iw, seed=500_000)
+    ref = build_reference(model, valid, ks, args.iw, k=args.detector_k, seed=1_000_000, prior=args.prior)
+    s_in = scores_per_image(model, x_in, ks, args.iw, seed=0, prior=args.prior)
+    s_ood = scores_per_image(model, x_ood, ks, args.iw, seed=500_000, prior=args.prior)
     row = {"step": info.get("step"), "seconds": info.get("seconds"),
            "valid_bpd": (info.get("valid") or {}).get("valid_bpd"),
            "auroc_L_gt_0": auroc(-s_in["L_gt_0"].numpy(), -s_ood["L_gt_0"].numpy())}
@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--ref", type=int, default=1000, help="reference images (valid split)")
     ap.add_argument("--iw", type=int, default=1)
     ap.add_argument("--detector-k", type=int, default=1)
+    ap.add_argument("--prior", choices=["sample", "mode"], default="sample",
+                    help="how L^{>k} takes z_{<=k}: a prior draw, or the prior mean")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--every", type=int, default=1, help="score every n-th snapshot (and the last)")
     ap.add_argument("--out", required=True, help="path stem of the .md table and .png plot")
@@ -70,7 +72,8 @@ def main() -> None:
     run = Path(args.run)
     cache_path = run / "auroc_vs_time.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    key = lambda name: f"{name}|{args.data}|{args.ood}|{args.n}|{args.ref}|{args.iw}|{args.detector_k}"  # noqa: E731
+    key = lambda name: (f"{name}|{args.data}|{args.ood}|{args.n}|{args.ref}|{args.iw}|{args.detector_k}"  # noqa: E731
+                        + ("" if args.prior == "sample" else f"|{args.prior}"))
     snaps = sorted(p for p in (run / "snapshots").iterdir() if (p / "config.json").is_file())
     snaps = [p for i, p in enumerate(snaps) if i % args.every == 0 or i == len(snaps) - 1]
     for p in snaps:
@@ -83,7 +86,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"{args.data} -> {args.ood}: {args.n} test images of each, reference {args.ref} valid images, "
-             f"K = {args.iw}, detector k = {args.detector_k}, alpha = {args.alpha}", "",
+             f"K = {args.iw}, detector k = {args.detector_k}, alpha = {args.alpha}, "
+             f"z<=k of L>k {'at the prior mean' if args.prior == 'mode' else 'drawn from the prior'}", "",
              "| step | minutes | valid bits/dim | AUROC L>0 | " + " | ".join(f"LLR>{k}" for k in ks)
              + " | detector | flagged in | flagged OOD |", "|" + "---|" * (7 + len(ks))]
     for r in rows:

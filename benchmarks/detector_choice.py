@@ -6,7 +6,7 @@ For each K: a reference of --ref valid images (their scores for every k in --ks)
     verdict at alpha differs between seeds;
   - AUROC of the detector (and of LLR>k alone, two-sided) for each k: the --spread images against
     each OOD set (--ood-sets: data sets, or "upside_down" = the valid images turned upside down,
-    "noise" = uniform noise, "flat" = flat colours), first seed;
+    "noise" = uniform noise, "flat" = flat colours, "folder:DIR" = the images of a folder), first seed;
   - seconds per image for scores with all ks (this thread count).
 One table (markdown) on stdout and the rows as JSON with --json.
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.detector import Detector, build_reference, scores_per_image  # noqa: E402
-from biva_core.evaluate import auroc, load_images  # noqa: E402
+from biva_core.evaluate import auroc, load_folder, load_images  # noqa: E402
 
 
 def synthetic(kind: str, like: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -71,6 +71,11 @@ def main() -> None:
     for name in args.ood_sets:
         if name in ("upside_down", "noise", "flat"):
             oods[name] = synthetic(name, test_x)
+        elif name.startswith("folder:"):   # any folder of images, prepared as biva-evaluate --ood folder does
+            from biva_core.data.prepare import binarization, is_face
+            face = is_face(Path(args.weights).name, model.training_info) and model.config.image_shape[0] == 3
+            oods[name] = load_folder(name[len("folder:"):], model, face=face, limit=len(test_x), progress=False,
+                                     binarize=binarization(model.training_info))[0]
         else:
             oods[name] = load_images(name, "valid", args.data_dir, model, limit=len(test_x))
     rows = []

@@ -466,7 +466,7 @@ class Studio:
         if v is not None:
             notes = [f"**{int(v.flagged.sum())} of {len(rows)} images flagged** (combined two-sided p < {alpha:g}: "
                      f"bits/dim and LLR>{k}, each atypically low or high against {ref.images} {ref.split} images, "
-                     f"K={ref.K})."]
+                     f"K={ref.K}{'; LLR with z<=k at the prior mean' if prior == 'mode' else ''})."]
         else:
             notes = ["No reference distribution (reference.json) for this model: scores only, no verdicts."]
         notes += [f"Skipped {s}" for s in skipped]

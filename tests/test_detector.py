@@ -93,6 +93,24 @@ def test_the_face_model_flags_a_digit_low_and_noise_high(tmp_path):
     assert "(low)" in r.rows[0][4] and "(high)" in r.rows[1][4]
 
 
+@pytest.mark.skipif(not (ROOT / "weights" / "fashion_mnist_binary" / "reference.json").is_file(),
+                    reason="no shipped binarized FashionMNIST model")
+def test_the_binary_fashion_model_flags_its_digits_and_noise_and_passes_its_clothes(tmp_path):
+    """The shipped detector (K = 16, LLR>4 with z_{<=4} at the prior mean, docs/detector.md) on the
+    model's shipped examples: the MNIST digits and the noise image are flagged, the
+    FashionMNIST test images are not."""
+    from studio.engine import Studio
+    studio = Studio([ROOT / "weights" / "fashion_mnist_binary"], workdir=tmp_path / "out")
+    ref = studio.entries["fashion_mnist_binary"].reference
+    assert (ref.K, ref.prior, ref.default_k) == (16, "mode", 4)
+    ex = studio.examples("fashion_mnist_binary", ood=True)
+    r = studio.anomaly("fashion_mnist_binary", ex, maps=False)
+    verdicts = {row[0]: row[1] for row in r.rows}
+    assert len(verdicts) == len(ex) >= 6
+    for name, verdict in verdicts.items():
+        assert verdict == ("ANOMALY" if name.startswith("ood_") else "typical"), (name, verdict)
+
+
 def test_a_reference_of_another_K_is_refused():
     det = Detector(synthetic_reference(50, seed=0, K=4))
     det.check_K(4)
