@@ -1,14 +1,16 @@
 """How fast LLR>k becomes useful: the OOD AUROC of every snapshot of a training run against its
 training time (a run trained with --set snapshots=true keeps the weights of every validation).
 
-For each snapshot under RUN/snapshots/<step>/ (results cached in RUN/auroc_vs_time.json, so a
-rerun scores only new ones): a reference of --ref valid images, then --n test images of the data
+For each snapshot under RUN/snapshots/<step>/ (of each RUN in turn: several runs are a warm-started
+lineage, timed end to end; results cached in RUN/auroc_vs_time.json, so a rerun scores only new
+ones): a reference of --ref valid images, then --n test images of the data
 set and of the OOD set, all with K = --iw; the AUROC of -L>0, of LLR>k for every k, and of the
 detector (bits/dim and LLR>k, two-sided, k = --detector-k) with its flag rates at alpha.
 Writes the table (markdown) and a plot next to --out.
 
     python benchmarks/auroc_vs_time.py --run runs/fmnist_binary --data fashion_mnist_binary \\
         --ood mnist_binary --n 1000 --out docs/detector/fmnist_binary_auroc_vs_time --threads 1
+    python benchmarks/auroc_vs_time.py --run runs/a runs/b --prior mode --iw 4 ...   # b warm-started from a
 """
 from __future__ import annotations
 
@@ -53,7 +55,8 @@ def score_snapshot(folder: Path, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True)
+    ap.add_argument("--run", required=True, nargs="+", help="a run folder, or several: a lineage in the order "
+                    "trained (each warm-started from the one before), timed end to end")
     ap.add_argument("--data", required=True)
     ap.add_argument("--ood", required=True)
     ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"))
@@ -69,35 +72,38 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    run = Path(args.run)
-    cache_path = run / "auroc_vs_time.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    key = lambda name: (f"{name}|{args.data}|{args.ood}|{args.n}|{args.ref}|{args.iw}|{args.detector_k}"  # noqa: E731
-                        + ("" if args.prior == "sample" else f"|{args.prior}"))
-    snaps = sorted(p for p in (run / "snapshots").iterdir() if (p / "config.json").is_file())
-    snaps = [p for i, p in enumerate(snaps) if i % args.every == 0 or i == len(snaps) - 1]
-    for p in snaps:
-        if key(p.name) not in cache:
-            cache[key(p.name)] = score_snapshot(p, args)
-            cache_path.write_text(json.dumps(cache, indent=1))
-            print(json.dumps(cache[key(p.name)]), file=sys.stderr, flush=True)
-    rows = sorted((cache[key(p.name)] for p in snaps), key=lambda r: r["step"])
+    rows, offset = [], 0.0   # a warm-started lineage: each run's clock starts where the previous one ended
+    for run in map(Path, args.run):
+        cache_path = run / "auroc_vs_time.json"
+        cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+        key = lambda name: (f"{name}|{args.data}|{args.ood}|{args.n}|{args.ref}|{args.iw}|{args.detector_k}"  # noqa: E731
+                            + ("" if args.prior == "sample" else f"|{args.prior}"))
+        snaps = sorted(p for p in (run / "snapshots").iterdir() if (p / "config.json").is_file())
+        snaps = [p for i, p in enumerate(snaps) if i % args.every == 0 or i == len(snaps) - 1]
+        for p in snaps:
+            if key(p.name) not in cache:
+                cache[key(p.name)] = score_snapshot(p, args)
+                cache_path.write_text(json.dumps(cache, indent=1))
+                print(json.dumps(cache[key(p.name)]), file=sys.stderr, flush=True)
+        mine = sorted((cache[key(p.name)] for p in snaps), key=lambda r: r["step"])
+        rows += [dict(r, run=run.name, minutes=(offset + r["seconds"]) / 60) for r in mine]
+        offset += mine[-1]["seconds"]
     ks = sorted(int(c.split("_")[-1]) for c in rows[0] if c.startswith("auroc_LLR_"))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"{args.data} -> {args.ood}: {args.n} test images of each, reference {args.ref} valid images, "
              f"K = {args.iw}, detector k = {args.detector_k}, alpha = {args.alpha}, "
              f"z<=k of L>k {'at the prior mean' if args.prior == 'mode' else 'drawn from the prior'}", "",
-             "| step | minutes | valid bits/dim | AUROC L>0 | " + " | ".join(f"LLR>{k}" for k in ks)
-             + " | detector | flagged in | flagged OOD |", "|" + "---|" * (7 + len(ks))]
+             "| run | step | minutes | valid bits/dim | AUROC L>0 | " + " | ".join(f"LLR>{k}" for k in ks)
+             + " | detector | flagged in | flagged OOD |", "|" + "---|" * (8 + len(ks))]
     for r in rows:
-        lines.append(f"| {r['step']} | {r['seconds'] / 60:.1f} | {r['valid_bpd']:.4f} | {r['auroc_L_gt_0']:.3f} | "
+        lines.append(f"| {r['run']} | {r['step']} | {r['minutes']:.1f} | {r['valid_bpd']:.4f} | {r['auroc_L_gt_0']:.3f} | "
                      + " | ".join(f"{r[f'auroc_LLR_{k}']:.3f}" for k in ks)
                      + f" | {r['auroc_detector']:.3f} | {r['flagged_in']:.3f} | {r['flagged_ood']:.3f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    series = {"L>0": [(r["seconds"] / 60, r["auroc_L_gt_0"]) for r in rows]}
-    series.update({f"LLR>{k}": [(r["seconds"] / 60, r[f"auroc_LLR_{k}"]) for r in rows] for k in ks})
-    series["detector"] = [(r["seconds"] / 60, r["auroc_detector"]) for r in rows]
+    series = {"L>0": [(r["minutes"], r["auroc_L_gt_0"]) for r in rows]}
+    series.update({f"LLR>{k}": [(r["minutes"], r[f"auroc_LLR_{k}"]) for r in rows] for k in ks})
+    series["detector"] = [(r["minutes"], r["auroc_detector"]) for r in rows]
     line_chart(series, out.with_suffix(".png"), title=f"{args.data} -> {args.ood}: AUROC against training time",
                xlabel="training minutes (one CPU core)", ylabel="AUROC")
     print("\n".join(lines))
