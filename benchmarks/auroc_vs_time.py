@@ -67,19 +67,23 @@ def main() -> None:
     ap.add_argument("--prior", choices=["sample", "mode"], default="sample",
                     help="how L^{>k} takes z_{<=k}: a prior draw, or the prior mean")
     ap.add_argument("--alpha", type=float, default=0.05)
-    ap.add_argument("--every", type=int, default=1, help="score every n-th snapshot (and the last)")
+    ap.add_argument("--every", type=int, nargs="+", default=[1],
+                    help="score every n-th snapshot (and the last); one value, or one per --run")
     ap.add_argument("--out", required=True, help="path stem of the .md table and .png plot")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows, offset = [], 0.0   # a warm-started lineage: each run's clock starts where the previous one ended
-    for run in map(Path, args.run):
+    if len(args.every) not in (1, len(args.run)):
+        ap.error("--every takes one value or one per --run")
+    for i, run in enumerate(map(Path, args.run)):
+        every = args.every[i if len(args.every) > 1 else 0]
         cache_path = run / "auroc_vs_time.json"
         cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
         key = lambda name: (f"{name}|{args.data}|{args.ood}|{args.n}|{args.ref}|{args.iw}|{args.detector_k}"  # noqa: E731
                             + ("" if args.prior == "sample" else f"|{args.prior}"))
         snaps = sorted(p for p in (run / "snapshots").iterdir() if (p / "config.json").is_file())
-        snaps = [p for i, p in enumerate(snaps) if i % args.every == 0 or i == len(snaps) - 1]
+        snaps = [p for j, p in enumerate(snaps) if j % every == 0 or j == len(snaps) - 1]
         for p in snaps:
             if key(p.name) not in cache:
                 cache[key(p.name)] = score_snapshot(p, args)
