@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.detector import Detector, build_reference, scores_per_image  # noqa: E402
 from biva_core.evaluate import auroc, load_images  # noqa: E402
+from biva_core.model import PRIOR_WORDS, PRIORS  # noqa: E402
 from biva_core.plots import line_chart  # noqa: E402
 
 
@@ -64,7 +65,7 @@ def main() -> None:
     ap.add_argument("--ref", type=int, default=1000, help="reference images (valid split)")
     ap.add_argument("--iw", type=int, default=1)
     ap.add_argument("--detector-k", type=int, default=1)
-    ap.add_argument("--prior", choices=["sample", "mode"], default="sample",
+    ap.add_argument("--prior", choices=PRIORS, default="sample",
                     help="how L^{>k} takes z_{<=k}: a prior draw, or the prior mean")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--every", type=int, nargs="+", default=[1],
@@ -97,7 +98,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"{args.data} -> {args.ood}: {args.n} test images of each, reference {args.ref} valid images, "
              f"K = {args.iw}, detector k = {args.detector_k}, alpha = {args.alpha}, "
-             f"z<=k of L>k {'at the prior mean' if args.prior == 'mode' else 'drawn from the prior'}", "",
+             f"z<=k of L>k {PRIOR_WORDS[args.prior]}", "",
              "| run | step | minutes | valid bits/dim | AUROC L>0 | " + " | ".join(f"LLR>{k}" for k in ks)
              + " | detector | flagged in | flagged OOD |", "|" + "---|" * (8 + len(ks))]
     for r in rows:

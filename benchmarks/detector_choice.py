@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.detector import Detector, build_reference, scores_per_image  # noqa: E402
-from biva_core.evaluate import auroc, load_folder, load_images  # noqa: E402
+from biva_core.evaluate import auroc, load_images, load_model_folder  # noqa: E402
+from biva_core.model import PRIORS  # noqa: E402
 
 
 def synthetic(kind: str, like: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -49,7 +50,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"))
     ap.add_argument("--Ks", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--priors", nargs="+", default=["sample"], choices=["sample", "mode"],
+    ap.add_argument("--priors", nargs="+", default=["sample"], choices=PRIORS,
                     help="how L^{>k} takes z_{<=k}: a prior draw, or the prior mean")
     ap.add_argument("--ks", type=int, nargs="+")
     ap.add_argument("--ref", type=int, default=300, help="reference images (valid split)")
@@ -72,10 +73,7 @@ def main() -> None:
         if name in ("upside_down", "noise", "flat"):
             oods[name] = synthetic(name, test_x)
         elif name.startswith("folder:"):   # any folder of images, prepared as biva-evaluate --ood folder does
-            from biva_core.data.prepare import binarization, is_face
-            face = is_face(Path(args.weights).name, model.training_info) and model.config.image_shape[0] == 3
-            oods[name] = load_folder(name[len("folder:"):], model, face=face, limit=len(test_x), progress=False,
-                                     binarize=binarization(model.training_info))[0]
+            oods[name] = load_model_folder(name[len("folder:"):], model, args.weights, limit=len(test_x))[0]
         else:
             oods[name] = load_images(name, "valid", args.data_dir, model, limit=len(test_x))
     rows = []

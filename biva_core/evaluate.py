@@ -35,7 +35,7 @@ from torch import Tensor
 from .bounds import bits_per_dim
 from .detector import (ALPHA, REFERENCE_FILE, Detector, Reference, batches, build_reference, reference_from_scores,
                        scores_per_image)
-from .model import BIVA, PRIORS
+from .model import BIVA, PRIOR_WORDS, PRIORS
 
 
 # ---------------------------------------------------------------- AUROC
@@ -108,7 +108,7 @@ def format_table(report: dict) -> str:
         return "\n\n".join(format_table({**{k: v for k, v in report.items() if k != "ood_sets"}, **one})
                              for one in report["ood_sets"].values())
     lines = [f"{report['weights']} on {report['data']} {report['split']} ({report['images']} images, K={report['K']}, "
-             f"L^{{>k}} with z_<=k {'at the prior mean' if report.get('prior') == 'mode' else 'drawn from the prior'})"]
+             f"L^{{>k}} with z_<=k {PRIOR_WORDS[report.get('prior', 'sample')]})"]
     if "error" in report:
         lines.append(f"  classification error (argmax q(y | x)): {100 * report['error']:.2f}%")
     for name in ("L_1", "L_K"):
@@ -189,6 +189,17 @@ def load_images(dataset: str, split: str, data_dir: str | None, model: BIVA, *, 
     return x.float() / 255
 
 
+def load_model_folder(directory: str, model: BIVA, weights: str, *, limit: int | None = None,
+                      progress: bool = False) -> tuple[Tensor, list[str]]:
+    """`load_folder` prepared for the model of the folder `weights`: faces cropped as CelebA when it
+    is a face model, digits binarized as it was trained."""
+    from pathlib import Path
+    from .data.prepare import binarization, is_face
+    face = is_face(Path(weights).name, model.training_info) and model.config.image_shape[0] == 3
+    return load_folder(directory, model, face=face, binarize=binarization(model.training_info), limit=limit,
+                       progress=progress)
+
+
 def load_folder(directory: str, model: BIVA, *, face: bool, binarize: str, limit: int | None = None,
                 progress: bool = False) -> tuple[Tensor, list[str]]:
     """Every image file under `directory` (recursively, sorted by path) prepared as the studio
@@ -264,7 +275,6 @@ def run(argv: list[str] | None = None) -> dict:
     """Parse the command line, evaluate, print (table or --json) and return the report."""
     from .checkpoint import CheckpointError, load_pretrained
     from .data import DATASETS
-    from .data.prepare import binarization, is_face
     ap = argparse.ArgumentParser(prog="biva-evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="a pretrained folder (config.json + safetensors)")
@@ -334,11 +344,8 @@ def run(argv: list[str] | None = None) -> dict:
         for name in args.ood or []:
             limit = args.ood_limit or args.limit
             if name == "folder":
-                from pathlib import Path
                 folder = next(dirs)
-                face = is_face(Path(args.weights).name, model.training_info) and model.config.image_shape[0] == 3
-                x_ood, skipped = load_folder(folder, model, face=face, binarize=binarization(model.training_info),
-                                             limit=limit, progress=progress)
+                x_ood, skipped = load_model_folder(folder, model, args.weights, limit=limit, progress=progress)
                 oods.append((f"folder {folder}", x_ood, skipped))
             else:
                 oods.append((name, load_images(name, args.split, args.data_dir, model, limit=limit), []))

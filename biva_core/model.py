@@ -29,9 +29,11 @@ from torch import Tensor
 from . import likelihoods as lik
 from .config import ModelConfig
 from .layers import BLOCKS, GaussianHead, LatentIn, Stack, down, up
-
-PRIORS = ("sample", "mode")   # how L^{>k} takes z_{<=k} from p(z_{<=k} | z_{>k}): a draw, or its mean
 from .operations import Operations
+
+# how L^{>k} takes z_{<=k} from p(z_{<=k} | z_{>k}): a draw, or its mean; and how to say it
+PRIORS = ("sample", "mode")
+PRIOR_WORDS = {"sample": "drawn from the prior", "mode": "at the prior mean"}
 
 Gaussian = tuple[Tensor, Tensor]  # (mean, scale), float32
 

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from biva_core import BIVA, load_pretrained
+from biva_core.model import PRIOR_WORDS
 from biva_core.plots import grid_image
 
 from . import card, draw
@@ -466,7 +467,7 @@ class Studio:
         if v is not None:
             notes = [f"**{int(v.flagged.sum())} of {len(rows)} images flagged** (combined two-sided p < {alpha:g}: "
                      f"bits/dim and LLR>{k}, each atypically low or high against {ref.images} {ref.split} images, "
-                     f"K={ref.K}{'; LLR with z<=k at the prior mean' if prior == 'mode' else ''})."]
+                     f"K={ref.K}{f'; LLR with z<=k {PRIOR_WORDS[prior]}' if prior == 'mode' else ''})."]
         else:
             notes = ["No reference distribution (reference.json) for this model: scores only, no verdicts."]
         notes += [f"Skipped {s}" for s in skipped]
@@ -475,27 +476,26 @@ class Studio:
                          [(str(path), caption) for path, caption in panels])
 
     def _pixel_panel(self, entry: Entry, p: Prepared, k: int, seed: int, path: Path,
-                     how: str = "sample") -> tuple[Path, str]:
+                     prior: str = "sample") -> tuple[Path, str]:
         """input | bits per pixel with z from the posterior | with z_{<=k} from the prior (a draw, or
-        its mean with how="mode"): the parts of the picture that the levels above k cannot explain
+        its mean with prior="mode"): the parts of the picture that the levels above k cannot explain
         light up on the right."""
         x = p.x[None]
         post = entry.model.pixel_map(x, 0, seed=seed)
-        prior = entry.model.pixel_map(x, k, seed=seed, prior=how)
-        a, b = post["bits"][0].cpu().numpy(), prior["bits"][0].cpu().numpy()
+        low = entry.model.pixel_map(x, k, seed=seed, prior=prior)
+        a, b = post["bits"][0].cpu().numpy(), low["bits"][0].cpu().numpy()
         vmax = float(np.quantile(np.concatenate([a.ravel(), b.ravel()]), 0.99)) or 1.0
         panel = draw.side_by_side([upscale(to_pil(p.x), 128), draw.heat(a, vmax), draw.heat(b, vmax),
                                    draw.colour_bar(vmax)])
         panel.save(path)
         caption = (f"{p.name}: input | bits per pixel, z from q: {a.sum():.0f} + KL {float(post['kl_bits'][0]):.0f} "
-                   f"bits | z<={k} {'at the prior mean' if how == 'mode' else 'from the prior'}: {b.sum():.0f} + "
-                   f"KL>{k} {float(prior['kl_bits'][0]):.0f} bits")
+                   f"bits | z<={k} {PRIOR_WORDS[prior]}: {b.sum():.0f} + KL>{k} {float(low['kl_bits'][0]):.0f} bits")
         return path, caption
 
     @staticmethod
     def _ref_words(entry: Entry) -> str:
         ref = entry.reference
-        mode = ", z<=k at the prior mean" if ref and ref.prior == "mode" else ""
+        mode = f", z<=k {PRIOR_WORDS['mode']}" if ref and ref.prior == "mode" else ""
         return f"({ref.images} {ref.split} images, K={ref.K}{mode})" if ref else "(none)"
 
     def detector_defaults(self, name: str) -> dict:
