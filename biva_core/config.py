@@ -49,6 +49,9 @@ class ModelConfig:
     # C > 0: a class y joins the model (spec section 5, semi-supervised): the top-down path starts
     # from [z_L, y], p(y) uniform, q(y | x) reads the top level's bottom-up features. 0 = none
     classes: int = 0
+    # with classes: q(z_L | x, y), the top latent's posterior reads the class beside the top
+    # features (M2's q(z | x, y)), so z_L can hold the style of a class instead of the class
+    class_posterior: bool = False
     # "gated": 3x3 convs at full width (the paper's); "bottleneck": 1x1 to channels / 4, two 3x3,
     # 1x1 back (VDVAE's design, ~14x fewer multiply-adds per block), gated the same way
     block: str = "gated"
@@ -76,6 +79,8 @@ class ModelConfig:
         _check(self.block != "bottleneck" or min(lv.channels for lv in self.levels) >= 4, "block", self.block,
                "bottleneck needs >= 4 channels at every level (it runs at channels / 4)")
         _check(self.classes >= 0, "classes", self.classes, "must be >= 0 (0 = no class variable)")
+        _check(not self.class_posterior or self.classes > 0, "class_posterior", self.class_posterior,
+               "needs a class variable (classes > 0)")
         _check(len(self.levels) >= 2, "levels", len(self.levels), "needs at least 2 levels")
         size = h
         for i, lv in enumerate(self.levels):

@@ -45,7 +45,7 @@ class BottomUp:
     log_q_bu: list[Tensor | None]    # log q(z_i^BU | .) per image, (B,)
     q_bu: list[Gaussian | None]
     feats: list[Tensor]              # TD-inference features (BIVA) or BU features (LVAE)
-    q_top: Gaussian
+    q_top: Gaussian | None           # None when q(z_L | x, y) needs the class (class_posterior)
     top: Tensor                      # the features q(z_L | .) and q(y | x) read, (B, c, h, w)
 
     def repeat(self, n: int) -> "BottomUp":
@@ -109,7 +109,8 @@ class BIVA(Operations, nn.Module):
                 Stack(lv[j].blocks, ch[j], aux_channels=ch[j], dropout=cfg.dropout_q, block=cfg.block)
                 for j in range(L))
         top_in = 2 * ch[-1] if self.biva else ch[-1]
-        self.q_top_head = GaussianHead(top_in, lv[-1].latent, hw[-1], dense=lv[-1].dense)
+        self.q_top_head = GaussianHead(top_in + (cfg.classes if cfg.class_posterior else 0), lv[-1].latent, hw[-1],
+                                       dense=lv[-1].dense)
         if cfg.classes:  # q(y | x): the top features, flattened, through a small MLP
             self.classifier = nn.Sequential(nn.ELU(), nn.Flatten(), nn.Linear(top_in * hw[-1][0] * hw[-1][1], 128),
                                             nn.ELU(), nn.Linear(128, cfg.classes))
@@ -186,7 +187,7 @@ class BIVA(Operations, nn.Module):
             for j in range(L):
                 b = self.bu_stacks[j](self.bu_down[j](b))
                 feats.append(b)
-            return BottomUp(z_bu, log_q_bu, q_bu, feats[:-1], self.q_top_head(feats[-1])[0], feats[-1])
+            return BottomUp(z_bu, log_q_bu, q_bu, feats[:-1], self.top_posterior(feats[-1]), feats[-1])
         b, t = self.bu_stem(h), self.td_stem(h)
         for j in range(L):
             if j > 0:
@@ -203,7 +204,14 @@ class BIVA(Operations, nn.Module):
                 z_bu[j], log_q_bu[j] = z, lik.gaussian_log_prob(z, mean, scale)
                 feats.append(t)
         top = torch.cat([b, t], dim=1)
-        return BottomUp(z_bu, log_q_bu, q_bu, feats, self.q_top_head(top)[0], top)
+        return BottomUp(z_bu, log_q_bu, q_bu, feats, self.top_posterior(top), top)
+
+    def top_posterior(self, top: Tensor, y: Tensor | None = None) -> Gaussian | None:
+        """q(z_L | x) from the top features, or q(z_L | x, y) for a model with class_posterior
+        (None until y is known)."""
+        if not self.config.class_posterior:
+            return self.q_top_head(top)[0]
+        return None if y is None else self.q_top_head(self.with_class(top, y))[0]
 
     def class_logits(self, bu: BottomUp) -> Tensor:
         """Logits of q(y | x), (B, C), from the top level's bottom-up features."""
@@ -260,7 +268,7 @@ class BIVA(Operations, nn.Module):
             if k < L and fixed is not None:
                 z = fixed[-1]
             elif k < L:
-                mean, scale = qs[-1] = bu.q_top
+                mean, scale = qs[-1] = bu.q_top if bu.q_top is not None else self.top_posterior(bu.top, y)
                 z = mean if q_mean else draw(mean, scale)
                 log_q[-1] = lik.gaussian_log_prob(z, mean, scale)
             else:

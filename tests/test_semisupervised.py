@@ -16,8 +16,8 @@ from conftest import images, live_model, tiny_config
 CLASSES = 3
 
 
-def class_model(kind: str = "dmol", classes: int = CLASSES, variant: str = "biva") -> BIVA:
-    return live_model(tiny_config(variant, kind).replace(classes=classes))
+def class_model(kind: str = "dmol", classes: int = CLASSES, variant: str = "biva", posterior: bool = False) -> BIVA:
+    return live_model(tiny_config(variant, kind).replace(classes=classes, class_posterior=posterior))
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -37,9 +37,9 @@ def test_unlabelled_bound_is_logsumexp_at_the_softmax_and_below_it_otherwise():
         assert (gap > 0).all(), gap
 
 
-@pytest.mark.parametrize("variant", ["biva", "lvae+"])
-def test_model_U_equals_log_sum_exp_of_class_bounds_when_q_is_their_softmax(variant):
-    model = class_model(variant=variant)
+@pytest.mark.parametrize("variant,posterior", [("biva", False), ("lvae+", False), ("biva", True)])
+def test_model_U_equals_log_sum_exp_of_class_bounds_when_q_is_their_softmax(variant, posterior):
+    model = class_model(variant=variant, posterior=posterior)
     x = images(model.config, 4)
     with torch.no_grad():
         bounds_xy, logits = model.class_bounds(x, generator=gen(2))               # (4, C)
@@ -69,6 +69,21 @@ def test_every_class_is_scored_with_the_same_noise(variant):
                                     generator=gen(5), y=torch.zeros(8, dtype=torch.long), tie=tie)
     for i in (1 if model.biva else 0, -1):  # level 1's top-down z and z_L: one draw per pair iff tied
         assert torch.equal(td(2).z[i][0::2], td(2).z[i][1::2]) and not torch.allclose(td(1).z[i][0::2], td(1).z[i][1::2])
+
+
+@pytest.mark.parametrize("variant", ["biva", "lvae+"])
+@torch.no_grad()
+def test_with_class_posterior_only_the_top_posterior_reads_y(variant):
+    """class_posterior: q(z_L | x, y) moves with y for the same image and the same bottom-up pass;
+    without it the top posterior is one for every class. A model without classes refuses it."""
+    for posterior in (False, True):
+        model = class_model(variant=variant, posterior=posterior)
+        bu = model.bottom_up(model.prepare(images(model.config, 2))[0], generator=gen(6))
+        assert (bu.q_top is None) == posterior
+        tops = [model.top_down(bu, y=torch.full((2,), c), generator=gen(7)).q[-1][0] for c in range(CLASSES)]
+        assert all(torch.equal(tops[0], t) for t in tops) != posterior
+    with pytest.raises(ValueError, match="class_posterior"):
+        tiny_config().replace(class_posterior=True)
 
 
 def test_with_one_class_the_objective_is_the_ordinary_elbo_and_its_free_bits_loss():
@@ -112,8 +127,9 @@ def test_label_draw_is_balanced_seeded_and_refuses_short_classes():
 
 # ---------------------------------------------------------------- operations with a class
 
-def test_operations_with_classes():
-    model = class_model()
+@pytest.mark.parametrize("posterior", [False, True])
+def test_operations_with_classes(posterior):
+    model = class_model(posterior=posterior)
     x = images(model.config, 2)
     probs = model.classify(x)
     assert probs.shape == (2, CLASSES) and torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-6)
@@ -140,12 +156,14 @@ def test_operations_with_classes():
         live_model(tiny_config()).sample(2, label=0)
 
 
-def test_a_model_with_classes_saves_and_loads_exactly(tmp_path):
-    model = class_model()
+@pytest.mark.parametrize("posterior", [False, True])
+def test_a_model_with_classes_saves_and_loads_exactly(tmp_path, posterior):
+    model = class_model(posterior=posterior)
     save_pretrained(model, tmp_path)
     again = load_pretrained(tmp_path)
     x = images(model.config, 2)
-    assert again.config.classes == CLASSES
+    assert again.config.classes == CLASSES and again.config.class_posterior == posterior
+    assert torch.equal(model.iw_bound(x, K=2, seed=1), again.iw_bound(x, K=2, seed=1))
     assert torch.equal(model.classify(x), again.classify(x))
     assert torch.equal(model.sample(2, seed=3, label=1), again.sample(2, seed=3, label=1))
 
