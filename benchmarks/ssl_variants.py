@@ -55,7 +55,7 @@ def main() -> None:
         c = curve(Path(path), args.max_step)
         cfg = settings(Path(path))
         ignore = {"max_minutes", "eval_every", "snapshots", "steps"}
-        diff = ", ".join(f"{k}={short(k, v)}" for k, v in cfg.items() if k not in ignore and base.get(k) != v) or "none"
+        diff = ", ".join(f"{k}={short(k, v)}" for k, v in cfg.items() if k not in ignore and base.get(k, v) != v) or "none"
         by_step = {s: e for s, _, e in c}
         lines.append(f"| {name} | {diff} | " + " | ".join(f"{100 * by_step[s]:.2f}%" if s in by_step else ""
                                                           for s in steps) + " |")
