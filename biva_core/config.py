@@ -50,7 +50,8 @@ class ModelConfig:
     # from [z_L, y], p(y) uniform, q(y | x) reads the top level's bottom-up features. 0 = none
     classes: int = 0
     # with classes: q(z_L | x, y), the top latent's posterior reads the class beside the top
-    # features (M2's q(z | x, y)), so z_L can hold the style of a class instead of the class
+    # features (M2's q(z | x, y)), so z_L can hold the style of a class instead of the class;
+    # measured on MNIST with 100 labels: no lower error in 300 steps (docs/semisupervised_variants.md)
     class_posterior: bool = False
     # "gated": 3x3 convs at full width (the paper's); "bottleneck": 1x1 to channels / 4, two 3x3,
     # 1x1 back (VDVAE's design, ~14x fewer multiply-adds per block), gated the same way
