@@ -10,6 +10,7 @@ change it makes to the base run's training config) and OUT.png (the curves).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from biva_core.config import ModelConfig  # noqa: E402
 from biva_core.plots import line_chart  # noqa: E402
+from biva_core.trainer import TrainConfig  # noqa: E402
 
 
 def curve(run: Path, max_step: int) -> list[tuple[int, float, float]]:
@@ -28,8 +31,11 @@ def curve(run: Path, max_step: int) -> list[tuple[int, float, float]]:
 
 
 def settings(run: Path) -> dict:
+    """The run's model and training config, keys it predates at their defaults."""
     info = json.loads((run / "config.json").read_text())
-    return {**info["model"], **info["training"]["train_config"]}
+    defaults = {f.name: f.default for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING}
+    return {**defaults, **info["model"], **info["training"]["train_config"]}
 
 
 def short(key: str, value) -> str:
@@ -47,15 +53,16 @@ def main() -> None:
     args = ap.parse_args()
     runs = dict(item.split("=", 1) for item in args.runs)
     base = settings(Path(next(iter(runs.values()))))
+    measured = {name: curve(Path(path), args.max_step) for name, path in runs.items()}
     curves, lines = {}, []
-    steps = sorted({s for r in runs.values() for s, _, _ in curve(Path(r), args.max_step)})
+    steps = sorted({s for c in measured.values() for s, _, _ in c})
     lines.append("| run | change from the base | " + " | ".join(f"step {s}" for s in steps) + " |")
     lines.append("|---|---|" + "---|" * len(steps))
     for name, path in runs.items():
-        c = curve(Path(path), args.max_step)
+        c = measured[name]
         cfg = settings(Path(path))
         ignore = {"max_minutes", "eval_every", "snapshots", "steps"}
-        diff = ", ".join(f"{k}={short(k, v)}" for k, v in cfg.items() if k not in ignore and base.get(k, v) != v) or "none"
+        diff = ", ".join(f"{k}={short(k, v)}" for k, v in cfg.items() if k not in ignore and base.get(k) != v) or "none"
         by_step = {s: e for s, _, e in c}
         lines.append(f"| {name} | {diff} | " + " | ".join(f"{100 * by_step[s]:.2f}%" if s in by_step else ""
                                                           for s in steps) + " |")
