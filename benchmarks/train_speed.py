@@ -3,9 +3,14 @@
     python benchmarks/train_speed.py --device cuda --presets celeba64 cifar10 --batch 48
     python benchmarks/train_speed.py --device cpu --presets celeba64 binarized_mnist --modes fp32 bf16_cl
 
-Modes: fp32 | fp32_cl (+ channels-last) | fp32_compile (+ torch.compile) | bf16 (autocast) | bf16_cl (+ channels-last) | bf16_cl_fused (+ fused optimizer)
+Modes: fp32 | fp32_cl (+ channels-last) | fp32_compile (+ torch.compile) | fp32_cl_compile (both) | bf16 (autocast) | bf16_cl (+ channels-last) | bf16_cl_fused (+ fused optimizer)
 | bf16_cl_fused_compile (+ torch.compile). Every mode runs the real `Trainer.train_step` on
-random data. FLOPs of one step (forward + backward) come from torch.utils.flop_counter; the
+random data. With --procs N the step runs data-parallel in N processes of --threads threads
+each (Gloo, as `torchrun --nproc_per_node N train.py` trains), the batch split between them:
+
+    python benchmarks/train_speed.py --device cpu --presets binarized_mnist --modes fp32_cl --procs 2 --threads 1
+
+FLOPs of one step (forward + backward) come from torch.utils.flop_counter; the
 rate is FLOPs / median step time, and on CUDA also a fraction of the bf16 dense peak given
 by --peak-tflops (989 for an H100 / H200 SXM).
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -31,6 +37,7 @@ MODES = {
     "fp32": dict(amp="none", channels_last=False, fused=False, compile=False),
     "fp32_cl": dict(amp="none", channels_last=True, fused=False, compile=False),
     "fp32_compile": dict(amp="none", channels_last=False, fused=False, compile=True),
+    "fp32_cl_compile": dict(amp="none", channels_last=True, fused=False, compile=True),
     "bf16": dict(amp="bf16", channels_last=False, fused=False, compile=False),
     "bf16_cl": dict(amp="bf16", channels_last=True, fused=False, compile=False),
     "bf16_cl_fused": dict(amp="bf16", channels_last=True, fused=True, compile=False),
@@ -56,7 +63,7 @@ def measure(name: str, mode: str, *, batch: int, device: str, steps: int, warmup
         if not tc.compile:
             with FlopCounterMode(display=False) as fc:
                 tr.train_step(x)
-            flops = fc.get_total_flops()
+            flops = fc.get_total_flops() * tr.world  # this rank's share of the batch, times the ranks
         t0 = time.time()
         for _ in range(warmup):
             tr.train_step(tr.next_batch())
@@ -78,6 +85,32 @@ def measure(name: str, mode: str, *, batch: int, device: str, steps: int, warmup
             "warmup_s": first, "loss": float(r["loss"])}
 
 
+def _rank(rank: int, procs: int, threads: int, port: int, kwargs: dict, out: str) -> None:
+    """One process of a data-parallel measurement; rank 0 writes the result to `out`."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(procs))
+    torch.set_num_threads(threads)
+    r = measure(**kwargs)
+    torch.distributed.destroy_process_group()
+    if rank == 0:
+        Path(out).write_text(json.dumps(r))
+
+
+def measure_procs(procs: int, threads: int, **kwargs) -> dict:
+    """measure() in `procs` processes at once; the row of rank 0 (every step ends in the same
+    gradient all-reduce, so the ranks' step times agree)."""
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "rank0.json")
+        mp.spawn(_rank, args=(procs, threads, port, kwargs, out), nprocs=procs)
+        r = json.loads(Path(out).read_text())
+    return {**r, "procs": procs, "threads_per_proc": threads}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["celeba64", "cifar10"])
@@ -88,8 +121,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--peak-tflops", type=float, default=989.0)
+    ap.add_argument("--procs", type=int, default=1, help="data-parallel processes (CPU, Gloo), --threads each")
     ap.add_argument("--json", help="append each result to this JSONL file")
     args = ap.parse_args()
+    if args.procs > 1 and (args.device != "cpu" or not args.threads):
+        raise SystemExit("--procs needs --device cpu and --threads (threads per process)")
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
@@ -97,7 +133,9 @@ def main() -> None:
         flops = None
         for mode in args.modes:
             try:
-                r = measure(name, mode, batch=args.batch, device=args.device, steps=args.steps, warmup=args.warmup)
+                kw = dict(name=name, mode=mode, batch=args.batch, device=args.device, steps=args.steps,
+                          warmup=args.warmup)
+                r = measure_procs(args.procs, args.threads, **kw) if args.procs > 1 else measure(**kw)
             except Exception as e:  # a mode that fails here (e.g. no compiler) is reported, not fatal
                 r = {"preset": name, "mode": mode, "error": f"{type(e).__name__}: {e}"[:300]}
             flops = r.get("gflop_per_step") or flops
@@ -110,7 +148,9 @@ def main() -> None:
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
-    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()} threads"
+    dev = (torch.cuda.get_device_name() if args.device.startswith("cuda") else
+           f"CPU, {args.procs} processes x {args.threads} threads" if args.procs > 1 else
+           f"CPU x{torch.get_num_threads()} threads")
     print(f"\n{dev}, batch {args.batch}")
     print(f"{'preset':<16}{'mode':<24}{'step ms':>9}{'img/s':>9}{'GFLOP/step':>12}{'TFLOP/s':>9}{'of peak':>9}")
     for r in rows:
