@@ -4,7 +4,7 @@ when training runs with `channels_last=true`).
 
     python benchmarks/dmol_layout.py --batch 16 --threads 1 --repeats 3
 
-The modes alternate within one run (repeats rounds), so a ratio between them holds on a busy
+The two layouts alternate within one run (repeats rounds), so a ratio between them holds on a busy
 machine too. Random parameters and 8-bit targets at the face model's size (3 x 64 x 64, 10
 mixtures); the work does not depend on their values.
 """
