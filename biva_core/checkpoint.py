@@ -148,3 +148,21 @@ def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "
     model.load_state_dict({n: t.to(expected[n].dtype) for n, t in state.items()}, strict=True)
     model.training_info = training
     return model.to(device).eval()
+
+
+def warm_start(model: BIVA, directory: str | os.PathLike, *, partial: bool = False) -> list[str]:
+    """Copy a pretrained folder's weights into `model` (a warm start) and return the names of the
+    tensors left at their initial values. Without `partial` every tensor must match by name and
+    shape (CheckpointError otherwise, nothing copied); with it, those that match are copied and
+    the rest (a changed level, a new head) start fresh."""
+    source = load_pretrained(directory).state_dict()
+    target = model.state_dict()
+    same = {n: t for n, t in source.items() if n in target and t.shape == target[n].shape}
+    fresh = sorted(set(target) - set(same))
+    if not same or (fresh or len(same) < len(source)) and not partial:
+        unused = sorted(set(source) - set(same))
+        raise CheckpointError(f"{directory}: {len(fresh)} tensors of the model and {len(unused)} of the folder do not "
+                              f"match by name and shape (e.g. {(fresh or unused)[:3]}); "
+                              + ("nothing matches" if not same else "set init_partial=true to copy those that do"))
+    model.load_state_dict({n: t.to(target[n].dtype) for n, t in same.items()}, strict=False)
+    return fresh

@@ -10,7 +10,7 @@
 `--set key=value` changes a model-config key (image_shape, likelihood, mixtures, levels,
 dropout_q, dropout_p, variant, classes, block) or a training key (see TrainConfig); values are JSON
 (strings may go bare). `--init DIR` starts from a pretrained folder's weights with a fresh
-optimizer. SIGINT / SIGTERM (Ctrl-C, a scheduler's kill) save the state and exit cleanly.
+optimizer (`--set init_partial=true` for another layout: the tensors that match are copied). SIGINT / SIGTERM (Ctrl-C, a scheduler's kill) save the state and exit cleanly.
 """
 from __future__ import annotations
 

@@ -57,6 +57,9 @@ class TrainConfig:
     lr_schedule: str = "exp"         # "exp": lr * lr_decay^step; "cosine": lr to lr_min over `steps`
     warmup: int = 200                # linear warm-up steps
     free_bits: float = 2.0           # nats per latent group and image (training only)
+    # --init into another layout: copy the tensors whose name and shape match, keep the rest at
+    # their initial values (logged); false: every tensor must match
+    init_partial: bool = False
     ema: float = 0.9995              # EMA decay, warmed up: min(ema, (1 + step) / (10 + step))
     grad_clip: float = 200.0         # clip the global gradient norm to this
     skip_threshold: float = 1000.0   # skip the update when the norm exceeds this (or is not finite)
@@ -167,8 +170,11 @@ class Trainer:
         self.valid_data = torch.from_numpy(np.ascontiguousarray(valid))
         self.model = BIVA(model_cfg).to(self.device)
         if init:  # warm start from a pretrained layout; the optimizer starts fresh
-            from .checkpoint import load_pretrained
-            self.model.load_state_dict(load_pretrained(init).state_dict())
+            from .checkpoint import warm_start
+            fresh = warm_start(self.model, init, partial=cfg.init_partial)
+            if fresh and self.rank == 0:
+                log(f"warm start from {init}: {len(fresh)} of {len(self.model.state_dict())} tensors "
+                    f"start fresh (another shape or new): {', '.join(fresh[:8])}{' ...' if len(fresh) > 8 else ''}")
         self.ema = BIVA(model_cfg).to(self.device)
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False).eval()

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from biva_core import BIVA, load_pretrained, save_pretrained
-from biva_core.checkpoint import CONFIG, INDEX, SINGLE, CheckpointError, read_config
+from biva_core.checkpoint import CONFIG, INDEX, SINGLE, CheckpointError, read_config, warm_start
 
 from conftest import images, live_model, tiny_config
 
@@ -176,3 +176,38 @@ def test_bad_config_json(single: Path) -> None:
 def test_read_config_round_trip(model: BIVA, single: Path) -> None:
     config, training = read_config(single)
     assert config == model.config and training == {}
+
+
+# ---------------------------------------------------------------- warm start into another layout
+
+def test_warm_start_copies_every_tensor_that_matches_and_names_the_rest(model: BIVA, single: Path) -> None:
+    """A dense top instead of a conv one: strict refuses and changes nothing; partial copies every
+    tensor of the same name and shape and returns exactly the others, which keep their init."""
+    cfg = model.config
+    top = cfg.levels[-1]
+    other = BIVA(cfg.replace(levels=cfg.levels[:-1] + (type(top)(top.blocks, top.channels, 5, top.stride, dense=True),)))
+    before = {n: t.clone() for n, t in other.state_dict().items()}
+    with pytest.raises(CheckpointError, match="init_partial"):
+        warm_start(other, single)
+    assert all(torch.equal(t, before[n]) for n, t in other.state_dict().items())
+
+    fresh = warm_start(other, single, partial=True)
+    source, after = model.state_dict(), other.state_dict()
+    mismatched = sorted(n for n, t in after.items() if n not in source or source[n].shape != t.shape)
+    assert fresh == mismatched and any(n.startswith("q_top_head.") for n in fresh)
+    for name, t in after.items():
+        assert torch.equal(t, before[name] if name in fresh else source[name]), name
+
+
+def test_warm_start_into_the_same_layout_copies_everything(model: BIVA, single: Path) -> None:
+    other = BIVA(model.config)
+    assert warm_start(other, single) == []
+    x = images(model.config, 2)
+    assert torch.equal(other.eval().elbo(x, seed=0)["elbo"], model.elbo(x, seed=0)["elbo"])
+
+
+def test_warm_start_with_nothing_in_common_is_refused(single: Path) -> None:
+    with pytest.raises(CheckpointError, match="nothing matches"):
+        cfg = tiny_config()
+        levels = tuple(type(lv)(lv.blocks, lv.channels + 1, lv.latent + 1, lv.stride, lv.dense) for lv in cfg.levels)
+        warm_start(BIVA(cfg.replace(levels=levels, mixtures=cfg.mixtures + 1)), single, partial=True)

@@ -97,6 +97,23 @@ def test_init_warm_starts_from_a_pretrained_folder(tmp_path):
     assert not all(torch.equal(t, shipped[n]) for n, t in cold.model.state_dict().items())
 
 
+def test_init_partial_warm_starts_another_layout_and_says_what_is_fresh(tmp_path):
+    first = Trainer(CFG, fast_config(steps=3, eval_every=3), data(12, 0), data(6, 1), tmp_path / "a", log=quiet)
+    first.run(progress=False)
+    shipped = load_pretrained(tmp_path / "a").state_dict()
+    top = CFG.levels[-1]
+    dense_top = CFG.replace(levels=CFG.levels[:-1] + (type(top)(top.blocks, top.channels, 5, top.stride, dense=True),))
+    with pytest.raises(ValueError, match="init_partial"):
+        Trainer(dense_top, fast_config(), data(12, 0), data(6, 1), tmp_path / "b", init=str(tmp_path / "a"), log=quiet)
+    said = []
+    warm = Trainer(dense_top, fast_config(init_partial=True), data(12, 0), data(6, 1), tmp_path / "c",
+                   init=str(tmp_path / "a"), log=said.append)
+    copied = [n for n, t in warm.model.state_dict().items() if n in shipped and torch.equal(t, shipped[n])]
+    assert copied and "q_top_head.proj.weight" not in copied
+    assert any("start fresh" in m and "q_top_head.proj.weight" in m for m in said)
+    assert warm.run(progress=False)["step"] == 8
+
+
 # ---------------------------------------------------------------- two processes (Gloo)
 
 def _free_port() -> int:
