@@ -242,7 +242,9 @@ def test_resample_at_k0_is_reconstruction(model: BIVA) -> None:
     draws = model.resample(x, 0, 3, seed=0)
     rec = model.reconstruct(x)
     assert draws.shape == (2, 3, *model.config.image_shape)
-    assert torch.equal(draws, rec.unsqueeze(1).expand_as(draws))
+    # the draws run the top-down pass at batch 6, the reconstruction at batch 2: a CPU's conv kernels
+    # may differ by the batch in the last bits (seen on an AMD EPYC), so equal up to float32 rounding
+    torch.testing.assert_close(draws, rec.unsqueeze(1).expand_as(draws), rtol=1e-5, atol=1e-6)
 
 
 def test_resample_at_L_is_a_prior_sample(model: BIVA) -> None:
