@@ -10,6 +10,11 @@ the image, then draws that keep z_{>k} and redraw the levels at and below k; k =
 reconstruction, k = L a new sample) and
 reference.json (the anomaly scores of valid images, which the studio ranks a new image among).
 The pictures and the reference are made from the fp16 weights, the ones users will load.
+
+A run warm-started from a shipped folder (`train.py --init weights/celeba64`) continues that
+folder's record: `--continues weights/celeba64` writes its metrics first and the run's after
+them (steps and seconds counted on), carries its results.json with the run added under
+`train.continued`, and draws valid_curve.png (valid bits/dim against training hours, all of it).
 """
 from __future__ import annotations
 
@@ -34,23 +39,78 @@ def resample_ks(L: int) -> list[int]:
     return sorted({0, 1, 2, 3} | {round(L * f) for f in (0.25, 0.4, 0.55, 0.7, 0.85)} | {L})
 
 
+def continue_record(run: str | os.PathLike, earlier: str | os.PathLike, out: str | os.PathLike,
+                    command: str = "") -> dict:
+    """`run` was warm-started from the shipped folder `earlier`: write out/metrics.jsonl (earlier's
+    rows, then the run's with steps and seconds after earlier's), out/results.json (earlier's, with
+    this run appended to train.continued; earlier's test eval moves into that entry, since it does
+    not describe the new weights) and out/valid_curve.png. Returns the new train.continued entry."""
+    run, earlier, out = Path(run), Path(earlier), Path(out)
+    before = json.loads((earlier / "config.json").read_text()).get("training", {})
+    step0, sec0 = int(before.get("step_total", before.get("step", 0))), float(before.get("seconds_total", before.get("seconds", 0.0)))
+    old = [json.loads(line) for line in (earlier / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    new = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    old = [r for r in old if r["step"] <= step0]  # rows after the exported step were not carried on
+    new = [{**r, "step": r["step"] + step0, "seconds": round(r["seconds"] + sec0, 1)} for r in new]
+    rows = old + new
+    tmp = out / "metrics.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(out / "metrics.jsonl")
+    valid = [r for r in new if "valid_bpd" in r]
+    entry = {"run": str(run), "from_step": step0, "steps": new[-1]["step"] - step0 if new else 0,
+             "seconds": round(new[-1]["seconds"] - sec0, 1) if new else 0.0,
+             **({"command": command} if command else {}),
+             "valid_bpd": {str(r["step"]): [round(r["valid_bpd"], 4), round(r.get("raw_valid_bpd", float("nan")), 4)]
+                           for r in valid},
+             "valid_columns": ["ema", "raw"]}
+    results_path = earlier / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    if "eval" in results:
+        entry["eval_before"] = results.pop("eval")
+    train = results.setdefault("train", {})
+    train.setdefault("continued", []).append(entry)
+    hours_before = train.get("hours_total", sec0 / 3600)  # may count runs before earlier's metrics
+    train["hours_total"] = round(hours_before + entry["seconds"] / 3600, 2)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    from .plots import line_chart
+    pts = [r for r in rows if "valid_bpd" in r]
+    line_chart({"valid, EMA weights": [(r["seconds"] / 3600, r["valid_bpd"]) for r in pts],
+                "valid, raw weights": [(r["seconds"] / 3600, r["raw_valid_bpd"]) for r in pts if "raw_valid_bpd" in r]},
+               out / "valid_curve.png", title="valid bits/dim against training hours",
+               xlabel="hours", ylabel="bits/dim",
+               note=f"{len(train['continued'])} warm-started continuation(s); the last from step {step0}")
+    return entry
+
+
 def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.Tensor | None = None,
            valid_images: torch.Tensor | None = None, draws: int = 6, temperature: float = 0.8,
            note: str = "", source: BIVA | None = None, log=print, K: int = 1,
-           ks: list[int] | None = None, detector_k: int | None = None, prior: str = "sample") -> Path:
+           ks: list[int] | None = None, detector_k: int | None = None, prior: str = "sample",
+           continues: str | os.PathLike | None = None, command: str = "") -> Path:
     """Write the shipped folder `out` from the pretrained layout in `run` (`source`: that model,
     when the caller has loaded it already). test_image: (1, C, H, W) in [0, 1] for the resample
     grid; valid_images: (N, C, H, W) for reference.json, the detector's reference (ks, default
-    1..L-1, with K importance samples and `prior`; detector_k its default k)."""
+    1..L-1, with K importance samples and `prior`; detector_k its default k; continues: the
+    shipped folder the run was warm-started from, whose record it extends)."""
     from .detector import build_reference
     run, out = Path(run), Path(out)
     source = source if source is not None else load_pretrained(run)
-    save_pretrained(source, out, training={**(source.training_info or {}), "exported_from": str(run)},
-                    dtype=torch.float16, max_shard_mb=16)
+    info = {**(source.training_info or {}), "exported_from": str(run)}
+    if continues is not None:
+        if Path(continues).resolve() == out.resolve():
+            raise ValueError("--continues must name the folder the run started from, not --out: export elsewhere, then copy")
+        before = json.loads((Path(continues) / "config.json").read_text()).get("training", {})
+        info.update(continues=str(continues),
+                    step_total=int(before.get("step_total", before.get("step", 0))) + int(info.get("step", 0)),
+                    seconds_total=round(float(before.get("seconds_total", before.get("seconds", 0.0)))
+                                        + float(info.get("seconds", 0.0)), 1))
+    save_pretrained(source, out, training=info, dtype=torch.float16, max_shard_mb=16)
     model = load_pretrained(out)  # what users get: fp16-rounded weights, float32 compute
     for name in ("metrics.jsonl", "kl_per_latent.png"):
         if (run / name).is_file() and run.resolve() != out.resolve():
             shutil.copyfile(run / name, out / name)
+    if continues is not None:
+        continue_record(run, continues, out, command=command)
     for t in TEMPERATURES:
         save_samples(model, out / f"samples_t{t:.1f}.png", t)
     log(f"samples at t = {', '.join(str(t) for t in TEMPERATURES)}")
@@ -86,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--detector-k", type=int, help="the detector's default k (default: the smallest of --ks)")
     ap.add_argument("--prior", choices=PRIORS, default="sample",
                     help="how the reference's L^{>k} takes z_{<=k}: a prior draw or the prior mean (mode)")
+    ap.add_argument("--continues", metavar="DIR", help="the shipped folder the run was warm-started from (--init): "
+                    "extend its metrics, results.json and valid curve")
+    ap.add_argument("--command", default="", help="the training command, recorded with --continues")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     if args.threads:
@@ -103,9 +166,14 @@ def main(argv: list[str] | None = None) -> None:
             valid = load_images(args.data, "valid", args.data_dir, model, limit=args.reference_images)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"data: {e}") from None
-    export(args.run, args.out, test_image=test, valid_images=valid, source=model,
-           log=lambda m: print(m, file=sys.stderr), K=args.iw, ks=args.ks, detector_k=args.detector_k,
-           prior=args.prior)
+    if args.continues and not (Path(args.continues) / "metrics.jsonl").is_file():
+        raise SystemExit(f"--continues {args.continues}: no metrics.jsonl there (not a shipped folder?)")
+    try:
+        export(args.run, args.out, test_image=test, valid_images=valid, source=model,
+               log=lambda m: print(m, file=sys.stderr), K=args.iw, ks=args.ks, detector_k=args.detector_k,
+               prior=args.prior, continues=args.continues, command=args.command)
+    except ValueError as e:
+        raise SystemExit(f"export: {e}") from None
     print(args.out)
 
 

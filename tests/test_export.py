@@ -53,7 +53,40 @@ def test_a_model_with_classes_exports_a_sample_row_per_class(tmp_path: Path) -> 
     assert grid.size == (2 + 8 * (8 + 2), 2 + 3 * (8 + 2))
     shipped = load_pretrained(out)
     want = shipped.sample(24, temperature=0.8, seed=0, label=[c for c in range(3) for _ in range(8)])
-    assert list(grid.convert("L").getdata()) == list(grid_image(want, nrow=8).convert("L").getdata())
+    assert grid.convert("L").tobytes() == grid_image(want, nrow=8).convert("L").tobytes()
+
+
+def test_a_continued_run_extends_the_shipped_record(tmp_path: Path) -> None:
+    """--continues: the earlier rows up to the exported step, then the run's counted on from it;
+    results.json keeps its history, gains the run, and its old test eval moves to that entry."""
+    model = live_model(tiny_config(), seed=5)
+    earlier = save_pretrained(model, tmp_path / "earlier", training={"step": 20, "seconds": 100.0})
+    (earlier / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 10, "seconds": 50.0, "valid_bpd": 8.0, "raw_valid_bpd": 8.1},
+        {"step": 20, "seconds": 100.0, "valid_bpd": 7.0, "raw_valid_bpd": 7.2},
+        {"step": 25, "seconds": 125.0, "valid_bpd": 6.9}]))  # after the exported step: dropped
+    (earlier / "results.json").write_text(json.dumps({"train": {"hours_total": 1.0}, "eval": {"bpd": 7.1}}))
+    run = save_pretrained(model, tmp_path / "run", training={"step": 5, "seconds": 36.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 5, "seconds": 36.0, "loss": 1.0},
+        {"step": 5, "seconds": 36.0, "valid_bpd": 6.5, "raw_valid_bpd": 6.6}]))
+
+    out = export(run, tmp_path / "out", continues=earlier, command="train.py --init earlier", log=lambda m: None)
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["seconds"]) for r in rows] == [(10, 50.0), (20, 100.0), (25, 136.0), (25, 136.0)]
+    results = json.loads((out / "results.json").read_text())
+    assert "eval" not in results
+    (entry,) = results["train"]["continued"]
+    assert entry["from_step"] == 20 and entry["steps"] == 5 and entry["seconds"] == 36.0
+    assert entry["eval_before"] == {"bpd": 7.1} and entry["valid_bpd"] == {"25": [6.5, 6.6]}
+    assert entry["command"] == "train.py --init earlier"
+    assert results["train"]["hours_total"] == pytest.approx(1.01)
+    info = load_pretrained(out).training_info
+    assert (info["step_total"], info["seconds_total"], info["continues"]) == (25, 136.0, str(earlier))
+    assert Image.open(out / "valid_curve.png").size == (900, 520)
+    with pytest.raises(ValueError, match="not --out"):
+        export(run, earlier, continues=earlier, log=lambda m: None)
 
 
 def test_export_cli_names_a_missing_run(tmp_path: Path) -> None:
