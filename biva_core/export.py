@@ -77,7 +77,7 @@ def continue_record(run: str | os.PathLike, earlier: str | os.PathLike, out: str
     line_chart({"valid, EMA weights": [(r["seconds"] / 3600, r["valid_bpd"]) for r in pts],
                 "valid, raw weights": [(r["seconds"] / 3600, r["raw_valid_bpd"]) for r in pts if "raw_valid_bpd" in r]},
                out / "valid_curve.png", title="valid bits/dim against training hours",
-               xlabel="hours", ylabel="bits/dim",
+               xlabel="hours (as metrics.jsonl counts them)", ylabel="bits/dim",
                note=f"{len(train['continued'])} warm-started continuation(s); the last from step {step0}")
     return entry
 
