@@ -81,6 +81,30 @@ def save_pretrained(model: BIVA, directory: str | os.PathLike, *, training: dict
     return out
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl log; unreadable lines are skipped (a log may be cut short)."""
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return rows
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
+            rows.append(row)
+    return rows
+
+
+def training_totals(training: dict) -> tuple[int, float]:
+    """Steps and seconds of the whole record of a pretrained folder's training metadata: the
+    totals when its run continued a shipped folder (export --continues), else the run's own."""
+    return (int(training.get("step_total", training.get("step", 0))),
+            float(training.get("seconds_total", training.get("seconds", 0.0))))
+
+
 def read_config(directory: str | os.PathLike) -> tuple[ModelConfig, dict]:
     """(model config, training metadata) of a pretrained folder."""
     path = Path(directory) / CONFIG

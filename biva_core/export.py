@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_pretrained, save_pretrained
+from .checkpoint import (CheckpointError, _atomic_write, load_pretrained, read_config, read_metrics, save_pretrained,
+                         training_totals)
 from .model import BIVA, PRIORS
 from .plots import save_grid, save_samples
 
@@ -46,16 +47,12 @@ def continue_record(run: str | os.PathLike, earlier: str | os.PathLike, out: str
     this run appended to train.continued; earlier's test eval moves into that entry, since it does
     not describe the new weights) and out/valid_curve.png. Returns the new train.continued entry."""
     run, earlier, out = Path(run), Path(earlier), Path(out)
-    before = json.loads((earlier / "config.json").read_text()).get("training", {})
-    step0, sec0 = int(before.get("step_total", before.get("step", 0))), float(before.get("seconds_total", before.get("seconds", 0.0)))
-    old = [json.loads(line) for line in (earlier / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    new = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    old = [r for r in old if r["step"] <= step0]  # rows after the exported step were not carried on
-    new = [{**r, "step": r["step"] + step0, "seconds": round(r["seconds"] + sec0, 1)} for r in new]
+    step0, sec0 = training_totals(read_config(earlier)[1])
+    old = [r for r in read_metrics(earlier / "metrics.jsonl") if r["step"] <= step0]  # later rows were not carried on
+    new = [{**r, "step": r["step"] + step0, "seconds": round(r["seconds"] + sec0, 1)}
+           for r in read_metrics(run / "metrics.jsonl")]
     rows = old + new
-    tmp = out / "metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(out / "metrics.jsonl")
+    _atomic_write(out / "metrics.jsonl", lambda p: Path(p).write_text("".join(json.dumps(r) + "\n" for r in rows)))
     valid = [r for r in new if "valid_bpd" in r]
     entry = {"run": str(run), "from_step": step0, "steps": new[-1]["step"] - step0 if new else 0,
              "seconds": round(new[-1]["seconds"] - sec0, 1) if new else 0.0,
@@ -71,7 +68,7 @@ def continue_record(run: str | os.PathLike, earlier: str | os.PathLike, out: str
     train.setdefault("continued", []).append(entry)
     hours_before = train.get("hours_total", sec0 / 3600)  # may count runs before earlier's metrics
     train["hours_total"] = round(hours_before + entry["seconds"] / 3600, 2)
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    _atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=1) + "\n"))
     from .plots import line_chart
     pts = [r for r in rows if "valid_bpd" in r]
     line_chart({"valid, EMA weights": [(r["seconds"] / 3600, r["valid_bpd"]) for r in pts],
@@ -99,17 +96,15 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
     if continues is not None:
         if Path(continues).resolve() == out.resolve():
             raise ValueError("--continues must name the folder the run started from, not --out: export elsewhere, then copy")
-        before = json.loads((Path(continues) / "config.json").read_text()).get("training", {})
-        info.update(continues=str(continues),
-                    step_total=int(before.get("step_total", before.get("step", 0))) + int(info.get("step", 0)),
-                    seconds_total=round(float(before.get("seconds_total", before.get("seconds", 0.0)))
-                                        + float(info.get("seconds", 0.0)), 1))
+        step0, sec0 = training_totals(read_config(continues)[1])
+        info.update(continues=str(continues), step_total=step0 + int(info.get("step", 0)),
+                    seconds_total=round(sec0 + float(info.get("seconds", 0.0)), 1))
     save_pretrained(source, out, training=info, dtype=torch.float16, max_shard_mb=16)
     model = load_pretrained(out)  # what users get: fp16-rounded weights, float32 compute
-    for name in ("metrics.jsonl", "kl_per_latent.png"):
+    for name in ("kl_per_latent.png",) + (() if continues is not None else ("metrics.jsonl",)):
         if (run / name).is_file() and run.resolve() != out.resolve():
             shutil.copyfile(run / name, out / name)
-    if continues is not None:
+    if continues is not None:  # the run's metrics after the shipped ones
         continue_record(run, continues, out, command=command)
     for t in TEMPERATURES:
         save_samples(model, out / f"samples_t{t:.1f}.png", t)

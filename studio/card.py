@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from biva_core import BIVA
+from biva_core.checkpoint import read_metrics, training_totals  # read_metrics: also the Runs tab's reader
 from biva_core.plots import line_chart
 
 from . import draw
@@ -55,23 +56,6 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The rows of a metrics.jsonl log; unreadable lines are skipped (a log may be cut short)."""
-    rows = []
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return rows
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
-            rows.append(row)
-    return rows
-
-
 def training_curves(directory: Path, out: Path) -> str | None:
     """bits/dim over steps (train, valid and raw-weights valid) from metrics.jsonl, if present."""
     rows = read_metrics(directory / METRICS)
@@ -100,8 +84,9 @@ def card(name: str, directory: Path, model: BIVA, reference_words: str, out: Pat
              f"| architecture | {cfg.variant.upper()}, L = {cfg.L} levels, N = {cfg.n_latents} latent variables |",
              f"| parameters | {parameter_count(model):,} |"]
     if info:
-        bits = [f"step {info['step']}" if "step" in info else "",
-                f"{info['seconds']:.0f} s" if _number(info.get("seconds")) else "",
+        step, seconds = training_totals(info)  # the whole record when the run continued shipped weights
+        bits = [f"step {step}" if "step" in info else "",
+                f"{seconds:.0f} s" if _number(info.get("seconds")) else "",
                 f"best valid {info['best_valid_bpd']:.3f} bits/dim" if _number(info.get("best_valid_bpd")) else "",
                 f"weights: {info['weights']}" if "weights" in info else ""]
         lines.append(f"| training | {', '.join(b for b in bits if b) or 'recorded'} |")

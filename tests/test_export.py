@@ -116,3 +116,13 @@ def test_shipped_folders_are_complete(folder: Path) -> None:
     assert set(ref.ks) <= set(range(1, model.config.L))
     assert (folder / "metrics.jsonl").stat().st_size > 0
     assert (folder / "samples_t0.8.png").is_file() and (folder / "kl_per_latent.png").is_file()
+
+
+def test_the_model_card_counts_the_whole_continued_record(tmp_path: Path) -> None:
+    """The studio's Model tab shows the steps and seconds of all of the training, not the last run's."""
+    from studio.card import card
+    model = live_model(tiny_config(), seed=5)
+    folder = save_pretrained(model, tmp_path / "w", training={"step": 5, "seconds": 36.0,
+                                                            "step_total": 25, "seconds_total": 136.0})
+    c = card("w", folder, load_pretrained(folder), "no reference", tmp_path / "card")
+    assert "step 25, 136 s" in c.markdown
