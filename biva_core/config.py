@@ -53,6 +53,10 @@ class ModelConfig:
     # features (M2's q(z | x, y)), so z_L can hold the style of a class instead of the class;
     # measured on MNIST with 100 labels: no lower error in 300 steps (docs/semisupervised_variants.md)
     class_posterior: bool = False
+    # with classes: p(z_L | y) = N(m_y, I), one learned mean per class, instead of the spec's
+    # p(z_L) = N(0, I) (a Gaussian mixture over z_L, as in GMM-VAEs): a z_L that holds the class
+    # then costs less under the right y, so L(x, y) depends on y and U(x) can teach q(y | x)
+    class_means: bool = False
     # "gated": 3x3 convs at full width (the paper's); "bottleneck": 1x1 to channels / 4, two 3x3,
     # 1x1 back (VDVAE's design, ~14x fewer multiply-adds per block), gated the same way
     block: str = "gated"
@@ -81,6 +85,8 @@ class ModelConfig:
                "bottleneck needs >= 4 channels at every level (it runs at channels / 4)")
         _check(self.classes >= 0, "classes", self.classes, "must be >= 0 (0 = no class variable)")
         _check(not self.class_posterior or self.classes > 0, "class_posterior", self.class_posterior,
+               "needs a class variable (classes > 0)")
+        _check(not self.class_means or self.classes > 0, "class_means", self.class_means,
                "needs a class variable (classes > 0)")
         _check(len(self.levels) >= 2, "levels", len(self.levels), "needs at least 2 levels")
         size = h

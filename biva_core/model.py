@@ -111,6 +111,9 @@ class BIVA(Operations, nn.Module):
         top_in = 2 * ch[-1] if self.biva else ch[-1]
         self.q_top_head = GaussianHead(top_in + (cfg.classes if cfg.class_posterior else 0), lv[-1].latent, hw[-1],
                                        dense=lv[-1].dense)
+        if cfg.class_means:  # p(z_L | y) = N(m_y, I), the means spread at N(0, I) to start
+            top_shape = (lv[-1].latent,) + (() if lv[-1].dense else hw[-1])
+            self.class_mean = nn.Parameter(torch.randn(cfg.classes, *top_shape))
         if cfg.classes:  # q(y | x): the top features, flattened, through a small MLP
             self.classifier = nn.Sequential(nn.ELU(), nn.Flatten(), nn.Linear(top_in * hw[-1][0] * hw[-1][1], 128),
                                             nn.ELU(), nn.Linear(128, cfg.classes))
@@ -232,6 +235,17 @@ class BIVA(Operations, nn.Module):
             y = y[:, :, None, None].expand(-1, -1, *z.shape[2:])
         return torch.cat([z, y], dim=1)
 
+    def top_prior_mean(self, z: Tensor, y: Tensor | None) -> Tensor:
+        """The mean of p(z_L | y): 0, or m_y for a model with class_means (y: labels (B,) or class
+        weights (B, C), which mix the means)."""
+        if not self.config.class_means:
+            return torch.zeros_like(z)
+        C = self.config.classes
+        if y is None:
+            raise ValueError(f"this model has a class variable ({C} classes): pass y")
+        w = F.one_hot(y.long(), C) if y.dim() == 1 else y
+        return (w.to(self.class_mean.dtype) @ self.class_mean.flatten(1)).view_as(z).to(z.dtype)
+
     # ------------------------------------------------------------------ the top-down pass
 
     def top_down(self, bu: BottomUp | None, *, k: int = 0, temperature: float | list[float] = 1.0,
@@ -274,8 +288,9 @@ class BIVA(Operations, nn.Module):
             else:
                 shape = (batch, cfg.levels[-1].latent) + (() if cfg.levels[-1].dense else cfg.resolutions()[-1])
                 dev = self.out_conv.weight.device
-                z = draw(torch.zeros(shape, device=dev), torch.ones(shape, device=dev), temps[-1])
-            log_p[-1] = lik.gaussian_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
+                zero = torch.zeros(shape, device=dev)
+                z = draw(self.top_prior_mean(zero, y), torch.ones(shape, device=dev), temps[-1])
+            log_p[-1] = lik.gaussian_log_prob(z, self.top_prior_mean(z, y), torch.ones_like(z))
             zs[-1], d, first = z, None, L - 1
             if keep == L - 1:
                 boundary = Boundary(L - 1, z, d, y)

@@ -16,8 +16,10 @@ from conftest import images, live_model, tiny_config
 CLASSES = 3
 
 
-def class_model(kind: str = "dmol", classes: int = CLASSES, variant: str = "biva", posterior: bool = False) -> BIVA:
-    return live_model(tiny_config(variant, kind).replace(classes=classes, class_posterior=posterior))
+def class_model(kind: str = "dmol", classes: int = CLASSES, variant: str = "biva", posterior: bool = False,
+                means: bool = False) -> BIVA:
+    return live_model(tiny_config(variant, kind).replace(classes=classes, class_posterior=posterior,
+                                                         class_means=means))
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -37,9 +39,10 @@ def test_unlabelled_bound_is_logsumexp_at_the_softmax_and_below_it_otherwise():
         assert (gap > 0).all(), gap
 
 
-@pytest.mark.parametrize("variant,posterior", [("biva", False), ("lvae+", False), ("biva", True)])
-def test_model_U_equals_log_sum_exp_of_class_bounds_when_q_is_their_softmax(variant, posterior):
-    model = class_model(variant=variant, posterior=posterior)
+@pytest.mark.parametrize("variant,posterior,means", [("biva", False, False), ("lvae+", False, False),
+                                                     ("biva", True, False), ("biva", False, True)])
+def test_model_U_equals_log_sum_exp_of_class_bounds_when_q_is_their_softmax(variant, posterior, means):
+    model = class_model(variant=variant, posterior=posterior, means=means)
     x = images(model.config, 4)
     with torch.no_grad():
         bounds_xy, logits = model.class_bounds(x, generator=gen(2))               # (4, C)
@@ -86,6 +89,28 @@ def test_with_class_posterior_only_the_top_posterior_reads_y(variant):
         tiny_config().replace(class_posterior=True)
 
 
+@pytest.mark.parametrize("variant", ["biva", "lvae+"])
+@torch.no_grad()
+def test_with_class_means_the_classes_differ_by_the_top_prior_alone_when_the_path_ignores_y(variant):
+    """class_means: p(z_L | y) = N(m_y, I). With y's columns of the top-down input zeroed, L(x, c) -
+    L(x, 0) is log N(z_L; m_c, I) - log N(z_L; m_0, I) for the shared draw of z_L, and a prior draw
+    of class c centres on m_c. A model without classes refuses the option."""
+    model = class_model(variant=variant, means=True)
+    C, x = CLASSES, images(model.config, 4)
+    model.gen_zin[model.config.L - 2].proj.weight[:, -C:] = 0
+    every, _ = model.class_bounds(x, generator=gen(3))
+    g = gen(3)  # class_bounds' draws, replayed: its bottom-up pass, then the tied top-down pass
+    bu = model.bottom_up(model.prepare(x)[0], generator=g).repeat(C)
+    z = model.top_down(bu, generator=g, y=torch.arange(C).repeat(4), tie=C).z[-1].view(4, C, -1)[:, 0]
+    m = model.class_mean.flatten(1)                                             # (C, d)
+    log_n = -0.5 * ((z[:, None] - m[None]) ** 2).sum(-1)                        # (4, C), up to a constant
+    torch.testing.assert_close(every - every[:, :1], log_n - log_n[:, :1], rtol=1e-4, atol=1e-3)
+    draws = model.top_down(None, k=model.config.L, batch=4000, y=torch.full((4000,), 2), generator=gen(8)).z[-1]
+    torch.testing.assert_close(draws.mean(0), model.class_mean[2], rtol=0, atol=0.1)
+    with pytest.raises(ValueError, match="class_means"):
+        tiny_config().replace(class_means=True)
+
+
 def test_with_one_class_the_objective_is_the_ordinary_elbo_and_its_free_bits_loss():
     from biva_core import bounds
     model = class_model(classes=1)
@@ -127,9 +152,9 @@ def test_label_draw_is_balanced_seeded_and_refuses_short_classes():
 
 # ---------------------------------------------------------------- operations with a class
 
-@pytest.mark.parametrize("posterior", [False, True])
-def test_operations_with_classes(posterior):
-    model = class_model(posterior=posterior)
+@pytest.mark.parametrize("posterior,means", [(False, False), (True, False), (False, True)])
+def test_operations_with_classes(posterior, means):
+    model = class_model(posterior=posterior, means=means)
     x = images(model.config, 2)
     probs = model.classify(x)
     assert probs.shape == (2, CLASSES) and torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-6)
@@ -156,13 +181,14 @@ def test_operations_with_classes(posterior):
         live_model(tiny_config()).sample(2, label=0)
 
 
-@pytest.mark.parametrize("posterior", [False, True])
-def test_a_model_with_classes_saves_and_loads_exactly(tmp_path, posterior):
-    model = class_model(posterior=posterior)
+@pytest.mark.parametrize("posterior,means", [(False, False), (True, False), (False, True)])
+def test_a_model_with_classes_saves_and_loads_exactly(tmp_path, posterior, means):
+    model = class_model(posterior=posterior, means=means)
     save_pretrained(model, tmp_path)
     again = load_pretrained(tmp_path)
     x = images(model.config, 2)
     assert again.config.classes == CLASSES and again.config.class_posterior == posterior
+    assert again.config.class_means == means
     assert torch.equal(model.iw_bound(x, K=2, seed=1), again.iw_bound(x, K=2, seed=1))
     assert torch.equal(model.classify(x), again.classify(x))
     assert torch.equal(model.sample(2, seed=3, label=1), again.sample(2, seed=3, label=1))
