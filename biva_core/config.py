@@ -84,10 +84,9 @@ class ModelConfig:
         _check(self.block != "bottleneck" or min(lv.channels for lv in self.levels) >= 4, "block", self.block,
                "bottleneck needs >= 4 channels at every level (it runs at channels / 4)")
         _check(self.classes >= 0, "classes", self.classes, "must be >= 0 (0 = no class variable)")
-        _check(not self.class_posterior or self.classes > 0, "class_posterior", self.class_posterior,
-               "needs a class variable (classes > 0)")
-        _check(not self.class_means or self.classes > 0, "class_means", self.class_means,
-               "needs a class variable (classes > 0)")
+        for option in ("class_posterior", "class_means"):
+            _check(not getattr(self, option) or self.classes > 0, option, getattr(self, option),
+                   "needs a class variable (classes > 0)")
         _check(len(self.levels) >= 2, "levels", len(self.levels), "needs at least 2 levels")
         size = h
         for i, lv in enumerate(self.levels):

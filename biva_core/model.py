@@ -288,8 +288,8 @@ class BIVA(Operations, nn.Module):
             else:
                 shape = (batch, cfg.levels[-1].latent) + (() if cfg.levels[-1].dense else cfg.resolutions()[-1])
                 dev = self.out_conv.weight.device
-                zero = torch.zeros(shape, device=dev)
-                z = draw(self.top_prior_mean(zero, y), torch.ones(shape, device=dev), temps[-1])
+                mean = self.top_prior_mean(torch.zeros(shape, device=dev), y)
+                z = draw(mean, torch.ones_like(mean), temps[-1])
             log_p[-1] = lik.gaussian_log_prob(z, self.top_prior_mean(z, y), torch.ones_like(z))
             zs[-1], d, first = z, None, L - 1
             if keep == L - 1:
