@@ -43,15 +43,18 @@ def draw_labels(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 
 def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None = None, *,
               n_unlabelled: int, n_labelled: int = 0, alpha: float, free_bits: float = 0.0,
+              q_from_unlabelled: bool = True,
               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The training loss -J / (N D) estimated from one batch, N = n_unlabelled + n_labelled: the
     sum over each part of the batch is scaled to the size of its set. free_bits floors each
-    latent's KL as in unsupervised training. Returns the loss and detached statistics:
+    latent's KL as in unsupervised training. q_from_unlabelled=False holds q(y | x) fixed inside
+    U(x) (no gradient into the classifier from unlabelled images; the generative model still
+    fits L(x, y) to q's assignment, EM-like). Returns the loss and detached statistics:
     "U" (mean U(x) of the unlabelled rows, nats), "kl" (its per-latent KL, q(y | x)-weighted,
     and the class term last), and for labelled rows "L", "ce" (mean -log q(y | x)), "accuracy"."""
     C, N = model.config.classes, n_unlabelled + n_labelled
     bounds_u, logits_u, kl_u = model.class_bounds(x_u, free_bits=free_bits, generator=generator, with_kl=True)
-    U = unlabelled_bound(bounds_u, logits_u)
+    U = unlabelled_bound(bounds_u, logits_u if q_from_unlabelled else logits_u.detach())
     J = U.sum() * (n_unlabelled / len(x_u))
     with torch.no_grad():
         q = logits_u.softmax(-1)                                               # (B, C)

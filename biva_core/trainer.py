@@ -91,6 +91,9 @@ class TrainConfig:
     label_seed: int = 0              # the seed of their draw (semisupervised.draw_labels)
     labelled_batch: int = 32         # labelled images in every batch, beside batch_size unlabelled
     ssl_alpha: float = 0.1           # alpha = ssl_alpha * N of the classification term
+    # steps during which U(x) does not train q(y | x): the labels alone teach the classifier while
+    # the generative model (e.g. class_means) fits L(x, y) to its assignment; then full U(x)
+    ssl_q_hold: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -344,7 +347,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss, stats = objective(self.model, x, x_l, y_l, n_unlabelled=len(self.train_data), n_labelled=n_l,
                                     alpha=self.cfg.ssl_alpha * (len(self.train_data) + n_l),
-                                    free_bits=self.cfg.free_bits)
+                                    free_bits=self.cfg.free_bits, q_from_unlabelled=self.step >= self.cfg.ssl_q_hold)
         return loss.float(), stats
 
     @torch.no_grad()

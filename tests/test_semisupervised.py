@@ -138,6 +138,22 @@ def test_objective_scales_each_part_to_its_set_and_weights_the_labels_by_alpha()
     assert torch.allclose((loss0 - loss1) * 46 * model.config.dims, 2 * 10 * log_q, rtol=1e-4)
 
 
+def test_holding_q_keeps_the_objective_and_stops_only_the_unlabelled_gradient_into_the_classifier():
+    model = class_model(means=True)
+    x_u = images(model.config, 4, seed=1)
+    grads = []
+    for hold in (False, True):
+        model.zero_grad(set_to_none=True)
+        loss, _ = objective(model, x_u, n_unlabelled=40, alpha=0.0, q_from_unlabelled=not hold, generator=gen(5))
+        loss.backward()
+        grads.append((loss.detach(), [p.grad for p in model.classifier.parameters()], model.class_mean.grad.clone()))
+    (free, g_free, m_free), (held, g_held, m_held) = grads
+    assert torch.equal(free, held)                        # the same value: only the gradient path changes
+    assert all(g is not None and g.abs().sum() > 0 for g in g_free)
+    assert all(g is None for g in g_held)                 # U(x) no longer trains q(y | x)
+    assert torch.allclose(m_free, m_held, rtol=1e-4, atol=1e-7)  # the class means still fit L(x, y)
+
+
 # ---------------------------------------------------------------- the labels
 
 def test_label_draw_is_balanced_seeded_and_refuses_short_classes():
