@@ -40,17 +40,31 @@ def resample_ks(L: int) -> list[int]:
     return sorted({0, 1, 2, 3} | {round(L * f) for f in (0.25, 0.4, 0.55, 0.7, 0.85)} | {L})
 
 
+def run_offset(run: str | os.PathLike, from_step: int) -> tuple[int, float]:
+    """(step, seconds) of `run` where `earlier` was taken from it: (0, 0) for a warm start (--init);
+    for a run that resumed a copy of the run `earlier` was exported from, its step then (the
+    rows up to it are already in earlier's record) and the seconds its metrics give that step."""
+    if from_step <= 0:
+        return 0, 0.0
+    before = [r["seconds"] for r in read_metrics(Path(run) / "metrics.jsonl") if r["step"] <= from_step and "seconds" in r]
+    if not before:
+        raise ValueError(f"--from-step {from_step}: {run}/metrics.jsonl has no row at or before that step")
+    return from_step, float(max(before))
+
+
 def continue_record(run: str | os.PathLike, earlier: str | os.PathLike, out: str | os.PathLike,
-                    command: str = "") -> dict:
+                    command: str = "", from_step: int = 0) -> dict:
     """`run` was warm-started from the shipped folder `earlier`: write out/metrics.jsonl (earlier's
     rows, then the run's with steps and seconds after earlier's), out/results.json (earlier's, with
     this run appended to train.continued; earlier's test eval moves into that entry, since it does
-    not describe the new weights) and out/valid_curve.png. Returns the new train.continued entry."""
+    not describe the new weights) and out/valid_curve.png. Returns the new train.continued entry.
+    from_step: see run_offset (the run's rows up to it are earlier's, and are not counted twice)."""
     run, earlier, out = Path(run), Path(earlier), Path(out)
     step0, sec0 = training_totals(read_config(earlier)[1])
+    step_run, sec_run = run_offset(run, from_step)
     old = [r for r in read_metrics(earlier / "metrics.jsonl") if r["step"] <= step0]  # later rows were not carried on
-    new = [{**r, "step": r["step"] + step0, "seconds": round(r["seconds"] + sec0, 1)}
-           for r in read_metrics(run / "metrics.jsonl")]
+    new = [{**r, "step": r["step"] - step_run + step0, "seconds": round(r["seconds"] - sec_run + sec0, 1)}
+           for r in read_metrics(run / "metrics.jsonl") if r["step"] > step_run]
     rows = old + new
     _atomic_write(out / "metrics.jsonl", lambda p: Path(p).write_text("".join(json.dumps(r) + "\n" for r in rows)))
     valid = [r for r in new if "valid_bpd" in r]
@@ -83,12 +97,13 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
            valid_images: torch.Tensor | None = None, draws: int = 6, temperature: float = 0.8,
            note: str = "", source: BIVA | None = None, log=print, K: int = 1,
            ks: list[int] | None = None, detector_k: int | None = None, prior: str = "sample",
-           continues: str | os.PathLike | None = None, command: str = "") -> Path:
+           continues: str | os.PathLike | None = None, command: str = "", from_step: int = 0) -> Path:
     """Write the shipped folder `out` from the pretrained layout in `run` (`source`: that model,
     when the caller has loaded it already). test_image: (1, C, H, W) in [0, 1] for the resample
     grid; valid_images: (N, C, H, W) for reference.json, the detector's reference (ks, default
     1..L-1, with K importance samples and `prior`; detector_k its default k; continues: the
-    shipped folder the run was warm-started from, whose record it extends)."""
+    shipped folder the run was warm-started from, whose record it extends; from_step: the run's step
+    at which `continues` was exported from it, when the run resumed a copy of that run)."""
     from .detector import build_reference
     run, out = Path(run), Path(out)
     source = source if source is not None else load_pretrained(run)
@@ -97,15 +112,16 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
         if Path(continues).resolve() == out.resolve():
             raise ValueError("--continues must name the folder the run started from, not --out: export elsewhere, then copy")
         step0, sec0 = training_totals(read_config(continues)[1])
-        info.update(continues=str(continues), step_total=step0 + int(info.get("step", 0)),
-                    seconds_total=round(sec0 + float(info.get("seconds", 0.0)), 1))
+        step_run, sec_run = run_offset(run, from_step)
+        info.update(continues=str(continues), step_total=step0 + int(info.get("step", 0)) - step_run,
+                    seconds_total=round(sec0 + float(info.get("seconds", 0.0)) - sec_run, 1))
     save_pretrained(source, out, training=info, dtype=torch.float16, max_shard_mb=16)
     model = load_pretrained(out)  # what users get: fp16-rounded weights, float32 compute
     for name in ("kl_per_latent.png",) + (() if continues is not None else ("metrics.jsonl",)):
         if (run / name).is_file() and run.resolve() != out.resolve():
             shutil.copyfile(run / name, out / name)
     if continues is not None:  # the run's metrics after the shipped ones
-        continue_record(run, continues, out, command=command)
+        continue_record(run, continues, out, command=command, from_step=from_step)
     for t in TEMPERATURES:
         save_samples(model, out / f"samples_t{t:.1f}.png", t)
     log(f"samples at t = {', '.join(str(t) for t in TEMPERATURES)}")
@@ -144,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--continues", metavar="DIR", help="the shipped folder the run was warm-started from (--init): "
                     "extend its metrics, results.json and valid curve")
     ap.add_argument("--command", default="", help="the training command, recorded with --continues")
+    ap.add_argument("--from-step", type=int, default=0, metavar="S",
+                    help="with --continues, when the run resumed (--resume) a copy of the run that folder was "
+                         "exported from: the run's step then (its rows up to S are not counted twice)")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     if args.threads:
@@ -166,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         export(args.run, args.out, test_image=test, valid_images=valid, source=model,
                log=lambda m: print(m, file=sys.stderr), K=args.iw, ks=args.ks, detector_k=args.detector_k,
-               prior=args.prior, continues=args.continues, command=args.command)
+               prior=args.prior, continues=args.continues, command=args.command, from_step=args.from_step)
     except ValueError as e:
         raise SystemExit(f"export: {e}") from None
     print(args.out)

@@ -89,6 +89,31 @@ def test_a_continued_run_extends_the_shipped_record(tmp_path: Path) -> None:
         export(run, earlier, continues=earlier, log=lambda m: None)
 
 
+def test_a_resumed_copy_of_the_exported_run_is_not_counted_twice(tmp_path: Path) -> None:
+    """--from-step: the run resumed a copy of the run `earlier` was exported from (at its step 20),
+    so its rows up to 20 are earlier's already; only the later ones extend the record."""
+    model = live_model(tiny_config(), seed=6)
+    earlier = save_pretrained(model, tmp_path / "earlier", training={"step": 20, "seconds": 100.0})
+    (earlier / "metrics.jsonl").write_text(json.dumps({"step": 20, "seconds": 100.0, "valid_bpd": 7.0}) + "\n")
+    (earlier / "results.json").write_text(json.dumps({"train": {"hours_total": 1.0}}))
+    run = save_pretrained(model, tmp_path / "run", training={"step": 30, "seconds": 172.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 20, "seconds": 100.0, "valid_bpd": 7.0},
+        {"step": 20, "seconds": 112.0, "best_valid_bpd": 7.0},  # the earlier session's stop
+        {"step": 30, "seconds": 172.0, "valid_bpd": 6.0, "raw_valid_bpd": 6.1}]))
+
+    out = export(run, tmp_path / "out", continues=earlier, from_step=20, log=lambda m: None)
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["seconds"]) for r in rows] == [(20, 100.0), (30, 160.0)]
+    (entry,) = json.loads((out / "results.json").read_text())["train"]["continued"]
+    assert (entry["from_step"], entry["steps"], entry["seconds"], entry["valid_bpd"]) == (20, 10, 60.0, {"30": [6.0, 6.1]})
+    info = load_pretrained(out).training_info
+    assert (info["step_total"], info["seconds_total"]) == (30, 160.0)
+    with pytest.raises(ValueError, match="no row at or before"):
+        export(run, tmp_path / "out2", continues=earlier, from_step=5, log=lambda m: None)
+
+
 def test_export_cli_names_a_missing_run(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="run: .*no such folder"):
         main(["--run", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
