@@ -1,0 +1,134 @@
+"""The detector of a shipped folder, at each k its reference holds, against several image sets.
+
+Scores every set once with the reference's K and prior and all of its ks (`scores_per_image`,
+the detector's own code), saves the per-image scores, and prints for each k: the flag rate of
+the held-in images and, per out-of-distribution set, the detector's AUROC and flag rate, and
+the AUROC of each of its two-sided tests alone. A choice of k made on one group of sets can
+then be read on another without scoring anything again (--load).
+
+    python benchmarks/detector_sets.py --weights weights/celeba64 --data celeba --split valid \\
+        --skip 1000 --limit 300 --sets crops=runs/ood_a/crops crops32=runs/ood_a/crops32 \\
+        --save runs/det_valid_a.npz --threads 1
+    python benchmarks/detector_sets.py --weights weights/celeba64 --load runs/det_valid_a.npz
+
+With --ref N the reference is built here instead, from the first N valid images, with --iw K,
+--prior and --ks (another prior or K than the shipped reference's); --save keeps it too.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from biva_core import load_pretrained  # noqa: E402
+from biva_core.detector import Detector, Reference, build_reference, scores_per_image  # noqa: E402
+from biva_core.model import PRIORS  # noqa: E402
+from biva_core.evaluate import auroc, load_images, load_model_folder  # noqa: E402
+
+IN = "in"
+
+
+def score_sets(args, ref: Reference | None) -> tuple[Reference, dict[str, dict[str, np.ndarray]]]:
+    """(the reference, {set: {"bpd": (n,), "llr<k>": (n,) for each k}}); the held-in split is the
+    set "in". Without `ref`, one is built from the first --ref valid images."""
+    torch.set_num_threads(args.threads)
+    model = load_pretrained(args.weights)
+    if ref is None:
+        t0 = time.time()
+        valid = load_images(args.data, "valid", args.data_dir, model, limit=args.ref)
+        ref = build_reference(model, valid, args.ks, args.iw, k=args.ks[0], prior=args.prior, seed=1_000,
+                              batch_size=args.batch_size, progress=not args.no_progress)
+        print(f"reference: {len(valid)} images, {(time.time() - t0) / len(valid):.2f} s / image", file=sys.stderr)
+    x_in = load_images(args.data, args.split, args.data_dir, model, limit=args.skip + args.limit)[args.skip:]
+    sets = {IN: x_in}
+    for spec in args.sets:
+        name, directory = spec.split("=", 1)
+        sets[name] = load_model_folder(directory, model, args.weights, limit=args.limit)[0]
+    out = {}
+    for name, x in sets.items():
+        t0 = time.time()
+        s = scores_per_image(model, x, ref.ks, ref.K, prior=ref.prior, seed=args.seed,
+                             batch_size=args.batch_size, progress=not args.no_progress, desc=name)
+        out[name] = {"bpd": s["bpd"].double().numpy(),
+                     **{f"llr{k}": v.double().numpy() for k, v in s["LLR_gt_k"].items()}}
+        print(f"{name}: {len(x)} images, {(time.time() - t0) / len(x):.2f} s / image", file=sys.stderr)
+    return ref, out
+
+
+def table(ref: Reference, scores: dict[str, dict[str, np.ndarray]]) -> list[dict]:
+    rows = []
+    for k in ref.ks:
+        det = Detector(ref, k=k)
+        v_in = det.test(scores[IN]["bpd"], scores[IN][f"llr{k}"])
+        row = {"k": k, "flagged_in": float(v_in.flagged.mean())}
+        for name, s in scores.items():
+            if name == IN:
+                continue
+            v = det.test(s["bpd"], s[f"llr{k}"])
+            row[f"det_{name}"] = auroc(v_in.score, v.score)
+            row[f"flag_{name}"] = float(v.flagged.mean())
+            row[f"bpd2_{name}"] = auroc(-np.log10(v_in.p_bpd), -np.log10(v.p_bpd))
+            row[f"llr2_{name}"] = auroc(-np.log10(v_in.p_llr), -np.log10(v.p_llr))
+            row[f"llr1_{name}"] = auroc(v_in.llr, v.llr)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", required=True, help="a folder with reference.json")
+    ap.add_argument("--data", default="celeba")
+    ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"))
+    ap.add_argument("--split", default="valid", help="the held-in images (valid: past the reference's)")
+    ap.add_argument("--skip", type=int, default=0, help="skip the first N images of the split")
+    ap.add_argument("--limit", type=int, default=300, help="images of each set")
+    ap.add_argument("--sets", nargs="*", default=[], metavar="NAME=DIR", help="folders of OOD images")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ref", type=int, help="build the reference from the first N valid images")
+    ap.add_argument("--iw", type=int, default=4, help="K of a reference built here")
+    ap.add_argument("--prior", choices=PRIORS, default="sample", help="prior of a reference built here")
+    ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 5, 10, 19], help="ks of a reference built here")
+    ap.add_argument("--save", help="write the per-image scores here (.npz)")
+    ap.add_argument("--load", nargs="*", default=[], help="read scores saved by --save instead of scoring")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args()
+    ref = None if args.ref else Reference.read(args.weights)
+    if ref is None and not args.ref:
+        raise SystemExit(f"{args.weights}: no reference.json (or build one with --ref N)")
+    if args.load:
+        scores: dict[str, dict[str, np.ndarray]] = {}
+        for f in args.load:
+            if Path(f).with_suffix(".reference.json").is_file():
+                ref = Reference.read(Path(f).with_suffix(".reference.json"))
+            with np.load(f) as z:
+                for key in z.files:
+                    name, stat = key.split("/")
+                    if name == IN and IN in scores and stat in scores[IN]:
+                        continue                 # the first file's held-in images
+                    scores.setdefault(name, {})[stat] = z[key]
+    else:
+        ref, scores = score_sets(args, ref)
+        if args.save:
+            np.savez(args.save, **{f"{n}/{s}": v for n, d in scores.items() for s, v in d.items()})
+            if args.ref:
+                ref.write(Path(args.save).with_suffix(".reference.json"))
+    print(f"reference: {ref.images} {ref.split} images, K = {ref.K}, prior = {ref.prior}, "
+          f"held-in: {len(scores[IN]['bpd'])}")
+    rows = table(ref, scores)
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+
+
+if __name__ == "__main__":
+    main()
