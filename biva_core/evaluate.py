@@ -281,14 +281,16 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", required=True, choices=DATASETS)
     ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"), help="default: $BIVA_DATA")
     ap.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    ap.add_argument("--iw", type=int, default=1000, metavar="K", help="importance samples of L_K and the scores")
+    ap.add_argument("--iw", type=int, metavar="K", help="importance samples of L_K and the scores (default: "
+                    "with --ood the K of the weights' reference.json, else 1000)")
     ap.add_argument("--ood", nargs="+", choices=DATASETS, metavar="DATASET",
                     help="score this data set's same split as out-of-distribution (folder: every image under "
                     "--ood-dir); several sets share one scoring of the in-distribution split")
     ap.add_argument("--ood-dir", nargs="+", default=[], help="one folder of images for each `folder` in --ood "
                     "(any size; prepared as the studio prepares uploads)")
     ap.add_argument("--ood-limit", type=int, help="use the first N images of each OOD set (default: --limit)")
-    ap.add_argument("--ks", type=int, nargs="*", help="the k of L^{>k} and LLR^{>k} (default: 1..L-1)")
+    ap.add_argument("--ks", type=int, nargs="*", help="the k of L^{>k} and LLR^{>k} (default: with --ood the ks "
+                    "of the weights' reference.json when it fits K and the prior, else 1..L-1)")
     ap.add_argument("--alpha", type=float, help=f"the detector's flag level (default: the reference's, {ALPHA})")
     ap.add_argument("--detector-k", type=int, help="the detector's k (default: the reference's)")
     ap.add_argument("--prior", choices=PRIORS, help="how L^{>k} takes z_{<=k}: a draw from p(z_{<=k} | z_{>k}) "
@@ -310,7 +312,7 @@ def run(argv: list[str] | None = None) -> dict:
                     "q(y | x) against the split's labels (\"error\" in the JSON)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    if args.iw < 1:
+    if args.iw is not None and args.iw < 1:
         ap.error("--iw must be >= 1")
     if (args.ood or []).count("folder") != len(args.ood_dir):
         ap.error("--ood folder and --ood-dir DIR go together: one folder for each `folder` in --ood")
@@ -327,14 +329,17 @@ def run(argv: list[str] | None = None) -> dict:
         model = load_pretrained(args.weights, device=args.device)
     except CheckpointError as e:
         raise SystemExit(f"weights: {e}") from None
+    try:
+        existing = Reference.read(args.weights)
+    except ValueError:
+        existing = None   # detector_reference says what is wrong with it, if it is needed
     if args.prior is None:
-        try:
-            existing = Reference.read(args.weights)
-        except ValueError:
-            existing = None   # detector_reference says what is wrong with it, if it is needed
         args.prior = existing.prior if existing is not None else "sample"
+    if args.iw is None:   # the detector's scores are only comparable with its reference's K
+        args.iw = (existing.K if existing is not None else 1) if args.ood else 1000
+    fits = existing is not None and existing.K == args.iw and existing.prior == args.prior
     L = model.config.L
-    ks = sorted(set(args.ks)) if args.ks else list(range(1, L))
+    ks = sorted(set(args.ks)) if args.ks else (existing.ks if args.ood and fits else list(range(1, L)))
     if any(not 1 <= k < L for k in ks) or (args.detector_k is not None and not 1 <= args.detector_k < L):
         ap.error(f"--ks and --detector-k must lie in 1..{L - 1} for this model (L = {L})")
     oods: list[tuple[str, Tensor, list[str]]] = []   # (name, images, skipped files)

@@ -128,6 +128,24 @@ def test_cli_detector_uses_a_matching_reference_only(saved, tmp_path, monkeypatc
         run([*base[:-2], "--iw", "1"])  # --ood folder without --ood-dir
 
 
+def test_cli_ood_defaults_to_the_references_K_and_ks(saved, tmp_path, monkeypatch, capsys):
+    """`biva-evaluate --ood ...` without --iw or --ks scores with the shipped reference's K and its
+    ks (not K = 1000 and every k, which would rebuild a reference for hours); with --ks given, those."""
+    import shutil
+    weights = tmp_path / "w"
+    shutil.copytree(saved / "weights", weights)
+    model = live_model(tiny_config())
+    build_reference(model, images(model.config, 12, seed=4), [2], 3, k=2).write(weights)
+    base = ["--weights", str(weights), "--data", "folder", "--data-dir", str(saved / "images"), "--split",
+            "valid", "--json", "--no-progress", "--ood", "folder", "--ood-dir", ood_folder(saved / "ood")]
+    monkeypatch.setenv("BIVA_CACHE", str(tmp_path / "cache"))
+    r = run(base)
+    assert r["K"] == 3 and r["detector"]["K"] == 3 and r["detector"]["reference"].endswith("reference.json")
+    assert list(r["ood"]["auroc"]["LLR_gt_k"]) == ["2"]
+    r = run([*base, "--ks", "1", "2"])
+    assert r["K"] == 3 and sorted(r["ood"]["auroc"]["LLR_gt_k"]) == ["1", "2"]
+
+
 def test_reference_direct_call():
     """build_reference on tensors: one entry per image; an AUROC between two sets is in [0, 1]."""
     model = live_model(tiny_config())
