@@ -11,8 +11,10 @@ then be read on another without scoring anything again (--load).
         --save runs/det_valid_a.npz --threads 1
     python benchmarks/detector_sets.py --weights weights/celeba64 --load runs/det_valid_a.npz
 
+--save writes the reference the scores were tested against beside them (NAME.reference.json), and
+--load tests against that one, so saved scores keep their meaning after the weights are re-exported.
 With --ref N the reference is built here instead, from the first N valid images, with --iw K,
---prior and --ks (another prior or K than the shipped reference's); --save keeps it too.
+--prior and --ks (another prior or K than the shipped reference's).
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.detector import Detector, Reference, build_reference, scores_per_image  # noqa: E402
-from biva_core.model import PRIORS  # noqa: E402
 from biva_core.evaluate import auroc, load_images, load_model_folder  # noqa: E402
+from biva_core.model import PRIORS  # noqa: E402
 
 IN = "in"
 
@@ -101,14 +103,13 @@ def main() -> None:
     ap.add_argument("--load", nargs="*", default=[], help="read scores saved by --save instead of scoring")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
-    ref = None if args.ref else Reference.read(args.weights)
-    if ref is None and not args.ref:
-        raise SystemExit(f"{args.weights}: no reference.json (or build one with --ref N)")
     if args.load:
+        saved = Path(args.load[0]).with_suffix(".reference.json")
+        ref = Reference.read(saved)
+        if ref is None:
+            raise SystemExit(f"{saved}: missing (the reference the scores were tested against)")
         scores: dict[str, dict[str, np.ndarray]] = {}
         for f in args.load:
-            if Path(f).with_suffix(".reference.json").is_file():
-                ref = Reference.read(Path(f).with_suffix(".reference.json"))
             with np.load(f) as z:
                 for key in z.files:
                     name, stat = key.split("/")
@@ -116,11 +117,13 @@ def main() -> None:
                         continue                 # the first file's held-in images
                     scores.setdefault(name, {})[stat] = z[key]
     else:
+        ref = None if args.ref else Reference.read(args.weights)
+        if ref is None and not args.ref:
+            raise SystemExit(f"{args.weights}: no reference.json (or build one with --ref N)")
         ref, scores = score_sets(args, ref)
         if args.save:
             np.savez(args.save, **{f"{n}/{s}": v for n, d in scores.items() for s, v in d.items()})
-            if args.ref:
-                ref.write(Path(args.save).with_suffix(".reference.json"))
+            ref.write(Path(args.save).with_suffix(".reference.json"))
     print(f"reference: {ref.images} {ref.split} images, K = {ref.K}, prior = {ref.prior}, "
           f"held-in: {len(scores[IN]['bpd'])}")
     rows = table(ref, scores)
