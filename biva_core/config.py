@@ -57,6 +57,9 @@ class ModelConfig:
     # p(z_L) = N(0, I) (a Gaussian mixture over z_L, as in GMM-VAEs): a z_L that holds the class
     # then costs less under the right y, so L(x, y) depends on y and U(x) can teach q(y | x)
     class_means: bool = False
+    # with classes: y joins the latent at every level of the top-down path and at the output, not
+    # only at the top (as M2's p(x | y, z) reads y directly), so the class can shape every scale
+    class_everywhere: bool = False
     # "gated": 3x3 convs at full width (the paper's); "bottleneck": 1x1 to channels / 4, two 3x3,
     # 1x1 back (VDVAE's design, ~14x fewer multiply-adds per block), gated the same way
     block: str = "gated"
@@ -84,7 +87,7 @@ class ModelConfig:
         _check(self.block != "bottleneck" or min(lv.channels for lv in self.levels) >= 4, "block", self.block,
                "bottleneck needs >= 4 channels at every level (it runs at channels / 4)")
         _check(self.classes >= 0, "classes", self.classes, "must be >= 0 (0 = no class variable)")
-        for option in ("class_posterior", "class_means"):
+        for option in ("class_posterior", "class_means", "class_everywhere"):
             _check(not getattr(self, option) or self.classes > 0, option, getattr(self, option),
                    "needs a class variable (classes > 0)")
         _check(len(self.levels) >= 2, "levels", len(self.levels), "needs at least 2 levels")

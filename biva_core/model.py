@@ -121,7 +121,8 @@ class BIVA(Operations, nn.Module):
         # ---- top-down (generative) path, shared by inference; gen_*[j] computes d_{j+1}
         # the top-down path starts from [z_L, y] when there is a class
         self.gen_zin = nn.ModuleList(
-            LatentIn(z_down[j + 1] + (cfg.classes if j == L - 2 else 0), ch[j + 1], hw[j + 1], dense=lv[j + 1].dense)
+            LatentIn(z_down[j + 1] + (cfg.classes if self._class_at(j + 1) else 0), ch[j + 1], hw[j + 1],
+                     dense=lv[j + 1].dense)
             for j in range(L - 1))
         self.gen_up_z = nn.ModuleList(up(ch[j + 1], ch[j], lv[j + 1].stride) for j in range(L - 1))
         self.gen_up_d = nn.ModuleList(
@@ -139,7 +140,7 @@ class BIVA(Operations, nn.Module):
             GaussianHead(ch[j], lv[j].latent, hw[j], dense=lv[j].dense) for j in range(L - 1))
 
         # ---- p(x | z): reads z_1 and d_1 at level 1's resolution
-        self.out_zin = LatentIn(z_down[0], ch[0], hw[0], dense=lv[0].dense)
+        self.out_zin = LatentIn(z_down[0] + (cfg.classes if self._class_at(0) else 0), ch[0], hw[0], dense=lv[0].dense)
         self.out_stack = Stack(lv[0].blocks, ch[0], aux_channels=ch[0] if self.skip else 0, dropout=cfg.dropout_p,
                                block=cfg.block)
         self.out_up = up(ch[0], ch[0], lv[0].stride)
@@ -221,6 +222,12 @@ class BIVA(Operations, nn.Module):
         assert self.config.classes, "this model has no class variable (classes = 0)"
         return self.classifier(bu.top).float()
 
+    def _class_at(self, i: int) -> bool:
+        """Whether y joins z_{i+1} on its way down (i = L - 1: the top; i = 0: into the output):
+        at the top only (spec section 5), or at every level with class_everywhere."""
+        cfg = self.config
+        return bool(cfg.classes) and (i == cfg.L - 1 or cfg.class_everywhere)
+
     def with_class(self, z: Tensor, y: Tensor | None) -> Tensor:
         """[z_L, y]: the top latent with the class appended as channels (broadcast over a map).
         y: labels (B,) or class weights (B, C) (a mix of one-hots, for interpolation)."""
@@ -295,7 +302,7 @@ class BIVA(Operations, nn.Module):
             if keep == L - 1:
                 boundary = Boundary(L - 1, z, d, y)
         for j in range(first - 1, -1, -1):
-            zin = self.with_class(z, y) if cfg.classes and j == L - 2 else z
+            zin = self.with_class(z, y) if self._class_at(j + 1) else z
             a = self.gen_up_z[j](self.gen_zin[j](zin))
             d = self.gen_stacks[j](a, self.gen_up_d[j](d) if d is not None and self.skip else None)
             priors = self.p_heads[j](d)
@@ -331,7 +338,7 @@ class BIVA(Operations, nn.Module):
                 log_p[j], zs[j] = lik.gaussian_log_prob(z, p_mean, p_scale), z
             if keep == j:
                 boundary = Boundary(j, z, d, y)
-        h = self.out_stack(self.out_zin(z), d if self.skip else None)
+        h = self.out_stack(self.out_zin(self.with_class(z, y) if self._class_at(0) else z), d if self.skip else None)
         px = self.out_conv(F.elu(self.out_up(h)))
         return TopDown(px, log_q, log_p, zs, qs, boundary)
 
@@ -397,7 +404,7 @@ class BIVA(Operations, nn.Module):
             raise ValueError(f"labels must be in 0..{C - 1}, got {y.tolist()}")
         return y
 
-    def class_bounds(self, x: Tensor, y: Tensor | None = None, *, free_bits: float = 0.0,
+    def class_bounds(self, x: Tensor, y: Tensor | None = None, *, free_bits: float | Tensor = 0.0,
                      generator: torch.Generator | None = None, with_kl: bool = False):
         """L(x, y) = E_q(z|x,y)[log p(x, y, z) - log q(z | x, y)] for one posterior draw, and the
         logits of q(y | x) (B, C), from one bottom-up pass.
@@ -419,7 +426,10 @@ class BIVA(Operations, nn.Module):
             y = torch.arange(C, device=h.device).repeat(b)                     # row i*C + c: class c
         td = self.top_down(bu, k=0, generator=generator, y=y, tie=C if every else 1)
         kl = torch.stack([lq - lp for lq, lp in zip(td.log_q, td.log_p)], dim=1).float()   # (rows, N)
-        floored = kl.clamp(min=free_bits) if free_bits > 0 else kl
+        if torch.is_tensor(free_bits) or free_bits > 0:   # one floor, or one per latent (N,)
+            floored = torch.maximum(kl, torch.as_tensor(free_bits, dtype=kl.dtype, device=kl.device))
+        else:
+            floored = kl
         bound = self.log_px(target, td.px).float() - floored.sum(1) - math.log(C)
         if every:
             bound, kl = bound.view(b, C), kl.view(b, C, -1)

@@ -42,7 +42,7 @@ def draw_labels(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 
 
 def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None = None, *,
-              n_unlabelled: int, n_labelled: int = 0, alpha: float, free_bits: float = 0.0,
+              n_unlabelled: int, n_labelled: int = 0, alpha: float, free_bits: float | Tensor = 0.0,
               q_from_unlabelled: bool = True,
               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The training loss -J / (N D) estimated from one batch, N = n_unlabelled + n_labelled: the

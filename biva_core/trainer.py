@@ -57,6 +57,10 @@ class TrainConfig:
     lr_schedule: str = "exp"         # "exp": lr * lr_decay^step; "cosine": lr to lr_min over `steps`
     warmup: int = 200                # linear warm-up steps
     free_bits: float = 2.0           # nats per latent group and image (training only)
+    # another floor for the latents of the top free_bits_top_levels levels (< 0: free_bits): room
+    # for the upper levels to carry content at no cost in training (docs/detector.md, session 18)
+    free_bits_top: float = -1.0
+    free_bits_top_levels: int = 0
     # --init into another layout: copy the tensors whose name and shape match, keep the rest at
     # their initial values (logged); false: every tensor must match
     init_partial: bool = False
@@ -184,6 +188,9 @@ class Trainer:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
             self.ema.to(memory_format=torch.channels_last)
+        self.free_bits = bounds.free_bits_floors(self.model, cfg.free_bits, cfg.free_bits_top, cfg.free_bits_top_levels)
+        if torch.is_tensor(self.free_bits):
+            self.free_bits = self.free_bits.to(self.device)
         self.params = [p for p in self.model.parameters()]
         self.ema_params = [p for p in self.ema.parameters()]
         self.opt = torch.optim.Adamax(self.params, lr=cfg.lr, **self._fused())
@@ -319,7 +326,7 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 log_px, kl = self.forward(x)
             log_px, kl = log_px.float(), [t.float() for t in kl]
-            loss = bounds.free_bits_loss(log_px, kl, c.free_bits).mean() / self.model.config.dims
+            loss = bounds.free_bits_loss(log_px, kl, self.free_bits).mean() / self.model.config.dims
             with torch.no_grad():
                 kl_t = torch.stack(kl, 1).detach()
                 elbo, kl_t = (log_px - kl_t.sum(1)).mean(), kl_t.mean(0)
@@ -347,7 +354,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss, stats = objective(self.model, x, x_l, y_l, n_unlabelled=len(self.train_data), n_labelled=n_l,
                                     alpha=self.cfg.ssl_alpha * (len(self.train_data) + n_l),
-                                    free_bits=self.cfg.free_bits, q_from_unlabelled=self.step >= self.cfg.ssl_q_hold)
+                                    free_bits=self.free_bits, q_from_unlabelled=self.step >= self.cfg.ssl_q_hold)
         return loss.float(), stats
 
     @torch.no_grad()

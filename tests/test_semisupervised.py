@@ -17,9 +17,9 @@ CLASSES = 3
 
 
 def class_model(kind: str = "dmol", classes: int = CLASSES, variant: str = "biva", posterior: bool = False,
-                means: bool = False) -> BIVA:
+                means: bool = False, everywhere: bool = False) -> BIVA:
     return live_model(tiny_config(variant, kind).replace(classes=classes, class_posterior=posterior,
-                                                         class_means=means))
+                                                         class_means=means, class_everywhere=everywhere))
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -39,10 +39,11 @@ def test_unlabelled_bound_is_logsumexp_at_the_softmax_and_below_it_otherwise():
         assert (gap > 0).all(), gap
 
 
-@pytest.mark.parametrize("variant,posterior,means", [("biva", False, False), ("lvae+", False, False),
-                                                     ("biva", True, False), ("biva", False, True)])
-def test_model_U_equals_log_sum_exp_of_class_bounds_when_q_is_their_softmax(variant, posterior, means):
-    model = class_model(variant=variant, posterior=posterior, means=means)
+@pytest.mark.parametrize("variant,posterior,means,everywhere", [
+    ("biva", False, False, False), ("lvae+", False, False, False), ("biva", True, False, False),
+    ("biva", False, True, False), ("biva", False, False, True), ("lvae+", False, False, True)])
+def test_model_U_equals_log_sum_exp_of_class_bounds_when_q_is_their_softmax(variant, posterior, means, everywhere):
+    model = class_model(variant=variant, posterior=posterior, means=means, everywhere=everywhere)
     x = images(model.config, 4)
     with torch.no_grad():
         bounds_xy, logits = model.class_bounds(x, generator=gen(2))               # (4, C)
@@ -109,6 +110,8 @@ def test_with_class_means_the_classes_differ_by_the_top_prior_alone_when_the_pat
     torch.testing.assert_close(draws.mean(0), model.class_mean[2], rtol=0, atol=0.1)
     with pytest.raises(ValueError, match="class_means"):
         tiny_config().replace(class_means=True)
+    with pytest.raises(ValueError, match="class_everywhere"):
+        tiny_config().replace(class_everywhere=True)
 
 
 def test_with_one_class_the_objective_is_the_ordinary_elbo_and_its_free_bits_loss():
@@ -168,9 +171,32 @@ def test_label_draw_is_balanced_seeded_and_refuses_short_classes():
 
 # ---------------------------------------------------------------- operations with a class
 
-@pytest.mark.parametrize("posterior,means", [(False, False), (True, False), (False, True)])
-def test_operations_with_classes(posterior, means):
-    model = class_model(posterior=posterior, means=means)
+@pytest.mark.parametrize("variant", ["biva", "lvae+"])
+@torch.no_grad()
+def test_with_class_everywhere_y_reaches_every_level_through_its_own_input(variant):
+    """class_everywhere: y joins z at every level and at the output. With y's columns of the top's
+    input zeroed the classes' bounds still differ (the lower levels read y); with every level's y
+    columns zeroed they are equal (one shared draw for all classes), so y has no other way in.
+    The spec's model (y at the top only) has y columns at the top alone."""
+    model = class_model(variant=variant, everywhere=True)
+    C, x, L = CLASSES, images(model.config, 3), model.config.L
+    inputs = [model.gen_zin[j].proj for j in range(L - 1)] + [model.out_zin.proj]
+    inputs[L - 2].weight[:, -C:] = 0
+    some, _ = model.class_bounds(x, generator=gen(3))
+    assert (some - some[:, :1]).abs().amax() > 1e-3
+    for proj in inputs:
+        proj.weight[:, -C:] = 0
+    none, _ = model.class_bounds(x, generator=gen(3))
+    torch.testing.assert_close(none - none[:, :1], torch.zeros_like(none), rtol=0, atol=1e-4)
+    top_only = class_model(variant=variant)
+    widths = [top_only.gen_zin[j].proj.weight.shape[1] for j in range(L - 1)] + [top_only.out_zin.proj.weight.shape[1]]
+    assert [p.weight.shape[1] - w for p, w in zip(inputs, widths)] == [C] * (L - 2) + [0] + [C]
+
+
+@pytest.mark.parametrize("posterior,means,everywhere", [(False, False, False), (True, False, False),
+                                                        (False, True, False), (False, False, True)])
+def test_operations_with_classes(posterior, means, everywhere):
+    model = class_model(posterior=posterior, means=means, everywhere=everywhere)
     x = images(model.config, 2)
     probs = model.classify(x)
     assert probs.shape == (2, CLASSES) and torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-6)
@@ -197,14 +223,15 @@ def test_operations_with_classes(posterior, means):
         live_model(tiny_config()).sample(2, label=0)
 
 
-@pytest.mark.parametrize("posterior,means", [(False, False), (True, False), (False, True)])
-def test_a_model_with_classes_saves_and_loads_exactly(tmp_path, posterior, means):
-    model = class_model(posterior=posterior, means=means)
+@pytest.mark.parametrize("posterior,means,everywhere", [(False, False, False), (True, False, False),
+                                                        (False, True, False), (False, False, True)])
+def test_a_model_with_classes_saves_and_loads_exactly(tmp_path, posterior, means, everywhere):
+    model = class_model(posterior=posterior, means=means, everywhere=everywhere)
     save_pretrained(model, tmp_path)
     again = load_pretrained(tmp_path)
     x = images(model.config, 2)
     assert again.config.classes == CLASSES and again.config.class_posterior == posterior
-    assert again.config.class_means == means
+    assert again.config.class_means == means and again.config.class_everywhere == everywhere
     assert torch.equal(model.iw_bound(x, K=2, seed=1), again.iw_bound(x, K=2, seed=1))
     assert torch.equal(model.classify(x), again.classify(x))
     assert torch.equal(model.sample(2, seed=3, label=1), again.sample(2, seed=3, label=1))
