@@ -24,10 +24,14 @@ def free_bits_loss(log_px: Tensor, kl: list[Tensor], free_bits: float | Tensor) 
     KL_j is latent j's (single-sample) KL for each image; the floor applies per image and per
     latent group, as in the released code. free_bits: one lambda for all, or one per latent (N,)
     (`free_bits_floors`). With free_bits = 0 this is -ELBO."""
-    kl = torch.stack(kl, dim=1)                                        # (B, N)
+    return -(log_px - floor_kl(torch.stack(kl, dim=1), free_bits).sum(1))
+
+
+def floor_kl(kl: Tensor, free_bits: float | Tensor) -> Tensor:
+    """max(KL_j, lambda_j) for (..., N) per-latent KLs: one floor, or one per latent (N,)."""
     if torch.is_tensor(free_bits) or free_bits > 0:
-        kl = torch.maximum(kl, torch.as_tensor(free_bits, dtype=kl.dtype, device=kl.device))
-    return -(log_px - kl.sum(1))
+        return torch.maximum(kl, torch.as_tensor(free_bits, dtype=kl.dtype, device=kl.device))
+    return kl
 
 
 def free_bits_floors(model, free_bits: float, top: float = -1.0, top_levels: int = 0) -> float | Tensor:
@@ -37,9 +41,8 @@ def free_bits_floors(model, free_bits: float, top: float = -1.0, top_levels: int
     (the evaluated bounds never see a floor). top < 0 or top_levels = 0: the one float free_bits."""
     if top < 0 or top_levels <= 0:
         return free_bits
-    n = len(model.latent_names()) - (1 if model.config.classes else 0)    # latents, not the class
     first = model.config.L - top_levels + 1
-    return torch.tensor([top if model.latent_level(j) >= first else free_bits for j in range(n)])
+    return torch.tensor([top if model.latent_level(j) >= first else free_bits for j in range(model.config.n_latents)])
 
 
 @torch.inference_mode()

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import likelihoods as lik
+from .bounds import floor_kl
 from .config import ModelConfig
 from .layers import BLOCKS, GaussianHead, LatentIn, Stack, down, up
 from .operations import Operations
@@ -426,11 +427,7 @@ class BIVA(Operations, nn.Module):
             y = torch.arange(C, device=h.device).repeat(b)                     # row i*C + c: class c
         td = self.top_down(bu, k=0, generator=generator, y=y, tie=C if every else 1)
         kl = torch.stack([lq - lp for lq, lp in zip(td.log_q, td.log_p)], dim=1).float()   # (rows, N)
-        if torch.is_tensor(free_bits) or free_bits > 0:   # one floor, or one per latent (N,)
-            floored = torch.maximum(kl, torch.as_tensor(free_bits, dtype=kl.dtype, device=kl.device))
-        else:
-            floored = kl
-        bound = self.log_px(target, td.px).float() - floored.sum(1) - math.log(C)
+        bound = self.log_px(target, td.px).float() - floor_kl(kl, free_bits).sum(1) - math.log(C)
         if every:
             bound, kl = bound.view(b, C), kl.view(b, C, -1)
         return (bound, logits, kl.detach()) if with_kl else (bound, logits)
