@@ -49,7 +49,7 @@ def score_snapshot(folder: Path, args) -> dict:
         row[f"auroc_LLR_{k}"] = auroc(s_in["LLR_gt_k"][k].numpy(), s_ood["LLR_gt_k"][k].numpy())
     det = Detector(ref, alpha=args.alpha)
     v_in, v_ood = det.test_scores(s_in), det.test_scores(s_ood)
-    row.update({"detector_k": det.k, "auroc_detector": auroc(v_in.score, v_ood.score),
+    row.update({"detector_k": list(det.ks), "auroc_detector": auroc(v_in.score, v_ood.score),
                 "flagged_in": float(v_in.flagged.mean()), "flagged_ood": float(v_ood.flagged.mean())})
     return row
 

@@ -97,7 +97,7 @@ def main() -> None:
             for n, s in ood_scores.items():
                 v = det.test_scores(s)
                 row[f"auroc_{n}"] = auroc(vs[0].score, v.score)
-                row[f"auroc_llr_{n}"] = auroc(-np.log10(vs[0].p_llr), -np.log10(v.p_llr))
+                row[f"auroc_llr_{n}"] = auroc(-np.log10(vs[0].p_llr[k]), -np.log10(v.p_llr[k]))
                 row[f"flagged_{n}"] = float(v.flagged.mean())
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)

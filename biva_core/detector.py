@@ -1,9 +1,9 @@
-"""The anomaly detector of spec section 6: a two-sided typicality test of two scores.
+"""The anomaly detector of spec section 6: a two-sided typicality test of the scores.
 
     ref = Reference.read("weights/fashion_mnist_binary")       # reference.json, made on valid data
-    det = Detector(ref)                                          # k and alpha: the reference's defaults
+    det = Detector(ref)                                          # k(s) and alpha: the reference's defaults
     v = det.score(model, x)                                      # scores with the reference's K, tests
-    v.flagged, v.p, v.p_bpd, v.p_llr, v.score                    # per image; score = -log10 p
+    v.flagged, v.p, v.p_bpd, v.p_llr[k], v.score                 # per image; score = -log10 p
 
 Per image the statistics are s_1 = bits/dim of L^{>0} and s_2 = LLR^{>k} = L^{>0} - L^{>k}, both
 importance weighted with the same K. A likelihood alone ranks simple images (a digit for a face
@@ -15,6 +15,11 @@ same statistic over N held-in images, computed with the same K):
     upper tail  P_hi(s) = (#{ref >= s} + 1) / (N + 1)
     p_j         = min(1, 2 min(P_lo, P_hi))                     (two-sided; spec: 2 min(F, 1 - F))
     p           = min(1, 2 min(p_1, p_2))                       (Bonferroni over the two)
+
+Several k (our extension; one k is the spec's detector): s_2, ..., s_m = LLR^{>k} for each k of the
+detector's ks, and p = min(1, m min_j p_j), Bonferroni over all m statistics. Small k catch images
+whose fine detail the bottom level explains worse than a face's, large k images whose layout is
+unlike a face's; docs/detector.md measures which pair a model's reference should name.
 
 Our reading of the spec's "F smoothed as (rank + 1) / (N + 1)": F counts the reference at or below
 s, 1 - F counts it at or above s, each with the +1 of a conformal p-value, so neither tail is ever 0
@@ -89,11 +94,14 @@ class Reference:
     lk: dict[int, np.ndarray]        # k -> (N,) nats
     llr: dict[int, np.ndarray]       # k -> (N,) nats
     note: str = ""
-    k: int | None = None             # the detector's default k (None: the smallest k held)
+    k: tuple[int, ...] | None = None  # the detector's default ks (None: the smallest k held)
     alpha: float = ALPHA
     seed: int = 0
     extra: dict = field(default_factory=dict)
     prior: str = "sample"            # how L^{>k} took z_{<=k}: a draw ("sample") or the mean ("mode")
+
+    def __post_init__(self):
+        object.__setattr__(self, "k", as_ks(self.k))
 
     @property
     def images(self) -> int:
@@ -104,13 +112,14 @@ class Reference:
         return sorted(self.llr)
 
     @property
-    def default_k(self) -> int:
-        return self.k if self.k is not None else self.ks[0]
+    def default_ks(self) -> tuple[int, ...]:
+        return self.k if self.k else (self.ks[0],)
 
     def to_dict(self) -> dict:
+        ks = self.default_ks
         return {"format_version": REFERENCE_VERSION, "split": self.split, "images": self.images,
                 "K": self.K, "prior": self.prior, "note": self.note, "seed": self.seed,
-                "detector": {"k": self.default_k, "alpha": self.alpha}, **self.extra,
+                "detector": {"k": ks[0] if len(ks) == 1 else list(ks), "alpha": self.alpha}, **self.extra,
                 "L_gt_0": self.l0.tolist(), "bpd": self.bpd.tolist(),
                 "L_gt_k": {str(k): v.tolist() for k, v in sorted(self.lk.items())},
                 "LLR_gt_k": {str(k): v.tolist() for k, v in sorted(self.llr.items())}}
@@ -146,7 +155,7 @@ class Reference:
                       l0=floats(data["L_gt_0"]), bpd=floats(data["bpd"]),
                       lk={k: floats(data["L_gt_k"][str(k)]) for k in ks},
                       llr={k: floats(data["LLR_gt_k"][str(k)]) for k in ks},
-                      k=int(det["k"]) if "k" in det else None, alpha=float(det.get("alpha", ALPHA)),
+                      k=as_ks(det["k"]) if "k" in det else None, alpha=float(det.get("alpha", ALPHA)),
                       seed=int(data.get("seed", 0)), extra={k: v for k, v in data.items() if k not in known},
                       prior=str(data.get("prior", "sample")))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
@@ -160,32 +169,46 @@ class Reference:
             raise ValueError(f"{path}: prior={ref.prior!r} must be one of {PRIORS}")
         if len(ref.l0) != n or any(len(v) != n for v in (*ref.lk.values(), *ref.llr.values())):
             raise ValueError(f"{path}: the score lists have different lengths")
-        if not ks or ref.default_k not in ks:
-            raise ValueError(f"{path}: the detector's k={ref.default_k} has no LLR scores (held: {ks})")
+        if not ks or not set(ref.default_ks) <= set(ks):
+            raise ValueError(f"{path}: the detector's k={list(ref.default_ks)} has no LLR scores (held: {ks})")
         return ref
 
 
-def build_reference(model, images: Tensor, ks: list[int], K: int, *, k: int | None = None,
+def as_ks(k) -> tuple[int, ...] | None:
+    """The detector's ks from an int, a sequence of ints or a string such as "1, 19" (None stays None)."""
+    if k is None or (isinstance(k, (str, list, tuple)) and not k):
+        return None
+    if isinstance(k, str):
+        k = [part for part in k.replace(",", " ").split()]
+    items = list(k) if isinstance(k, (list, tuple, set, np.ndarray)) else [k]
+    try:
+        ks = tuple(sorted({int(j) for j in items}))
+    except (TypeError, ValueError):
+        raise ValueError(f"k must be whole numbers, got {k!r}") from None
+    return ks
+
+
+def build_reference(model, images: Tensor, ks: list[int], K: int, *, k=None,
                     alpha: float = ALPHA, split: str = "valid", note: str = "", seed: int = 0,
                     batch_size: int = 64, chunk: int = 256, progress: bool = False, on_batch=None,
                     prior: str = "sample") -> Reference:
     """The reference of `images` (float (N, C, H, W) in [0, 1], held-in data such as the valid
     split): their scores for each k in ks with K importance samples and `prior`; k is the
-    detector's default."""
-    ks = sorted({int(j) for j in ks})
+    detector's default k (an int or several)."""
+    ks = sorted({int(j) for j in ks} | set(as_ks(k) or ()))
     s = scores_per_image(model, images, ks, K, batch_size=batch_size, chunk=chunk, seed=seed,
                          progress=progress, desc="reference", on_batch=on_batch, prior=prior)
     return reference_from_scores(s, K, k=k, alpha=alpha, split=split, note=note, seed=seed, prior=prior)
 
 
-def reference_from_scores(s: dict, K: int, *, k: int | None = None, alpha: float = ALPHA, split: str = "valid",
+def reference_from_scores(s: dict, K: int, *, k=None, alpha: float = ALPHA, split: str = "valid",
                           note: str = "", seed: int = 0, prior: str = "sample") -> Reference:
     """A Reference of the output of `scores_per_image` (made with K importance samples and `prior`)."""
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
     np_ = lambda t: t.double().numpy()  # noqa: E731
     ks = sorted(s["LLR_gt_k"])
-    return Reference(split=split, K=int(K), prior=prior, note=note, seed=seed, k=k if k is not None else ks[0],
+    return Reference(split=split, K=int(K), prior=prior, note=note, seed=seed, k=as_ks(k) or (ks[0],),
                      alpha=alpha,
                      l0=np_(s["L_gt_0"]), bpd=np_(s["bpd"]),
                      lk={j: np_(v) for j, v in s["L_gt_k"].items()},
@@ -211,24 +234,24 @@ def two_sided_p(reference: np.ndarray, values) -> np.ndarray:
     return np.minimum(1.0, 2 * np.minimum(lo, hi))
 
 
-def combine(p_1: np.ndarray, p_2: np.ndarray) -> np.ndarray:
-    """Bonferroni: min(1, 2 min(p_1, p_2))."""
-    return np.minimum(1.0, 2 * np.minimum(np.asarray(p_1), np.asarray(p_2)))
+def combine(*ps) -> np.ndarray:
+    """Bonferroni over m p-values: min(1, m min(p_1, ..., p_m))."""
+    return np.minimum(1.0, len(ps) * np.min(np.stack([np.asarray(p, dtype=np.float64) for p in ps]), axis=0))
 
 
 @dataclass
 class Verdicts:
-    """The detector's answer for a set of images (arrays of length B)."""
-    k: int
+    """The detector's answer for a set of images (arrays of length B; one per k in dicts)."""
+    ks: tuple[int, ...]
     K: int
     alpha: float
     bpd: np.ndarray
-    llr: np.ndarray
+    llr: dict[int, np.ndarray]
     p_bpd: np.ndarray
-    p_llr: np.ndarray
+    p_llr: dict[int, np.ndarray]
     p: np.ndarray
     l0: np.ndarray | None = None
-    lk: np.ndarray | None = None
+    lk: dict[int, np.ndarray] | None = None
 
     @property
     def score(self) -> np.ndarray:
@@ -239,25 +262,28 @@ class Verdicts:
     def flagged(self) -> np.ndarray:
         return self.p < self.alpha
 
-    def tails(self, ref: Reference) -> tuple[list[str], list[str]]:
-        """Which side of the reference each statistic lies on: "low", "high" or "typical"."""
+    def tails(self, ref: Reference) -> tuple[list[str], dict[int, list[str]]]:
+        """Which side of the reference each statistic lies on: "low", "high" or "typical" (bits/dim,
+        and LLR^{>k} for each k)."""
         def side(r, v, p):
             lo, hi = tail_p(r, v)
             return ["typical" if q >= self.alpha else ("low" if a < b else "high") for a, b, q in zip(lo, hi, p)]
-        return side(ref.bpd, self.bpd, self.p_bpd), side(ref.llr[self.k], self.llr, self.p_llr)
+        return (side(ref.bpd, self.bpd, self.p_bpd),
+                {k: side(ref.llr[k], self.llr[k], self.p_llr[k]) for k in self.ks})
 
 
 class Detector:
     """Spec section 6 over a Reference: test(bpd, llr) for scores made elsewhere, score(model, x)
-    to make them with the reference's K and test them."""
+    to make them with the reference's K and test them. k: one k (the spec's detector) or several."""
 
-    def __init__(self, reference: Reference, k: int | None = None, alpha: float | None = None):
+    def __init__(self, reference: Reference, k=None, alpha: float | None = None):
         self.ref = reference
-        self.k = reference.default_k if k is None else int(k)
+        self.ks = as_ks(k) or reference.default_ks
         self.alpha = reference.alpha if alpha is None else float(alpha)
-        if self.k not in reference.llr:
-            raise ValueError(f"the reference holds LLR>k for k in {reference.ks}, not k={self.k}; "
-                             f"choose one of those or rebuild it (biva-evaluate ... --reference OUT --ks {self.k})")
+        missing = [j for j in self.ks if j not in reference.llr]
+        if missing:
+            raise ValueError(f"the reference holds LLR>k for k in {reference.ks}, not k={missing}; "
+                             f"choose among those or rebuild it (biva-evaluate ... --reference OUT --ks {' '.join(map(str, missing))})")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha={self.alpha} must be in (0, 1)")
 
@@ -278,16 +304,23 @@ class Detector:
                 f"--prior {prior} --reference DIR/{REFERENCE_FILE}")
 
     def test(self, bpd, llr, *, l0=None, lk=None) -> Verdicts:
-        bpd, llr = np.asarray(bpd, dtype=np.float64), np.asarray(llr, dtype=np.float64)
+        """bpd: (B,); llr: {k: (B,)} for each of the detector's ks (an array when it has one k);
+        lk likewise."""
+        as_dict = lambda v: v if isinstance(v, dict) else {self.ks[0]: v}  # noqa: E731
+        if not isinstance(llr, dict) and len(self.ks) > 1:
+            raise ValueError(f"the detector tests LLR>k for k in {list(self.ks)}: pass llr as {{k: scores}}")
+        llr = {k: np.asarray(as_dict(llr)[k], dtype=np.float64) for k in self.ks}
+        bpd = np.asarray(bpd, dtype=np.float64)
         p_bpd = two_sided_p(self.ref.bpd, bpd)
-        p_llr = two_sided_p(self.ref.llr[self.k], llr)
-        return Verdicts(self.k, self.ref.K, self.alpha, bpd, llr, p_bpd, p_llr, combine(p_bpd, p_llr),
-                        None if l0 is None else np.asarray(l0), None if lk is None else np.asarray(lk))
+        p_llr = {k: two_sided_p(self.ref.llr[k], v) for k, v in llr.items()}
+        return Verdicts(self.ks, self.ref.K, self.alpha, bpd, llr, p_bpd, p_llr, combine(p_bpd, *p_llr.values()),
+                        None if l0 is None else np.asarray(l0),
+                        None if lk is None else {k: np.asarray(as_dict(lk)[k]) for k in self.ks})
 
     def test_scores(self, s: dict) -> Verdicts:
-        """Test the output of `scores_per_image` (made with the reference's K and this k)."""
-        return self.test(s["bpd"].numpy(), s["LLR_gt_k"][self.k].numpy(),
-                         l0=s["L_gt_0"].numpy(), lk=s["L_gt_k"][self.k].numpy())
+        """Test the output of `scores_per_image` (made with the reference's K and these ks)."""
+        return self.test(s["bpd"].numpy(), {k: s["LLR_gt_k"][k].numpy() for k in self.ks},
+                         l0=s["L_gt_0"].numpy(), lk={k: s["L_gt_k"][k].numpy() for k in self.ks})
 
     def score(self, model, x: Tensor, *, K: int | None = None, seed: int = 0, batch_size: int = 64,
               chunk: int = 256, progress: bool = False, on_batch=None, prior: str | None = None) -> Verdicts:
@@ -295,7 +328,7 @@ class Detector:
         prior = self.ref.prior if prior is None else prior
         self.check_K(K)
         self.check_prior(prior)
-        s = scores_per_image(model, x, [self.k], K, batch_size=batch_size, chunk=chunk, seed=seed,
+        s = scores_per_image(model, x, list(self.ks), K, batch_size=batch_size, chunk=chunk, seed=seed,
                              progress=progress, on_batch=on_batch, prior=prior)
         return self.test_scores(s)
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .bounds import bits_per_dim
-from .detector import (ALPHA, REFERENCE_FILE, Detector, Reference, batches, build_reference, reference_from_scores,
+from .detector import (ALPHA, REFERENCE_FILE, Detector, Reference, as_ks, batches, build_reference, reference_from_scores,
                        scores_per_image)
 from .model import BIVA, PRIOR_WORDS, PRIORS
 
@@ -127,7 +127,7 @@ def format_table(report: dict) -> str:
             lines.append(f"  {k:>3}  {a['L_gt_k'][k]:11.4f}  {a['LLR_gt_k'][k]:12.4f}")
     if "detector" in report:
         d = report["detector"]
-        lines.append(f"detector (bits/dim and LLR>{d['k']}, two-sided, K={d['K']}, prior={d['prior']}, "
+        lines.append(f"detector (bits/dim and LLR>{ks_words(d['k'])}, two-sided, K={d['K']}, prior={d['prior']}, "
                      f"alpha={d['alpha']:g}; reference: "
                      f"{d['reference']}): AUROC {d['auroc']:.4f}, flagged {100 * d['flagged_in']:.1f}% of "
                      f"{report['data']}, {100 * d['flagged_ood']:.1f}% of {report['ood']['data']}")
@@ -147,8 +147,13 @@ def csv_rows(report: dict) -> list[tuple[str, str, float]]:
         rows += [("auroc_LLR_gt_k", k, v) for k, v in a["LLR_gt_k"].items()]
     if "detector" in report:
         d = report["detector"]
-        rows += [(f"detector_{q}", str(d["k"]), d[q]) for q in ("auroc", "flagged_in", "flagged_ood")]
+        rows += [(f"detector_{q}", ks_words(d["k"]), d[q]) for q in ("auroc", "flagged_in", "flagged_ood")]
     return rows
+
+
+def ks_words(k) -> str:
+    """The detector's k as written in the report: "19", or "1,19" for several."""
+    return ",".join(map(str, k)) if isinstance(k, (list, tuple)) else str(k)
 
 
 # ---------------------------------------------------------------- data
@@ -240,19 +245,19 @@ def classification_error(model: BIVA, x: Tensor, args) -> float:
 
 
 def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[Reference, str]:
-    """The weights' reference.json when it was made with K and holds the detector's k; else one
+    """The weights' reference.json when it was made with K and holds the detector's ks; else one
     built now from the first --reference-images images of the valid split (and said so)."""
     ref = Reference.read(args.weights)
-    k = args.detector_k
-    if ref is not None and ref.K == K and ref.prior == args.prior and (k is None or k in ref.llr):
+    k = as_ks(args.detector_k)
+    if ref is not None and ref.K == K and ref.prior == args.prior and set(k or ()) <= set(ref.llr):
         return ref, f"{args.weights}/{REFERENCE_FILE}"
     why = ("there is none" if ref is None else f"it was made with K={ref.K}" if ref.K != K
-           else f"it was made with prior={ref.prior}" if ref.prior != args.prior else f"it has no LLR>{k}")
+           else f"it was made with prior={ref.prior}" if ref.prior != args.prior else f"it has no LLR>{list(k)}")
     valid = load_images(args.data, "valid", args.data_dir, model, limit=args.reference_images)
     log(f"detector: building a reference from {len(valid)} {args.data} valid images with K={K}, prior={args.prior} "
         f"({REFERENCE_FILE} of the weights not used: {why})")
-    default_k = k if k is not None else (ref.default_k if ref is not None and ref.default_k in ks else ks[0])
-    ref = build_reference(model, valid, sorted(set(ks) | {default_k}), K, k=default_k, split="valid",
+    default_k = k or (ref.default_ks if ref is not None and set(ref.default_ks) <= set(ks) else (ks[0],))
+    ref = build_reference(model, valid, sorted(set(ks) | set(default_k)), K, k=default_k, split="valid",
                           seed=args.seed + 1_000_000, batch_size=args.batch_size, chunk=args.chunk,
                           progress=not args.no_progress, prior=args.prior,
                           note=f"first {len(valid)} images of the {args.data} valid split (built by biva-evaluate)")
@@ -261,12 +266,14 @@ def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[R
 
 def detector_report(det: Detector, s_in: dict, s_ood: dict, source: str) -> dict:
     v_in, v_ood = det.test_scores(s_in), det.test_scores(s_ood)
-    return {"k": det.k, "K": det.ref.K, "prior": det.ref.prior, "alpha": det.alpha, "reference": source,
+    one = len(det.ks) == 1   # one k: the spec's detector, reported as before; several: per k
+    llr = {str(k): auroc(-np.log10(v_in.p_llr[k]), -np.log10(v_ood.p_llr[k])) for k in det.ks}
+    return {"k": det.ks[0] if one else list(det.ks), "K": det.ref.K, "prior": det.ref.prior, "alpha": det.alpha, "reference": source,
             "reference_images": det.ref.images,
             "auroc": auroc(v_in.score, v_ood.score),
             "flagged_in": float(v_in.flagged.mean()), "flagged_ood": float(v_ood.flagged.mean()),
             "auroc_bpd_two_sided": auroc(-np.log10(v_in.p_bpd), -np.log10(v_ood.p_bpd)),
-            "auroc_llr_two_sided": auroc(-np.log10(v_in.p_llr), -np.log10(v_ood.p_llr))}
+            "auroc_llr_two_sided": llr[str(det.ks[0])] if one else llr}
 
 
 # ---------------------------------------------------------------- CLI
@@ -292,7 +299,8 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ks", type=int, nargs="*", help="the k of L^{>k} and LLR^{>k} (default: with --ood the ks "
                     "of the weights' reference.json when it fits K and the prior, else 1..L-1)")
     ap.add_argument("--alpha", type=float, help=f"the detector's flag level (default: the reference's, {ALPHA})")
-    ap.add_argument("--detector-k", type=int, help="the detector's k (default: the reference's)")
+    ap.add_argument("--detector-k", type=int, nargs="+", help="the detector's k, or several (Bonferroni over bits/dim "
+                    "and each LLR>k; default: the reference's)")
     ap.add_argument("--prior", choices=PRIORS, help="how L^{>k} takes z_{<=k}: a draw from p(z_{<=k} | z_{>k}) "
                     "(sample: the spec's bound) or its mean (mode: Havtorn 2021's released code, the detector's "
                     "statistic where docs/detector.md says so); default: the weights' reference's, else sample")
@@ -340,7 +348,7 @@ def run(argv: list[str] | None = None) -> dict:
     fits = existing is not None and existing.K == args.iw and existing.prior == args.prior
     L = model.config.L
     ks = sorted(set(args.ks)) if args.ks else (existing.ks if args.ood and fits else list(range(1, L)))
-    if any(not 1 <= k < L for k in ks) or (args.detector_k is not None and not 1 <= args.detector_k < L):
+    if any(not 1 <= k < L for k in ks + (args.detector_k or [])):
         ap.error(f"--ks and --detector-k must lie in 1..{L - 1} for this model (L = {L})")
     oods: list[tuple[str, Tensor, list[str]]] = []   # (name, images, skipped files)
     try:
@@ -367,7 +375,7 @@ def run(argv: list[str] | None = None) -> dict:
         report["error"] = classification_error(model, x, args)
     ref_scores = None
     if not oods and args.reference:  # the reference's scores hold L_1 and L_K: one pass over the split
-        ref_scores = scores_per_image(model, x, sorted(set(ks) | ({args.detector_k} - {None})), K,
+        ref_scores = scores_per_image(model, x, sorted(set(ks) | set(args.detector_k or ())), K,
                                       desc="reference", **sw)
         report.update({"L_1": _mean(ref_scores["L_1"], dims), "L_K": _mean(ref_scores["L_gt_0"], dims)})
     elif not oods:
@@ -379,7 +387,7 @@ def run(argv: list[str] | None = None) -> dict:
     else:
         ref, source = detector_reference(model, args, ks, K, log)
         det = Detector(ref, k=args.detector_k, alpha=args.alpha)
-        ks_all = sorted(set(ks) | {det.k})
+        ks_all = sorted(set(ks) | set(det.ks))
         s_in = scores_per_image(model, x, ks_all, K, desc=f"{args.data} scores", **sw)
         report.update({"L_1": _mean(s_in["L_1"], dims), "L_K": _mean(s_in["L_gt_0"], dims)})
         in_ks = {**s_in, "L_gt_k": {k: s_in["L_gt_k"][k] for k in ks}, "LLR_gt_k": {k: s_in["LLR_gt_k"][k] for k in ks}}

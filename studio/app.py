@@ -189,13 +189,14 @@ def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: i
 
     gr.Markdown("A two-sided test of typicality (spec section 6): the bits/dim of L>0 and LLR>k = L>0 - L>k "
                 "(Havtorn et al. 2021) of each image are compared with the model's reference images on **both** "
-                "sides: a digit is atypically *simple* for a face model, noise atypically complex. The two "
-                "p-values are combined (Bonferroni); an image is flagged when p < alpha, so about alpha of "
-                "ordinary images are flagged. K must be the reference's.")
+                "sides: a digit is atypically *simple* for a face model, noise atypically complex. The p-values "
+                "are combined (Bonferroni; with several k, over bits/dim and every LLR>k); an image is flagged "
+                "when p < alpha, so at most about alpha of ordinary images are flagged. K must be the reference's.")
     files = gr.File(file_count="multiple", label="images", elem_id="anom-files")
     use_examples = gr.Button("Use the examples (in- and out-of-distribution images)")
     with gr.Row():
-        k = gr.Dropdown(list(range(1, max_L)), value=1, label="k (LLR>k)", elem_id="anom-k")
+        k = gr.Dropdown(list(range(1, max_L)), value=[1], multiselect=True, label="k (LLR>k; several: Bonferroni "
+                        "over all)", elem_id="anom-k")
         K = Number(1, minimum=1, maximum=MAX_K_SAMPLES, label="K importance samples (the reference's)",
                    elem_id="anom-K")
         alpha = Slider(0.001, 0.2, value=0.05, step=0.001, label="alpha (flag when p < alpha)",
@@ -204,7 +205,7 @@ def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: i
         maps = gr.Checkbox(True, label="pixel maps")
     go = gr.Button("Score", variant="primary")
     note = gr.Markdown(label="verdict", elem_id="anom-note")
-    table = gr.Dataframe(label="verdicts", interactive=False, headers=anomaly_headers(1), elem_id="anom-table")
+    table = gr.Dataframe(label="verdicts", interactive=False, headers=anomaly_headers([1]), elem_id="anom-table")
     plot = _image("anom-plot", label="reference distributions and the images", show_label=False)
     gallery = gr.Gallery(label="where in the image: bits per pixel with z from the posterior, and with z<=k "
                          "from the prior", columns=1, height="auto", elem_id="anom-maps", elem_classes="pixelated")

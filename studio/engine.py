@@ -33,7 +33,7 @@ from biva_core.plots import grid_image
 from . import card, draw
 from .images import Prepared, binarization, header_pixels, is_face, prepare, show_crop, to_pil, upscale
 from .params import check_float, check_int, check_seed, default_ks, derive, parse_ks, parse_temperature
-from biva_core.detector import ALPHA, Detector, Reference
+from biva_core.detector import ALPHA, Detector, Reference, as_ks
 
 Progress = Callable[[float, str], None]
 CHUNK = 8                      # images per forward pass: progress granularity and seed unit
@@ -396,77 +396,89 @@ class Studio:
 
     # ------------------------------------------------------------------ 4 anomaly
 
-    def anomaly(self, name: str, files: Sequence[str] | str | None, k: int | None = None, K: int | None = None,
+    def anomaly(self, name: str, files: Sequence[str] | str | None, k=None, K: int | None = None,
                 alpha: float = ALPHA, seed: int | None = 0, maps: bool = True,
                 progress: Progress = _quiet) -> "Anomalies":
         """The detector of spec section 6 (biva_core.detector) for each image: two-sided p-values of
-        bits/dim and LLR^{>k} against the model's reference.json (made with K importance samples:
-        another K is refused), combined; flagged when p < alpha, ranked by -log10 p. Without a
-        reference the scores alone. With `maps`, where in the image the bits go (`pixel_map`)."""
+        bits/dim and LLR^{>k} (k: one level or several, e.g. [1, 19] or "1, 19") against the model's
+        reference.json (made with K importance samples: another K is refused), combined; flagged when
+        p < alpha, ranked by -log10 p. Without a reference the scores alone. With `maps`, where in the
+        image the bits go (`pixel_map`, at the largest k)."""
         entry = self.entry(name)
         L, ref = entry.L, entry.reference
-        if k in (None, ""):
-            k = ref.default_k if ref else 1
+        try:
+            ks = as_ks(k) or (ref.default_ks if ref else (1,))
+        except ValueError:
+            raise ValueError(f"k must be whole numbers between 1 and {L - 1}, got {k!r}") from None
+        ks = tuple(check_int("k", j, 1, L - 1) for j in ks)
         if K in (None, ""):
             K = ref.K if ref else 1
-        k = check_int("k", k, 1, L - 1)
         K = check_int("K (importance samples)", K, 1, MAX_K_SAMPLES)
         prior = ref.prior if ref else "sample"   # how L^{>k} takes z_{<=k}: as the reference did
         alpha = check_float("alpha", alpha, 1e-6, 0.5)
         seed = check_seed(seed)
         detector = None
         if ref is not None:
-            if k not in ref.llr:
-                raise ValueError(f"the reference of {name} holds LLR>k for k in {ref.ks} only; choose one of those")
-            detector = Detector(ref, k=k, alpha=alpha)
+            missing = [j for j in ks if j not in ref.llr]
+            if missing:
+                raise ValueError(f"the reference of {name} holds LLR>k for k in {ref.ks} only, not {missing}; "
+                                 "choose among those")
+            detector = Detector(ref, k=ks, alpha=alpha)
             detector.check_K(K)
         preps, skipped = self._prepare_all(entry, files)
         out = self._outdir("anomaly")
-        scores = {"l0": [], "lk": [], "llr": [], "bpd": [], "class": []}
+        l0, bpd, cls = [], [], []
+        llr, lk = {j: [] for j in ks}, {j: [] for j in ks}
         panels = []
         t0, n = time.time(), len(preps)
         for i, p in enumerate(preps):
             left = "" if i == 0 else f", about {(time.time() - t0) / i * (n - i):.0f} s left"
             progress(i / n, f"scoring image {i + 1} of {n}{left}")
             x = p.x[None]
-            s = entry.model.scores(x, [k], K=K, seed=derive(seed, i), prior=prior)
-            scores["class"].extend(class_words(entry.model, x))
-            for key, v in (("l0", s.l0), ("lk", s.lk[k]), ("llr", s.llr[k]), ("bpd", s.bpd)):
-                scores[key].append(float(v[0]))
+            s = entry.model.scores(x, list(ks), K=K, seed=derive(seed, i), prior=prior)
+            cls.extend(class_words(entry.model, x))
+            l0.append(float(s.l0[0]))
+            bpd.append(float(s.bpd[0]))
+            for j in ks:
+                llr[j].append(float(s.llr[j][0]))
+                lk[j].append(float(s.lk[j][0]))
             if maps:
-                panels.append(self._pixel_panel(entry, p, k, derive(seed, i, 1), out / f"{i:02d}_map.png", prior))
-        v = detector.test(scores["bpd"], scores["llr"]) if detector else None
+                panels.append(self._pixel_panel(entry, p, ks[-1], derive(seed, i, 1), out / f"{i:02d}_map.png", prior))
+        v = detector.test(bpd, llr) if detector else None
         sides = v.tails(ref) if v is not None else None
-        rows, marks_llr, marks_bpd = [], [], []
+        rows, marks_bpd, marks_llr = [], [], {j: [] for j in ks}
         for i, p in enumerate(preps):
-            llr, bpd = scores["llr"][i], scores["bpd"][i]
             flagged = bool(v.flagged[i]) if v is not None else False
             verdict = ("ANOMALY" if flagged else "typical") if v is not None else "n/a"
             rows.append([p.name, verdict,
                          float(f"{v.p[i]:.3g}") if v is not None else None,
                          round(float(v.score[i]), 2) if v is not None else None,
                          f"{v.p_bpd[i]:.3g} ({sides[0][i]})" if v is not None else None,
-                         f"{v.p_llr[i]:.3g} ({sides[1][i]})" if v is not None else None,
-                         round(bpd, 4), round(llr, 1), round(scores["l0"][i], 1), round(scores["lk"][i], 1),
-                         *scores["class"][i:i + 1]])
-            marks_llr.append((llr, str(i + 1), flagged))
-            marks_bpd.append((bpd, str(i + 1), flagged))
-        headers = anomaly_headers(k) + (["class: q(y | x)"] if entry.model.config.classes else [])
-        q = alpha / 4  # a statistic alone flags when its two-sided p < alpha / 2: beyond these quantiles
+                         *[f"{v.p_llr[j][i]:.3g} ({sides[1][j][i]})" if v is not None else None for j in ks],
+                         round(bpd[i], 4), *[round(llr[j][i], 1) for j in ks], round(l0[i], 1),
+                         *[round(lk[j][i], 1) for j in ks], *cls[i:i + 1]])
+            marks_bpd.append((bpd[i], str(i + 1), flagged))
+            for j in ks:
+                marks_llr[j].append((llr[j][i], str(i + 1), flagged))
+        headers = anomaly_headers(ks) + (["class: q(y | x)"] if entry.model.config.classes else [])
+        q = alpha / (2 * (1 + len(ks)))  # a statistic alone flags when its two-sided p < alpha / m: beyond these quantiles
         tails = lambda r: tuple(np.quantile(r, [q, 1 - q])) if r is not None else None  # noqa: E731
         words = self._ref_words(entry)
         plot = draw.stack([
             draw.histogram(ref.bpd.tolist() if ref else [], marks_bpd, tails=tails(ref.bpd) if ref else None,
                            title=f"bits/dim of L>0: reference {words} and the images (numbered as in the table)"),
-            draw.histogram(ref.llr[k].tolist() if ref else [], marks_llr, tails=tails(ref.llr[k]) if ref else None,
-                           title=f"LLR>{k} (nats): reference {words}; shaded: where one statistic alone flags")])
-        plot_path = out / f"{name}_anomaly_k{k}.png"
+            *[draw.histogram(ref.llr[j].tolist() if ref else [], marks_llr[j], tails=tails(ref.llr[j]) if ref else None,
+                             title=f"LLR>{j} (nats): reference {words}; shaded: where one statistic alone flags")
+              for j in ks]])
+        tag = "_".join(map(str, ks))
+        plot_path = out / f"{name}_anomaly_k{tag}.png"
         plot.save(plot_path)
-        csv_path = out / f"{name}_anomaly_k{k}.csv"
+        csv_path = out / f"{name}_anomaly_k{tag}.csv"
         write_csv(csv_path, headers, rows)
         if v is not None:
+            llrs = " and ".join(f"LLR>{j}" for j in ks)
             notes = [f"**{int(v.flagged.sum())} of {len(rows)} images flagged** (combined two-sided p < {alpha:g}: "
-                     f"bits/dim and LLR>{k}, each atypically low or high against {ref.images} {ref.split} images, "
+                     f"bits/dim and {llrs}, each atypically low or high against {ref.images} {ref.split} images, "
                      f"K={ref.K}{f'; LLR with z<=k {PRIOR_WORDS[prior]}' if prior == 'mode' else ''})."]
         else:
             notes = ["No reference distribution (reference.json) for this model: scores only, no verdicts."]
@@ -503,8 +515,8 @@ class Studio:
         entry = self.entry(name)
         ref = entry.reference
         if ref is None:
-            return {"k": 1, "K": 1, "alpha": ALPHA, "ks": list(range(1, entry.L))}
-        return {"k": ref.default_k, "K": ref.K, "alpha": ref.alpha, "ks": ref.ks}
+            return {"k": [1], "K": 1, "alpha": ALPHA, "ks": list(range(1, entry.L))}
+        return {"k": list(ref.default_ks), "K": ref.K, "alpha": ref.alpha, "ks": ref.ks}
 
     # ------------------------------------------------------------------ 5 model
 
@@ -593,9 +605,9 @@ def class_words(model: BIVA, x: torch.Tensor) -> list[str]:
     return [", ".join(f"{int(c)} ({float(v):.2f})" for v, c in zip(vs, cs)) for vs, cs in zip(top.values, top.indices)]
 
 
-def anomaly_headers(k: int) -> list[str]:
-    return ["image", "verdict", "p", "-log10 p", "p bits/dim (side)", f"p LLR>{k} (side)", "bits/dim",
-            f"LLR>{k} (nats)", "L>0 (nats)", f"L>{k} (nats)"]
+def anomaly_headers(ks: Sequence[int]) -> list[str]:
+    return ["image", "verdict", "p", "-log10 p", "p bits/dim (side)", *[f"p LLR>{k} (side)" for k in ks], "bits/dim",
+            *[f"LLR>{k} (nats)" for k in ks], "L>0 (nats)", *[f"L>{k} (nats)" for k in ks]]
 
 
 def write_csv(path: Path, headers: Sequence[str], rows: Sequence[Sequence]) -> None:

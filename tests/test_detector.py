@@ -32,6 +32,7 @@ def test_p_values_count_the_reference_on_each_side():
     assert hi.tolist() == [51 / 100, 100 / 100, 1 / 100, 100 / 100]
     assert two_sided_p(ref, [50.0, 0.0, 1000.0, 1.0, 10.0]).tolist() == pytest.approx([1.0, 0.02, 0.02, 0.04, 0.22])
     assert combine([0.02, 0.5], [0.3, 1.0]).tolist() == [0.04, 1.0]
+    assert combine([0.02, 0.5], [0.3, 1.0], [0.9, 0.1]).tolist() == pytest.approx([0.06, 0.3])
 
 
 def test_flag_rate_is_alpha_on_in_distribution_draws():
@@ -49,6 +50,43 @@ def test_flag_rate_is_alpha_on_in_distribution_draws():
         # p is super-uniform: P(p <= a) <= a for every a
         for a in (0.01, 0.2, 0.5):
             assert (v.p <= a).mean() <= a + 4 * math.sqrt(a * (1 - a) / m)
+
+
+def test_flag_rate_with_several_k_is_alpha_on_in_distribution_draws():
+    """Bonferroni over bits/dim and two LLRs (three independent statistics here): the rate is
+    1 - (1 - alpha/3)^3, within 4 binomial standard deviations of alpha; p is super-uniform."""
+    rng = np.random.default_rng(0)
+    n = m = 20_000
+    bpd, llr1, llr5 = rng.normal(4.0, 0.3, n), rng.normal(1000.0, 200.0, n), rng.normal(50.0, 9.0, n)
+    ref = Reference(split="valid", K=1, l0=-bpd, bpd=bpd, lk={1: -bpd - llr1, 5: -bpd - llr5},
+                    llr={1: llr1, 5: llr5}, k=[1, 5])
+    assert ref.default_ks == (1, 5)
+    rng = np.random.default_rng(1)
+    test = {"bpd": rng.normal(4.0, 0.3, m), 1: rng.normal(1000.0, 200.0, m), 5: rng.normal(50.0, 9.0, m)}
+    for alpha in (0.05, 0.1):
+        v = Detector(ref, alpha=alpha).test(test["bpd"], {1: test[1], 5: test[5]})
+        assert v.ks == (1, 5)
+        lo, hi = binomial_interval(m, alpha)
+        assert lo <= v.flagged.sum() <= hi, (alpha, v.flagged.sum(), lo, hi)
+        np.testing.assert_array_equal(v.p, np.minimum(1, 3 * np.minimum(v.p_bpd, np.minimum(v.p_llr[1], v.p_llr[5]))))
+        for a in (0.01, 0.2, 0.5):
+            assert (v.p <= a).mean() <= a + 4 * math.sqrt(a * (1 - a) / m)
+    with pytest.raises(ValueError, match="pass llr as"):
+        Detector(ref).test(test["bpd"], test[1])
+
+
+def test_an_image_atypical_on_one_k_only_is_flagged_by_the_detector_with_both():
+    """Small k and large k see different things: an image typical on LLR>1 but far out on LLR>5
+    passes the k = 1 detector and is flagged by the one with k = 1 and 5."""
+    rng = np.random.default_rng(2)
+    bpd, llr1, llr5 = rng.normal(4.0, 0.3, 2000), rng.normal(1000.0, 200.0, 2000), rng.normal(50.0, 9.0, 2000)
+    ref = Reference(split="valid", K=1, l0=-bpd, bpd=bpd, lk={1: -bpd - llr1, 5: -bpd - llr5},
+                    llr={1: llr1, 5: llr5}, k=1)
+    image = ([4.0], {1: [1000.0], 5: [500.0]})
+    assert not Detector(ref).test(image[0], image[1][1]).flagged[0]
+    v = Detector(ref, k=[1, 5]).test(*image)
+    assert v.flagged[0] and v.tails(ref)[1] == {1: ["typical"], 5: ["high"]}
+    assert v.p[0] == pytest.approx(3 * 2 / 2001)
 
 
 @pytest.mark.parametrize("prior", ["sample", "mode"])
@@ -72,7 +110,7 @@ def test_simpler_and_more_complex_than_the_reference_are_both_flagged():
     assert v.tails(ref)[0] == ["low", "high", "typical"]
     assert v.p[0] == pytest.approx(4 / 2001) and v.score[0] == pytest.approx(-math.log10(4 / 2001))
     v = det.test([4.0, 4.0], [-5000.0, 5000.0])               # the LLR alone, on either side
-    assert v.flagged.tolist() == [True, True] and v.tails(ref)[1] == ["low", "high"]
+    assert v.flagged.tolist() == [True, True] and v.tails(ref)[1] == {1: ["low", "high"]}
 
 
 @pytest.mark.skipif(not (ROOT / "weights" / "celeba64" / "reference.json").is_file(), reason="no shipped face model")
@@ -102,7 +140,7 @@ def test_the_binary_fashion_model_flags_its_digits_and_noise_and_passes_its_clot
     from studio.engine import Studio
     studio = Studio([ROOT / "weights" / "fashion_mnist_binary"], workdir=tmp_path / "out")
     ref = studio.entries["fashion_mnist_binary"].reference
-    assert (ref.K, ref.prior, ref.default_k) == (16, "mode", 4)
+    assert (ref.K, ref.prior, ref.default_ks) == (16, "mode", (4,))
     ex = studio.examples("fashion_mnist_binary", ood=True)
     r = studio.anomaly("fashion_mnist_binary", ex, maps=False)
     verdicts = {row[0]: row[1] for row in r.rows}
@@ -119,7 +157,7 @@ def test_a_reference_of_another_K_is_refused():
     model = live_model(tiny_config())
     with pytest.raises(ValueError, match="made with K=4"):
         det.score(model, images(model.config, 2), K=1)
-    with pytest.raises(ValueError, match="holds LLR>k for k in \\[1\\], not k=2"):
+    with pytest.raises(ValueError, match=r"holds LLR>k for k in \[1\], not k=\[2\]"):
         Detector(synthetic_reference(50, seed=0), k=2)
 
 
@@ -145,16 +183,22 @@ def test_a_reference_of_the_other_prior_is_refused(tmp_path):
 def test_reference_round_trip_and_errors(tmp_path):
     model = live_model(tiny_config())
     ref = build_reference(model, images(model.config, 6), [1, 2], 3, k=2, note="six images", seed=5)
-    assert ref.K == 3 and ref.ks == [1, 2] and ref.default_k == 2 and ref.images == 6
+    assert ref.K == 3 and ref.ks == [1, 2] and ref.default_ks == (2,) and ref.images == 6
     np.testing.assert_allclose(ref.llr[1], ref.l0 - ref.lk[1])
     back = Reference.read(ref.write(tmp_path))
-    assert back.K == 3 and back.default_k == 2 and back.note == "six images" and back.seed == 5
+    assert back.K == 3 and back.default_ks == (2,) and back.note == "six images" and back.seed == 5
+    both = Reference.read(build_reference(model, images(model.config, 6), [1, 2], 3, k=[2, 1]).write(tmp_path / "2" / "reference.json"))
+    assert both.default_ks == (1, 2) and json.loads((tmp_path / "2" / "reference.json").read_text())["detector"]["k"] == [1, 2]
     for a, b in ((ref.l0, back.l0), (ref.bpd, back.bpd), (ref.llr[2], back.llr[2])):
         np.testing.assert_array_equal(a, b)
     assert Reference.read(tmp_path / "nothing") is None
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "reference.json").write_text('{"K": 1, "bpd": [1, 2]}')
     with pytest.raises(ValueError, match="not a valid reference file"):
+        Reference.read(tmp_path / "bad")
+    data = json.loads((tmp_path / "reference.json").read_text())
+    (tmp_path / "bad" / "reference.json").write_text(json.dumps({**data, "detector": {"k": [1, 7]}}))
+    with pytest.raises(ValueError, match=r"k=\[1, 7\] has no LLR scores"):
         Reference.read(tmp_path / "bad")
 
 

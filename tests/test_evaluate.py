@@ -124,6 +124,9 @@ def test_cli_detector_uses_a_matching_reference_only(saved, tmp_path, monkeypatc
     r = run([*base, "--iw", "1", "--prior", "mode"])       # the other statistic: rebuilt, and said so
     assert r["prior"] == "mode" and r["detector"]["prior"] == "mode" and r["detector"]["reference"].startswith("built")
     assert "made with prior=sample" in capsys.readouterr().err
+    r = run([*base, "--iw", "1", "--detector-k", "2", "1"])   # several k: the same reference, Bonferroni over all
+    d = r["detector"]
+    assert d["reference"].endswith("reference.json") and d["k"] == [1, 2] and set(d["auroc_llr_two_sided"]) == {"1", "2"}
     with pytest.raises(SystemExit):
         run([*base[:-2], "--iw", "1"])  # --ood folder without --ood-dir
 

@@ -261,9 +261,19 @@ def test_anomaly_is_the_detector_with_the_reference_and_csv(studio, tmp_path):
         table = list(csv.reader(f))
     assert table[0] == r.headers and len(table) == 5
     assert studio.anomaly("celeba_tiny", paths, maps=False).maps == []
+    both = studio.anomaly("celeba_tiny", paths, "2, 1", 1, 0.05, 4, maps=False)   # several k: Bonferroni over all
+    det = Detector(entry.reference, k=[1, 2], alpha=0.05)
+    assert both.headers[4:7] == ["p bits/dim (side)", "p LLR>1 (side)", "p LLR>2 (side)"] and "LLR>1 and LLR>2" in both.note
+    for i, row in enumerate(both.rows):
+        x = prepare(paths[i], entry.model.config, face=True).x[None]
+        s = entry.model.scores(x, [1, 2], K=1, seed=derive(4, i))
+        v = det.test([float(s.bpd[0])], {k: [float(s.llr[k][0])] for k in (1, 2)})
+        assert row[1] == ("ANOMALY" if v.flagged[0] else "typical") and row[2] == float(f"{v.p[0]:.3g}")
+        assert row[8:10] == [round(float(s.llr[1][0]), 1), round(float(s.llr[2][0]), 1)]
     no_ref = studio.anomaly("gray_tiny", paths, 1)
     assert no_ref.rows[0][1] == "n/a" and no_ref.rows[0][2] is None and "reference.json" in no_ref.note
-    for args, message in [((0,), "k must"), ((3,), "k must"), ((1, 0), "K"), ((1, 2), "made with K=1"),
+    for args, message in [((0,), "k must"), ((3,), "k must"), (([1, 3],), "k must"), (("1, a",), "whole numbers"),
+                          ((1, 0), "K"), ((1, 2), "made with K=1"),
                           ((1, 1, 0.9), "alpha")]:
         with pytest.raises(ValueError, match=message):
             studio.anomaly("celeba_tiny", paths, *args)
