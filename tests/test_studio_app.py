@@ -102,14 +102,17 @@ def test_reconstruct_resample_mix(client):
 
 
 def test_anomaly_latents_and_card(client):
-    note, table, plot, maps, csv_path = client.predict("celeba_tiny", [handle_file(p) for p in faces()], 1, 1, 0.05,
+    note, table, plot, maps, csv_path = client.predict("celeba_tiny", [handle_file(p) for p in faces()], [1], 1, 0.05,
                                                        0, True, api_name="/anomaly")
     assert len(table["data"]) == 3 and table["headers"][1] == "verdict" and table["headers"][7] == "LLR>1 (nats)"
+    note2, table2, *_ = client.predict("celeba_tiny", [handle_file(p) for p in faces()], [1, 2], 1, 0.05, 0, False,
+                                       api_name="/anomaly")        # several k: a column per k
+    assert table2["headers"][5:7] == ["p LLR>1 (side)", "p LLR>2 (side)"] and "LLR>1 and LLR>2" in note2
     assert all(row[1] in ("ANOMALY", "typical") for row in table["data"])
     assert Path(plot).is_file() and Path(csv_path).read_text().startswith("image,") and len(maps) == 3
     assert "flagged" in note
     with pytest.raises(AppError, match="made with K=1"):
-        client.predict("celeba_tiny", [handle_file(faces()[0])], 1, 4, 0.05, 0, False, api_name="/anomaly")
+        client.predict("celeba_tiny", [handle_file(faces()[0])], [1], 4, 0.05, 0, False, api_name="/anomaly")
     chart, per_latent, note = client.predict("celeba_tiny", None, api_name="/latents")
     assert Path(chart).is_file() and len(per_latent["data"]) == 5
     card = client.predict("celeba_tiny", api_name="/model_card")
