@@ -11,8 +11,21 @@ and the training objective over a data set of N images, with alpha = 0.1 N, is
 
 U(x) equals log sum_y exp L(x, y) exactly when q(y | x) is the softmax of L(x, y), and is below it
 otherwise (Gibbs' inequality): `unlabelled_bound` is that expression for any q.
+
+Beyond spec section 5 (off by default, `consistency` > 0): the classifier also learns from the
+unlabelled images by consistency with its own confident answers (pseudo-labels, as in FixMatch,
+Sohn et al. 2020). For an unlabelled x whose q(y | x) at the posterior means puts at least
+`threshold` on one class y_hat, the term log q(y_hat | A(x)) is added, A a random shift and rotation
+(`jitter`); the labelled images' log q(y | x) then reads A(x) too. With weight lambda the term is
+
+    J_c = lambda alpha n_l mean_x [1{max_y q(y | x) >= threshold} log q(y_hat | A(x))]
+
+beside the labelled term alpha n_l mean log q(y | A(x_l)): lambda is FixMatch's weight of the
+unlabelled loss relative to the labelled one.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -43,7 +56,9 @@ def draw_labels(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 
 def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None = None, *,
               n_unlabelled: int, n_labelled: int = 0, alpha: float, free_bits: float | Tensor = 0.0,
-              q_from_unlabelled: bool = True,
+              q_from_unlabelled: bool = True, x_l_aug: Tensor | None = None,
+              x_c: Tensor | None = None, x_c_aug: Tensor | None = None, consistency: float = 0.0,
+              threshold: float = 0.95,
               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The training loss -J / (N D) estimated from one batch, N = n_unlabelled + n_labelled: the
     sum over each part of the batch is scaled to the size of its set. free_bits floors each
@@ -51,7 +66,11 @@ def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None 
     U(x) (no gradient into the classifier from unlabelled images; the generative model still
     fits L(x, y) to q's assignment, EM-like). Returns the loss and detached statistics:
     "U" (mean U(x) of the unlabelled rows, nats), "kl" (its per-latent KL, q(y | x)-weighted,
-    and the class term last), and for labelled rows "L", "ce" (mean -log q(y | x)), "accuracy"."""
+    and the class term last), and for labelled rows "L", "ce" (mean -log q(y | x)), "accuracy".
+
+    Beyond the spec (`consistency` > 0, see the module's docstring): x_l_aug, a jittered copy of
+    x_l, is what the labelled log q(y | .) reads, and the unlabelled images x_c with their jittered
+    copies x_c_aug add consistency * alpha * n_labelled * mean(consistency_term)."""
     C, N = model.config.classes, n_unlabelled + n_labelled
     bounds_u, logits_u, kl_u = model.class_bounds(x_u, free_bits=free_bits, generator=generator, with_kl=True)
     U = unlabelled_bound(bounds_u, logits_u if q_from_unlabelled else logits_u.detach())
@@ -63,11 +82,50 @@ def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None 
     stats = {"U": U.detach().mean(), "kl": kl}
     if x_l is not None and len(x_l):
         bounds_l, logits_l = model.class_bounds(x_l, y_l, free_bits=free_bits, generator=generator)
+        if x_l_aug is not None:
+            logits_l = model.class_logits(model.bottom_up(model.prepare(x_l_aug)[0], generator=generator))
         log_q = logits_l.log_softmax(-1).gather(1, y_l[:, None].long()).squeeze(1)
         J = J + (bounds_l + alpha * log_q).sum() * (n_labelled / len(x_l))
         stats.update(L=bounds_l.detach().mean(), ce=-log_q.detach().mean(),
                      accuracy=(logits_l.argmax(-1) == y_l).float().mean())
+    if consistency > 0:
+        if not n_labelled or x_c is None or x_c_aug is None:
+            raise ValueError("the consistency term needs labelled images (alpha n_labelled sets its scale) and "
+                             "unlabelled images with their jittered copies")
+        term, c_stats = consistency_term(model, x_c, x_c_aug, threshold, generator=generator)
+        J = J + consistency * alpha * n_labelled * term.mean()
+        stats.update(c_stats)
     return -J / (N * model.config.dims), stats
+
+
+def jitter(x: Tensor, *, shift: float, rotate: float, generator: torch.Generator | None = None) -> Tensor:
+    """Each image moved by a random whole-image affine map: a rotation of up to `rotate` degrees and
+    a shift of up to `shift` pixels each way, nearest-neighbour sampled (binary images stay binary),
+    zeros outside. x: (B, C, H, W) float."""
+    import torch.nn.functional as F
+    b, _, h, w = x.shape
+    u = torch.rand(b, 3, generator=generator) * 2 - 1                        # (B, 3) in [-1, 1)
+    angle = u[:, 0] * math.radians(rotate)
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([torch.stack([cos, -sin, u[:, 1] * 2 * shift / w], -1),
+                         torch.stack([sin, cos, u[:, 2] * 2 * shift / h], -1)], 1).to(x.device, x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def consistency_term(model, x: Tensor, x_aug: Tensor, threshold: float,
+                     generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """(B,) 1{max q(. | x) >= threshold} log q(y_hat | x_aug), y_hat = argmax q(y | x) at the posterior
+    means with no gradient (the pseudo-label), x_aug through the training (sampled) bottom-up pass;
+    and its statistics: "mask" (the share of confident images), "pseudo_agree" (how often y_hat is
+    also argmax q(y | x_aug))."""
+    with torch.no_grad():
+        p = model.class_logits(model.bottom_up(model.prepare(x)[0], q_mean=True)).softmax(-1)
+        confidence, y_hat = p.max(-1)
+        mask = (confidence >= threshold).float()
+    logits = model.class_logits(model.bottom_up(model.prepare(x_aug)[0], generator=generator))
+    log_q = logits.log_softmax(-1).gather(1, y_hat[:, None]).squeeze(1)
+    return mask * log_q, {"mask": mask.mean(), "pseudo_agree": (logits.argmax(-1) == y_hat).float().mean().detach()}
 
 
 @torch.inference_mode()

@@ -98,6 +98,13 @@ class TrainConfig:
     # steps during which U(x) does not train q(y | x): the labels alone teach the classifier while
     # the generative model (e.g. class_means) fits L(x, y) to its assignment; then full U(x)
     ssl_q_hold: int = 0
+    # beyond spec section 5 (semisupervised.py): q(y | x) also learns from its own confident answers
+    # on unlabelled images, read through a random shift and rotation (FixMatch-style pseudo-labels)
+    ssl_consistency: float = 0.0     # its weight relative to the labelled term (0 = off, the spec)
+    ssl_threshold: float = 0.95      # the confidence max_y q(y | x) of a pseudo-label
+    ssl_consistency_batch: int = 64  # unlabelled images of the term per step (bottom-up passes only)
+    ssl_shift: float = 3.0           # the jitter: shift of up to this many pixels each way
+    ssl_rotate: float = 15.0         # and rotation of up to this many degrees
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -219,6 +226,12 @@ class Trainer:
         apart and return the unlabelled rest of the training split."""
         c, C = self.cfg, self.classes
         self.labelled, self.labelled_y, self.label_index = None, None, None
+        if c.ssl_consistency and not c.labels:
+            raise ValueError(f"train config: ssl_consistency={c.ssl_consistency} needs labels (--labels N): "
+                             "its scale is the labelled term's")
+        if not 0 < c.ssl_threshold <= 1 or c.ssl_consistency < 0 or c.ssl_consistency_batch < 1:
+            raise ValueError("train config: ssl_threshold must be in (0, 1], ssl_consistency >= 0 and "
+                             "ssl_consistency_batch >= 1")
         if not c.labels:
             return train
         if not C:
@@ -321,7 +334,8 @@ class Trainer:
         extra = {}
         if self.classes:  # the semi-supervised objective (spec section 5)
             loss, stats = self._ssl_loss(x)
-            elbo, kl_t, extra = stats["U"], stats["kl"], {k: stats[k] for k in ("ce", "accuracy") if k in stats}
+            elbo, kl_t = stats["U"], stats["kl"]
+            extra = {k: stats[k] for k in ("ce", "accuracy", "mask", "pseudo_agree") if k in stats}
         else:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 log_px, kl = self.forward(x)
@@ -348,13 +362,22 @@ class Trainer:
     def _ssl_loss(self, x: torch.Tensor):
         """-J / (N D) of semisupervised.objective for this batch (unlabelled x, and labelled_batch
         labelled images when there are labels); U(x) stands for the ELBO in the logs."""
-        from .semisupervised import objective
+        from .semisupervised import jitter, objective
+        c = self.cfg
         n_l = 0 if self.labelled is None else len(self.labelled)
         x_l, y_l = self.labelled_batch() if n_l else (None, None)
+        extra = {}
+        if c.ssl_consistency > 0 and n_l:   # beyond the spec: pseudo-labels on jittered unlabelled images
+            g = torch.Generator().manual_seed(c.seed * 32_452_843 + self.step)
+            idx = torch.randint(len(self.train_data), (c.ssl_consistency_batch,), generator=g)
+            x_c = self._augment(self.train_data[idx.to(self.train_data.device)], len(idx), slice(None), salt=2_000_003)
+            move = lambda t: jitter(t, shift=c.ssl_shift, rotate=c.ssl_rotate, generator=g)  # noqa: E731
+            extra = dict(x_l_aug=move(x_l), x_c=x_c, x_c_aug=move(x_c), consistency=c.ssl_consistency,
+                         threshold=c.ssl_threshold)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss, stats = objective(self.model, x, x_l, y_l, n_unlabelled=len(self.train_data), n_labelled=n_l,
-                                    alpha=self.cfg.ssl_alpha * (len(self.train_data) + n_l),
-                                    free_bits=self.free_bits, q_from_unlabelled=self.step >= self.cfg.ssl_q_hold)
+                                    alpha=c.ssl_alpha * (len(self.train_data) + n_l),
+                                    free_bits=self.free_bits, q_from_unlabelled=self.step >= c.ssl_q_hold, **extra)
         return loss.float(), stats
 
     @torch.no_grad()
@@ -552,7 +575,7 @@ class Trainer:
                            "grad_norm": float(acc["grad_norm"]) / n_acc, "skipped": int(round(float(acc["skipped"]))),
                            "lr": self.lr_at(self.step), "images_per_s": n_acc * c.batch_size / dt,
                            "seconds": round(self.seconds, 1), "kl": (acc["kl"] / n_acc).tolist(),
-                           **{f"train_{k}": float(acc[k]) / n_acc for k in ("ce", "accuracy") if k in acc}}
+                           **{f"train_{k}": float(acc[k]) / n_acc for k in ("ce", "accuracy", "mask", "pseudo_agree") if k in acc}}
                     self.write_metrics(row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", bpd=f"{row['bpd']:.3f}", ips=f"{row['images_per_s']:.0f}")
                     acc, n_acc, t_log = None, 0, time.time()

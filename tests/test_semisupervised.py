@@ -8,7 +8,7 @@ import torch
 
 from biva_core import BIVA
 from biva_core.checkpoint import load_pretrained, save_pretrained
-from biva_core.semisupervised import draw_labels, error_rate, objective, unlabelled_bound
+from biva_core.semisupervised import consistency_term, draw_labels, error_rate, jitter, objective, unlabelled_bound
 from biva_core.trainer import TrainConfig, Trainer
 
 from conftest import images, live_model, tiny_config
@@ -157,6 +157,60 @@ def test_holding_q_keeps_the_objective_and_stops_only_the_unlabelled_gradient_in
     assert torch.allclose(m_free, m_held, rtol=1e-4, atol=1e-7)  # the class means still fit L(x, y)
 
 
+# ---------------------------------------------------------------- consistency (beyond the spec)
+
+def test_jitter_moves_binary_images_and_keeps_them_binary():
+    x = (torch.rand(6, 1, 28, 28, generator=gen(0)) < 0.3).float()
+    assert torch.equal(jitter(x, shift=0, rotate=0, generator=gen(1)), x)       # no move: the image itself
+    moved = jitter(x, shift=3, rotate=15, generator=gen(1))
+    assert moved.shape == x.shape and set(moved.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(moved, x) and torch.equal(moved, jitter(x, shift=3, rotate=15, generator=gen(1)))
+    dot = torch.zeros(1, 1, 28, 28)
+    dot[..., 14, 14] = 1
+    # a shift alone (no rotation) moves a single pixel by at most 3 pixels each way, and keeps it
+    y, x_ = torch.nonzero(jitter(dot, shift=3, rotate=0, generator=gen(2))[0, 0], as_tuple=True)
+    assert len(y) == 1 and abs(int(y) - 14) <= 3 and abs(int(x_) - 14) <= 3
+
+
+def test_consistency_term_is_the_confident_pseudo_labels_log_q_and_trains_only_the_classifier():
+    model = class_model()
+    x = images(model.config, 5, seed=1)
+    x_aug = jitter(x, shift=1, rotate=5, generator=gen(3))
+    term, st = consistency_term(model, x, x_aug, threshold=1e-6, generator=gen(4))   # every image confident
+    with torch.no_grad():
+        y_hat = model.classify(x).argmax(-1)
+        logits = model.class_logits(model.bottom_up(model.prepare(x_aug)[0], generator=gen(4)))
+    assert torch.allclose(term, logits.log_softmax(-1).gather(1, y_hat[:, None]).squeeze(1), atol=1e-5)
+    assert st["mask"] == 1.0
+    none, st = consistency_term(model, x, x_aug, threshold=1.0, generator=gen(4))      # a 3-class q below 1
+    assert torch.equal(none, torch.zeros(5)) and st["mask"] == 0.0
+    x_u, x_l, y_l = images(model.config, 4, seed=2), images(model.config, 3, seed=5), torch.tensor([0, 2, 1])
+    term, _ = consistency_term(model, x, x_aug, threshold=1e-6, generator=gen(5))
+    model.zero_grad(set_to_none=True)
+    (-(term.mean())).backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for n, p in model.named_parameters()
+               if n.startswith(("gen_", "out_conv", "p_heads", "q_td_heads", "q_merge")))
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.classifier.parameters())
+    with pytest.raises(ValueError, match="needs labelled images"):
+        objective(model, x_u, n_unlabelled=40, alpha=1.0, consistency=1.0, x_c=x, x_c_aug=x_aug)
+
+
+def test_objective_adds_the_consistency_term_with_its_weight():
+    """With the generator's draws the same, the objective with the term differs from the one
+    without by consistency * alpha * n_labelled * mean(term) / (N D) exactly."""
+    model = class_model()
+    x, x_u = images(model.config, 5, seed=1), images(model.config, 4, seed=2)
+    x_l, y_l = images(model.config, 3, seed=5), torch.tensor([0, 2, 1])
+    x_aug = jitter(x, shift=1, rotate=5, generator=gen(3))
+    kw = dict(n_unlabelled=40, n_labelled=6, alpha=10.0, x_l_aug=x_l, x_c=x, x_c_aug=x_aug, threshold=1e-6)
+    g = gen(5)
+    base, _ = objective(model, x_u, x_l, y_l, generator=g, **kw)
+    term, _ = consistency_term(model, x, x_aug, threshold=1e-6, generator=g)   # the draws the term would take
+    with_c, _ = objective(model, x_u, x_l, y_l, consistency=0.5, generator=gen(5), **kw)
+    expected = base - 0.5 * 10.0 * 6 * term.mean() / (46 * model.config.dims)
+    assert torch.allclose(with_c, expected, rtol=1e-5, atol=1e-7)
+
+
 # ---------------------------------------------------------------- the labels
 
 def test_label_draw_is_balanced_seeded_and_refuses_short_classes():
@@ -269,6 +323,24 @@ def test_a_tiny_model_learns_to_classify_a_separable_toy_set_from_four_labels(tm
     assert meta["labelled_index"] == t.label_index.tolist() and len(meta["labelled_index"]) == 4
 
 
+def test_training_with_the_consistency_term_logs_its_share_of_confident_images(tmp_path):
+    cfg = tiny_config(kind="bernoulli").replace(classes=2)
+    train, train_y = toy_set(100, 0)
+    tc = TrainConfig(steps=4, batch_size=8, lr=3e-3, warmup=1, log_every=2, eval_every=4, eval_images=20,
+                     ckpt_minutes=1e9, flip=False, num_threads=1, labels=4, labelled_batch=4, free_bits=0.0,
+                     ssl_alpha=10.0, ssl_consistency=1.0, ssl_threshold=0.5, ssl_consistency_batch=6, ssl_shift=1,
+                     ssl_rotate=0)
+    Trainer(cfg, tc, train, train[:20], tmp_path, log=lambda m: None, train_labels=train_y,
+            valid_labels=train_y[:20]).run(progress=False)
+    import json
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "train_mask" in r]
+    assert len(logged) == 2 and all(0.0 <= r["train_mask"] <= 1.0 and 0.0 <= r["train_pseudo_agree"] <= 1.0
+                                    for r in logged)
+    # a two-class q always puts >= 0.5 on one class: every image is confident at threshold 0.5
+    assert all(r["train_mask"] == 1.0 for r in logged)
+
+
 def json_of(path):
     import json
     return json.loads(path.read_text())
@@ -279,6 +351,9 @@ def test_labels_need_a_model_with_classes(tmp_path):
     with pytest.raises(ValueError, match="needs a model with classes"):
         Trainer(tiny_config(kind="bernoulli"), TrainConfig(labels=4, num_threads=1), x, x, tmp_path,
                 log=lambda m: None, train_labels=y)
+    with pytest.raises(ValueError, match="ssl_consistency=1.0 needs labels"):
+        Trainer(tiny_config(kind="bernoulli").replace(classes=2), TrainConfig(ssl_consistency=1.0, num_threads=1),
+                x, x, tmp_path, log=lambda m: None, train_labels=y)
     with pytest.raises(ValueError, match="multiple of the 2 classes"):
         Trainer(tiny_config(kind="bernoulli").replace(classes=2), TrainConfig(labels=3, num_threads=1), x, x,
                 tmp_path, log=lambda m: None, train_labels=y)
