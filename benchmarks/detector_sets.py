@@ -13,7 +13,10 @@ then be read on another without scoring anything again (--load).
 
 --save writes the reference the scores were tested against beside them (NAME.reference.json), and
 --load tests against that one, so saved scores keep their meaning after the weights are re-exported.
---subsets adds the detectors with several k (Bonferroni over bits/dim and each LLR>k).
+--subsets adds the detectors with several k (Bonferroni over bits/dim and each LLR>k), each also
+with the complexity statistic (bits/dim - PNG bits/dim; "+png" in the table). Scores saved before
+the PNG sizes were recorded get them with --add-png (the same --split/--skip/--limit/--sets; the
+reference's from its first N valid images): PNG sizes need the images, not the model.
 With --ref N the reference is built here instead, from the first N valid images, with --iw K,
 --prior and --ks (another prior or K than the shipped reference's).
 """
@@ -32,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import load_pretrained  # noqa: E402
-from biva_core.detector import Detector, Reference, build_reference, scores_per_image  # noqa: E402
+from biva_core.detector import Detector, Reference, build_reference, png_bits_per_dim, scores_per_image  # noqa: E402
 from biva_core.evaluate import auroc, load_images, load_model_folder  # noqa: E402
 from biva_core.model import PRIORS  # noqa: E402
 
@@ -60,24 +63,26 @@ def score_sets(args, ref: Reference | None) -> tuple[Reference, dict[str, dict[s
         t0 = time.time()
         s = scores_per_image(model, x, ref.ks, ref.K, prior=ref.prior, seed=args.seed,
                              batch_size=args.batch_size, progress=not args.no_progress, desc=name)
-        out[name] = {"bpd": s["bpd"].double().numpy(),
+        out[name] = {"bpd": s["bpd"].double().numpy(), "png": s["png_bpd"].double().numpy(),
                      **{f"llr{k}": v.double().numpy() for k, v in s["LLR_gt_k"].items()}}
         print(f"{name}: {len(x)} images, {(time.time() - t0) / len(x):.2f} s / image", file=sys.stderr)
     return ref, out
 
 
-def table(ref: Reference, scores: dict[str, dict[str, np.ndarray]], combos: list[tuple[int, ...]]) -> list[dict]:
-    """One row per detector (a k, or several: Bonferroni over bits/dim and each LLR>k)."""
+def table(ref: Reference, scores: dict[str, dict[str, np.ndarray]],
+          combos: list[tuple[tuple[int, ...], bool]]) -> list[dict]:
+    """One row per detector (a k, or several: Bonferroni over bits/dim and each LLR>k; with or
+    without the complexity statistic)."""
     rows = []
-    for ks in combos:
-        det = Detector(ref, k=ks)
+    for ks, complexity in combos:
+        det = Detector(ref, k=ks, complexity=complexity)
         llr = lambda s: {k: s[f"llr{k}"] for k in ks}  # noqa: E731
-        v_in = det.test(scores[IN]["bpd"], llr(scores[IN]))
-        row = {"k": "+".join(map(str, ks)), "flagged_in": float(v_in.flagged.mean())}
+        v_in = det.test(scores[IN]["bpd"], llr(scores[IN]), png=scores[IN].get("png"))
+        row = {"k": "+".join(map(str, ks)) + ("+png" if complexity else ""), "flagged_in": float(v_in.flagged.mean())}
         for name, s in scores.items():
             if name == IN:
                 continue
-            v = det.test(s["bpd"], llr(s))
+            v = det.test(s["bpd"], llr(s), png=s.get("png"))
             row[f"det_{name}"] = auroc(v_in.score, v.score)
             row[f"flag_{name}"] = float(v.flagged.mean())
             row[f"bpd2_{name}"] = auroc(-np.log10(v_in.p_bpd), -np.log10(v.p_bpd))
@@ -89,12 +94,34 @@ def table(ref: Reference, scores: dict[str, dict[str, np.ndarray]], combos: list
     return rows
 
 
-def detectors(ks: list[int], subsets: bool) -> list[tuple[int, ...]]:
-    """Each k alone, and with `subsets` every set of two or more of them."""
-    out = [(k,) for k in ks]
+def detectors(ks: list[int], subsets: bool, png: bool) -> list[tuple[tuple[int, ...], bool]]:
+    """Each k alone; with `subsets` every set of two or more of them, and each of those with the
+    complexity statistic when the PNG sizes are at hand (`png`)."""
+    out = [((k,), False) for k in ks]
     if subsets:
-        out += [c for n in range(2, len(ks) + 1) for c in itertools.combinations(ks, n)]
+        out += [(c, False) for n in range(2, len(ks) + 1) for c in itertools.combinations(ks, n)]
+        if png:
+            out += [(c, True) for c, _ in list(out)]
     return out
+
+
+def add_png(args, ref: Reference, scores: dict[str, dict[str, np.ndarray]]) -> Reference:
+    """The PNG bits/dim of every set's images (loaded as score_sets loads them), and of the
+    reference's (the first ref.images images of the valid split); returns the reference with them."""
+    import dataclasses
+    model = load_pretrained(args.weights)
+    x_in = load_images(args.data, args.split, args.data_dir, model, limit=args.skip + args.limit)[args.skip:]
+    folders = {IN: x_in, **{n: load_model_folder(d, model, args.weights, limit=args.limit)[0]
+                            for n, d in (spec.split("=", 1) for spec in args.sets)}}
+    for name, x in folders.items():
+        if name in scores:
+            if len(x) != len(scores[name]["bpd"]):
+                raise SystemExit(f"{name}: {len(x)} images, but {len(scores[name]['bpd'])} saved scores")
+            scores[name]["png"] = png_bits_per_dim(x).double().numpy()
+    if ref.png is None:
+        valid = load_images(args.data, "valid", args.data_dir, model, limit=ref.images)
+        ref = dataclasses.replace(ref, png=png_bits_per_dim(valid).double().numpy())
+    return ref
 
 
 def main() -> None:
@@ -117,6 +144,8 @@ def main() -> None:
     ap.add_argument("--load", nargs="*", default=[], help="read scores saved by --save instead of scoring")
     ap.add_argument("--subsets", action="store_true", help="also every detector with two or more of the ks "
                     "(Bonferroni over bits/dim and each LLR>k), ranked by its smallest AUROC over the sets")
+    ap.add_argument("--add-png", action="store_true", help="with --load: compute the PNG sizes the saved "
+                    "scores lack (and --save the scores and reference with them)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
     if args.load:
@@ -132,6 +161,11 @@ def main() -> None:
                     if name == IN and IN in scores and stat in scores[IN]:
                         continue                 # the first file's held-in images
                     scores.setdefault(name, {})[stat] = z[key]
+        if args.add_png:
+            ref = add_png(args, ref, scores)
+            if args.save:
+                np.savez(args.save, **{f"{n}/{s}": v for n, d in scores.items() for s, v in d.items()})
+                ref.write(Path(args.save).with_suffix(".reference.json"))
     else:
         ref = None if args.ref else Reference.read(args.weights)
         if ref is None and not args.ref:
@@ -142,7 +176,8 @@ def main() -> None:
             ref.write(Path(args.save).with_suffix(".reference.json"))
     print(f"reference: {ref.images} {ref.split} images, K = {ref.K}, prior = {ref.prior}, "
           f"held-in: {len(scores[IN]['bpd'])}")
-    rows = table(ref, scores, detectors(ref.ks, args.subsets))
+    png = ref.png is not None and all("png" in d for d in scores.values())
+    rows = table(ref, scores, detectors(ref.ks, args.subsets, png))
     if args.subsets:   # the rule of docs/detector.md: the largest smallest AUROC, among flag rates <= 2 alpha
         worst = lambda r: min(v for c, v in r.items() if c.startswith("det_"))  # noqa: E731
         rows.sort(key=lambda r: (r["flagged_in"] > 2 * ref.alpha, -worst(r)))

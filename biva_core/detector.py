@@ -16,10 +16,15 @@ same statistic over N held-in images, computed with the same K):
     p_j         = min(1, 2 min(P_lo, P_hi))                     (two-sided; spec: 2 min(F, 1 - F))
     p           = min(1, 2 min(p_1, p_2))                       (Bonferroni over the two)
 
-Several k (our extension; one k is the spec's detector): s_2, ..., s_m = LLR^{>k} for each k of the
-detector's ks, and p = min(1, m min_j p_j), Bonferroni over all m statistics. Small k catch images
-whose fine detail the bottom level explains worse than a face's, large k images whose layout is
-unlike a face's; docs/detector.md measures which pair a model's reference should name.
+Two extensions (off unless a reference names them; docs/detector.md measures when they help):
+
+- several k: a statistic LLR^{>k} for each k of the detector's ks. Small k catch images whose fine
+  detail the bottom level explains worse than a face's, large k images whose layout is unlike a face's.
+- complexity: s = bits/dim - PNG bits/dim, the likelihood corrected by the image's complexity as a
+  lossless compressor sees it (Serra et al. 2020, "input complexity"): a smooth photograph and a
+  face can have the same bits/dim while PNG finds the photograph far simpler.
+
+With m statistics in all, p = min(1, m min_j p_j) (Bonferroni over all of them).
 
 Our reading of the spec's "F smoothed as (rank + 1) / (N + 1)": F counts the reference at or below
 s, 1 - F counts it at or above s, each with the +1 of a conformal p-value, so neither tail is ever 0
@@ -61,10 +66,10 @@ def batches(images: Tensor, batch_size: int, desc: str, progress: bool):
 def scores_per_image(model, images: Tensor, ks: list[int], K: int, *, batch_size: int = 64,
                      chunk: int = 256, seed: int = 0, progress: bool = False, desc: str = "scores",
                      on_batch=None, prior: str = "sample") -> dict:
-    """Per image (nats): L^{>0} (= L_K), L^{>k} and LLR^{>k} for k in ks, bits/dim of L^{>0}, and
-    the single-sample ELBO L_1. Batch i draws with seed `seed + i`; on_batch(done, total) after
+    """Per image (nats): L^{>0} (= L_K), L^{>k} and LLR^{>k} for k in ks, bits/dim of L^{>0}, the
+    single-sample ELBO L_1, and the image's PNG bits/dim ("png_bpd"). Batch i draws with seed `seed + i`; on_batch(done, total) after
     each batch (a progress callback). prior: how L^{>k} takes z_{<=k} ("sample" or "mode")."""
-    l1, l0, bpd = [], [], []
+    l1, l0, bpd, png = [], [], [], []
     lk: dict[int, list[Tensor]] = {k: [] for k in ks}
     for i, x in batches(images, batch_size, desc, progress):
         s = model.scores(x, ks, K=K, chunk=chunk, seed=seed + i, prior=prior)
@@ -72,6 +77,7 @@ def scores_per_image(model, images: Tensor, ks: list[int], K: int, *, batch_size
         # K = 1: L^{>0} drew the same z as the ELBO with this seed
         l1.append(l0[-1] if K == 1 else model.elbo(x, seed=seed + i)["elbo"].float().cpu())
         bpd.append(s.bpd.float().cpu())
+        png.append(png_bits_per_dim(x))
         for k in ks:
             lk[k].append(s.lk[k].float().cpu())
         if on_batch is not None:
@@ -79,7 +85,24 @@ def scores_per_image(model, images: Tensor, ks: list[int], K: int, *, batch_size
     l0_all = torch.cat(l0)
     lk_all = {k: torch.cat(v) for k, v in lk.items()}
     return {"L_1": torch.cat(l1), "L_gt_0": l0_all, "bpd": torch.cat(bpd), "L_gt_k": lk_all,
-            "LLR_gt_k": {k: l0_all - v for k, v in lk_all.items()}}
+            "LLR_gt_k": {k: l0_all - v for k, v in lk_all.items()}, "png_bpd": torch.cat(png)}
+
+
+def png_bits_per_dim(images: Tensor) -> Tensor:
+    """(B,) the size of each image as a PNG (Pillow, optimize=True), in bits per dimension: its
+    complexity as a lossless compressor measures it. images: (B, C, H, W) in [0, 1], C = 1 or 3,
+    quantized to 8 bits (binary images: 0 and 255)."""
+    import io
+
+    from PIL import Image
+    x = (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    out = []
+    for im in x:
+        a = im[0].numpy() if im.shape[0] == 1 else im.permute(1, 2, 0).numpy()
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG", optimize=True)
+        out.append(8.0 * len(buf.getvalue()) / im.numel())
+    return torch.tensor(out, dtype=torch.float32)
 
 
 # ---------------------------------------------------------------- the reference
@@ -99,6 +122,8 @@ class Reference:
     seed: int = 0
     extra: dict = field(default_factory=dict)
     prior: str = "sample"            # how L^{>k} took z_{<=k}: a draw ("sample") or the mean ("mode")
+    png: np.ndarray | None = None    # (N,) PNG bits/dim of each image (None: not recorded)
+    complexity: bool = False         # the detector's default: test bits/dim - PNG bits/dim too
 
     def __post_init__(self):
         object.__setattr__(self, "k", as_ks(self.k))
@@ -119,8 +144,10 @@ class Reference:
         ks = self.default_ks
         return {"format_version": REFERENCE_VERSION, "split": self.split, "images": self.images,
                 "K": self.K, "prior": self.prior, "note": self.note, "seed": self.seed,
-                "detector": {"k": ks[0] if len(ks) == 1 else list(ks), "alpha": self.alpha}, **self.extra,
+                "detector": {"k": ks[0] if len(ks) == 1 else list(ks), "alpha": self.alpha,
+                             **({"complexity": True} if self.complexity else {})}, **self.extra,
                 "L_gt_0": self.l0.tolist(), "bpd": self.bpd.tolist(),
+                **({"png_bpd": self.png.tolist()} if self.png is not None else {}),
                 "L_gt_k": {str(k): v.tolist() for k, v in sorted(self.lk.items())},
                 "LLR_gt_k": {str(k): v.tolist() for k, v in sorted(self.llr.items())}}
 
@@ -150,14 +177,16 @@ class Reference:
             ks = sorted(int(k) for k in data["LLR_gt_k"])
             det = data.get("detector") or {}
             known = {"format_version", "split", "images", "K", "prior", "note", "seed", "detector",
-                     "L_gt_0", "bpd", "L_gt_k", "LLR_gt_k"}
+                     "L_gt_0", "bpd", "L_gt_k", "LLR_gt_k", "png_bpd"}
             ref = cls(split=str(data.get("split", "?")), K=int(data["K"]), note=str(data.get("note", "")),
                       l0=floats(data["L_gt_0"]), bpd=floats(data["bpd"]),
                       lk={k: floats(data["L_gt_k"][str(k)]) for k in ks},
                       llr={k: floats(data["LLR_gt_k"][str(k)]) for k in ks},
                       k=as_ks(det["k"]) if "k" in det else None, alpha=float(det.get("alpha", ALPHA)),
                       seed=int(data.get("seed", 0)), extra={k: v for k, v in data.items() if k not in known},
-                      prior=str(data.get("prior", "sample")))
+                      prior=str(data.get("prior", "sample")),
+                      png=floats(data["png_bpd"]) if "png_bpd" in data else None,
+                      complexity=bool(det.get("complexity", False)))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: not a valid reference file ({type(err).__name__}: {err})") from None
         n = ref.images
@@ -167,10 +196,13 @@ class Reference:
             raise ValueError(f"{path}: K={ref.K} must be >= 1")
         if ref.prior not in PRIORS:
             raise ValueError(f"{path}: prior={ref.prior!r} must be one of {PRIORS}")
-        if len(ref.l0) != n or any(len(v) != n for v in (*ref.lk.values(), *ref.llr.values())):
+        if len(ref.l0) != n or any(len(v) != n for v in (*ref.lk.values(), *ref.llr.values())) or \
+                (ref.png is not None and len(ref.png) != n):
             raise ValueError(f"{path}: the score lists have different lengths")
         if not ks or not set(ref.default_ks) <= set(ks):
             raise ValueError(f"{path}: the detector's k={list(ref.default_ks)} has no LLR scores (held: {ks})")
+        if ref.complexity and ref.png is None:
+            raise ValueError(f"{path}: the detector tests complexity, but the file holds no png_bpd")
         return ref
 
 
@@ -191,18 +223,20 @@ def as_ks(k) -> tuple[int, ...] | None:
 def build_reference(model, images: Tensor, ks: list[int], K: int, *, k=None,
                     alpha: float = ALPHA, split: str = "valid", note: str = "", seed: int = 0,
                     batch_size: int = 64, chunk: int = 256, progress: bool = False, on_batch=None,
-                    prior: str = "sample") -> Reference:
+                    prior: str = "sample", complexity: bool = False) -> Reference:
     """The reference of `images` (float (N, C, H, W) in [0, 1], held-in data such as the valid
     split): their scores for each k in ks with K importance samples and `prior`; k is the
-    detector's default k (an int or several)."""
+    detector's default k (an int or several); complexity: whether the detector tests bits/dim - PNG
+    bits/dim by default (the PNG sizes are recorded either way)."""
     ks = sorted({int(j) for j in ks} | set(as_ks(k) or ()))
     s = scores_per_image(model, images, ks, K, batch_size=batch_size, chunk=chunk, seed=seed,
                          progress=progress, desc="reference", on_batch=on_batch, prior=prior)
-    return reference_from_scores(s, K, k=k, alpha=alpha, split=split, note=note, seed=seed, prior=prior)
+    return reference_from_scores(s, K, k=k, alpha=alpha, split=split, note=note, seed=seed, prior=prior,
+                                 complexity=complexity)
 
 
 def reference_from_scores(s: dict, K: int, *, k=None, alpha: float = ALPHA, split: str = "valid",
-                          note: str = "", seed: int = 0, prior: str = "sample") -> Reference:
+                          note: str = "", seed: int = 0, prior: str = "sample", complexity: bool = False) -> Reference:
     """A Reference of the output of `scores_per_image` (made with K importance samples and `prior`)."""
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
@@ -212,7 +246,8 @@ def reference_from_scores(s: dict, K: int, *, k=None, alpha: float = ALPHA, spli
                      alpha=alpha,
                      l0=np_(s["L_gt_0"]), bpd=np_(s["bpd"]),
                      lk={j: np_(v) for j, v in s["L_gt_k"].items()},
-                     llr={j: np_(v) for j, v in s["LLR_gt_k"].items()})
+                     llr={j: np_(v) for j, v in s["LLR_gt_k"].items()},
+                     png=np_(s["png_bpd"]) if "png_bpd" in s else None, complexity=complexity)
 
 
 # ---------------------------------------------------------------- the test
@@ -252,6 +287,8 @@ class Verdicts:
     p: np.ndarray
     l0: np.ndarray | None = None
     lk: dict[int, np.ndarray] | None = None
+    cc: np.ndarray | None = None       # bits/dim - PNG bits/dim, when the detector tests complexity
+    p_cc: np.ndarray | None = None
 
     @property
     def score(self) -> np.ndarray:
@@ -262,24 +299,30 @@ class Verdicts:
     def flagged(self) -> np.ndarray:
         return self.p < self.alpha
 
-    def tails(self, ref: Reference) -> tuple[list[str], dict[int, list[str]]]:
+    def tails(self, ref: Reference) -> tuple[list[str], dict[int, list[str]], list[str] | None]:
         """Which side of the reference each statistic lies on: "low", "high" or "typical" (bits/dim,
-        and LLR^{>k} for each k)."""
+        LLR^{>k} for each k, and bits/dim - PNG bits/dim or None)."""
         def side(r, v, p):
             lo, hi = tail_p(r, v)
             return ["typical" if q >= self.alpha else ("low" if a < b else "high") for a, b, q in zip(lo, hi, p)]
         return (side(ref.bpd, self.bpd, self.p_bpd),
-                {k: side(ref.llr[k], self.llr[k], self.p_llr[k]) for k in self.ks})
+                {k: side(ref.llr[k], self.llr[k], self.p_llr[k]) for k in self.ks},
+                side(ref.bpd - ref.png, self.cc, self.p_cc) if self.cc is not None else None)
 
 
 class Detector:
     """Spec section 6 over a Reference: test(bpd, llr) for scores made elsewhere, score(model, x)
-    to make them with the reference's K and test them. k: one k (the spec's detector) or several."""
+    to make them with the reference's K and test them. k: one k (the spec's detector) or several;
+    complexity: also test bits/dim - PNG bits/dim (None: the reference's default)."""
 
-    def __init__(self, reference: Reference, k=None, alpha: float | None = None):
+    def __init__(self, reference: Reference, k=None, alpha: float | None = None, complexity: bool | None = None):
         self.ref = reference
         self.ks = as_ks(k) or reference.default_ks
         self.alpha = reference.alpha if alpha is None else float(alpha)
+        self.complexity = reference.complexity if complexity is None else bool(complexity)
+        if self.complexity and reference.png is None:
+            raise ValueError("the reference holds no PNG sizes (png_bpd), so the complexity statistic cannot be "
+                             "tested; rebuild it (biva-evaluate ... --reference OUT) or test without complexity")
         missing = [j for j in self.ks if j not in reference.llr]
         if missing:
             raise ValueError(f"the reference holds LLR>k for k in {reference.ks}, not k={missing}; "
@@ -303,9 +346,15 @@ class Detector:
                 f"the reference: biva-evaluate --weights DIR --data DATASET --split valid --iw {self.ref.K} "
                 f"--prior {prior} --reference DIR/{REFERENCE_FILE}")
 
-    def test(self, bpd, llr, *, l0=None, lk=None) -> Verdicts:
+    @property
+    def statistics(self) -> int:
+        """m, the number of statistics the Bonferroni combination is over."""
+        return 1 + len(self.ks) + int(self.complexity)
+
+    def test(self, bpd, llr, *, png=None, l0=None, lk=None) -> Verdicts:
         """bpd: (B,); llr: {k: (B,)} for each of the detector's ks (an array when it has one k);
-        lk likewise."""
+        png: (B,) PNG bits/dim (`png_bits_per_dim`), needed when the detector tests complexity;
+        lk like llr."""
         as_dict = lambda v: v if isinstance(v, dict) else {self.ks[0]: v}  # noqa: E731
         if not isinstance(llr, dict) and len(self.ks) > 1:
             raise ValueError(f"the detector tests LLR>k for k in {list(self.ks)}: pass llr as {{k: scores}}")
@@ -313,13 +362,21 @@ class Detector:
         bpd = np.asarray(bpd, dtype=np.float64)
         p_bpd = two_sided_p(self.ref.bpd, bpd)
         p_llr = {k: two_sided_p(self.ref.llr[k], v) for k, v in llr.items()}
-        return Verdicts(self.ks, self.ref.K, self.alpha, bpd, llr, p_bpd, p_llr, combine(p_bpd, *p_llr.values()),
+        cc = p_cc = None
+        if self.complexity:
+            if png is None:
+                raise ValueError("the detector tests complexity: pass png (the images' PNG bits/dim)")
+            cc = bpd - np.asarray(png, dtype=np.float64)
+            p_cc = two_sided_p(self.ref.bpd - self.ref.png, cc)
+        p = combine(p_bpd, *p_llr.values(), *([p_cc] if p_cc is not None else []))
+        return Verdicts(self.ks, self.ref.K, self.alpha, bpd, llr, p_bpd, p_llr, p,
                         None if l0 is None else np.asarray(l0),
-                        None if lk is None else {k: np.asarray(as_dict(lk)[k]) for k in self.ks})
+                        None if lk is None else {k: np.asarray(as_dict(lk)[k]) for k in self.ks}, cc, p_cc)
 
     def test_scores(self, s: dict) -> Verdicts:
         """Test the output of `scores_per_image` (made with the reference's K and these ks)."""
         return self.test(s["bpd"].numpy(), {k: s["LLR_gt_k"][k].numpy() for k in self.ks},
+                         png=s["png_bpd"].numpy() if "png_bpd" in s else None,
                          l0=s["L_gt_0"].numpy(), lk={k: s["L_gt_k"][k].numpy() for k in self.ks})
 
     def score(self, model, x: Tensor, *, K: int | None = None, seed: int = 0, batch_size: int = 64,

@@ -127,7 +127,8 @@ def format_table(report: dict) -> str:
             lines.append(f"  {k:>3}  {a['L_gt_k'][k]:11.4f}  {a['LLR_gt_k'][k]:12.4f}")
     if "detector" in report:
         d = report["detector"]
-        lines.append(f"detector (bits/dim and LLR>{ks_words(d['k'])}, two-sided, K={d['K']}, prior={d['prior']}, "
+        also = ", bits/dim - PNG bits/dim" if d.get("complexity") else ""
+        lines.append(f"detector (bits/dim, LLR>{ks_words(d['k'])}{also}; two-sided, K={d['K']}, prior={d['prior']}, "
                      f"alpha={d['alpha']:g}; reference: "
                      f"{d['reference']}): AUROC {d['auroc']:.4f}, flagged {100 * d['flagged_in']:.1f}% of "
                      f"{report['data']}, {100 * d['flagged_ood']:.1f}% of {report['ood']['data']}")
@@ -249,10 +250,12 @@ def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[R
     built now from the first --reference-images images of the valid split (and said so)."""
     ref = Reference.read(args.weights)
     k = as_ks(args.detector_k)
-    if ref is not None and ref.K == K and ref.prior == args.prior and set(k or ()) <= set(ref.llr):
+    png_missing = args.complexity == "on" and ref is not None and ref.png is None
+    if ref is not None and ref.K == K and ref.prior == args.prior and set(k or ()) <= set(ref.llr) and not png_missing:
         return ref, f"{args.weights}/{REFERENCE_FILE}"
     why = ("there is none" if ref is None else f"it was made with K={ref.K}" if ref.K != K
-           else f"it was made with prior={ref.prior}" if ref.prior != args.prior else f"it has no LLR>{list(k)}")
+           else f"it was made with prior={ref.prior}" if ref.prior != args.prior
+           else "it has no PNG sizes" if png_missing else f"it has no LLR>{list(k)}")
     valid = load_images(args.data, "valid", args.data_dir, model, limit=args.reference_images)
     log(f"detector: building a reference from {len(valid)} {args.data} valid images with K={K}, prior={args.prior} "
         f"({REFERENCE_FILE} of the weights not used: {why})")
@@ -260,6 +263,7 @@ def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[R
     ref = build_reference(model, valid, sorted(set(ks) | set(default_k)), K, k=default_k, split="valid",
                           seed=args.seed + 1_000_000, batch_size=args.batch_size, chunk=args.chunk,
                           progress=not args.no_progress, prior=args.prior,
+                          complexity=ref.complexity if ref is not None else False,
                           note=f"first {len(valid)} images of the {args.data} valid split (built by biva-evaluate)")
     return ref, f"built from {len(valid)} {args.data} valid images"
 
@@ -273,7 +277,10 @@ def detector_report(det: Detector, s_in: dict, s_ood: dict, source: str) -> dict
             "auroc": auroc(v_in.score, v_ood.score),
             "flagged_in": float(v_in.flagged.mean()), "flagged_ood": float(v_ood.flagged.mean()),
             "auroc_bpd_two_sided": auroc(-np.log10(v_in.p_bpd), -np.log10(v_ood.p_bpd)),
-            "auroc_llr_two_sided": llr[str(det.ks[0])] if one else llr}
+            "auroc_llr_two_sided": llr[str(det.ks[0])] if one else llr,
+            "complexity": det.complexity,
+            **({"auroc_complexity_two_sided": auroc(-np.log10(v_in.p_cc), -np.log10(v_ood.p_cc))}
+               if det.complexity else {})}
 
 
 # ---------------------------------------------------------------- CLI
@@ -301,6 +308,8 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--alpha", type=float, help=f"the detector's flag level (default: the reference's, {ALPHA})")
     ap.add_argument("--detector-k", type=int, nargs="+", help="the detector's k, or several (Bonferroni over bits/dim "
                     "and each LLR>k; default: the reference's)")
+    ap.add_argument("--complexity", choices=["on", "off"], help="whether the detector also tests bits/dim - PNG "
+                    "bits/dim (the image's complexity; default: the reference's)")
     ap.add_argument("--prior", choices=PRIORS, help="how L^{>k} takes z_{<=k}: a draw from p(z_{<=k} | z_{>k}) "
                     "(sample: the spec's bound) or its mean (mode: Havtorn 2021's released code, the detector's "
                     "statistic where docs/detector.md says so); default: the weights' reference's, else sample")
@@ -386,7 +395,8 @@ def run(argv: list[str] | None = None) -> dict:
         report["latents_above_0.1_nats"] = int((kl > 0.1).sum())
     else:
         ref, source = detector_reference(model, args, ks, K, log)
-        det = Detector(ref, k=args.detector_k, alpha=args.alpha)
+        det = Detector(ref, k=args.detector_k, alpha=args.alpha,
+                       complexity=None if args.complexity is None else args.complexity == "on")
         ks_all = sorted(set(ks) | set(det.ks))
         s_in = scores_per_image(model, x, ks_all, K, desc=f"{args.data} scores", **sw)
         report.update({"L_1": _mean(s_in["L_1"], dims), "L_K": _mean(s_in["L_gt_0"], dims)})
@@ -412,11 +422,12 @@ def run(argv: list[str] | None = None) -> dict:
         note = f"first {len(x)} images of the {args.data} {args.split} split"
         if ref_scores is not None:
             ref = reference_from_scores(ref_scores, K, k=args.detector_k, alpha=args.alpha or ALPHA,
-                                        split=args.split, seed=args.seed, note=note, prior=args.prior)
+                                        split=args.split, seed=args.seed, note=note, prior=args.prior,
+                                        complexity=args.complexity == "on")
         else:
             ref = build_reference(model, x, ks, K, k=args.detector_k, alpha=args.alpha or ALPHA, split=args.split,
                                   seed=args.seed, batch_size=args.batch_size, chunk=args.chunk, progress=progress,
-                                  note=note, prior=args.prior)
+                                  note=note, prior=args.prior, complexity=args.complexity == "on")
         report["reference"] = str(ref.write(Path(args.reference)))
     report["seconds"] = round(time.time() - t0, 1)
     if args.csv:

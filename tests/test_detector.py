@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from biva_core.detector import (Detector, Reference, binomial_interval, build_reference, combine, tail_p,
-                                two_sided_p)
+from biva_core.detector import (Detector, Reference, binomial_interval, build_reference, combine, png_bits_per_dim,
+                                tail_p, two_sided_p)
 
 from conftest import images, live_model, tiny_config
 
@@ -89,6 +89,44 @@ def test_an_image_atypical_on_one_k_only_is_flagged_by_the_detector_with_both():
     assert v.p[0] == pytest.approx(3 * 2 / 2001)
 
 
+def test_png_bits_per_dim_is_small_for_a_flat_image_and_about_8_for_noise():
+    flat = torch.full((1, 3, 64, 64), 0.5)
+    noise = torch.randint(0, 256, (1, 3, 64, 64), generator=torch.Generator().manual_seed(0)).float() / 255
+    digit = (torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.2).float()
+    b = png_bits_per_dim(torch.cat([flat, noise]))
+    assert b.shape == (2,) and b[0] < 0.1 and 7.9 < b[1] < 8.3          # noise does not compress
+    # one grey channel of Bernoulli(0.2) pixels: a lossless code needs at least their entropy, 0.72 bits
+    assert 0.72 < float(png_bits_per_dim(digit)[0]) < 4.0
+
+
+def complexity_reference(n: int, seed: int) -> Reference:
+    rng = np.random.default_rng(seed)
+    bpd, llr, png = rng.normal(4.0, 0.3, n), rng.normal(1000.0, 200.0, n), rng.normal(5.0, 0.5, n)
+    return Reference(split="valid", K=1, l0=-bpd, bpd=bpd, lk={1: -bpd - llr}, llr={1: llr}, k=1, png=png,
+                     complexity=True)
+
+
+def test_with_complexity_the_flag_rate_stays_at_most_alpha_and_a_too_simple_texture_is_flagged():
+    ref = complexity_reference(20_000, seed=0)
+    rng = np.random.default_rng(1)
+    m = 20_000
+    bpd, llr, png = rng.normal(4.0, 0.3, m), rng.normal(1000.0, 200.0, m), rng.normal(5.0, 0.5, m)
+    det = Detector(ref)
+    assert det.complexity and det.statistics == 3
+    v = det.test(bpd, llr, png=png)
+    np.testing.assert_allclose(v.cc, bpd - png)
+    np.testing.assert_array_equal(v.p, np.minimum(1, 3 * np.minimum(np.minimum(v.p_bpd, v.p_llr[1]), v.p_cc)))
+    assert 0.5 * 0.05 * m <= v.flagged.sum() <= binomial_interval(m, 0.05)[1]
+    # typical bits/dim and LLR, but PNG finds the image far simpler than any reference image
+    v = det.test([4.0, 4.0], [1000.0, 1000.0], png=[1.0, 5.0])
+    assert v.flagged.tolist() == [True, False] and v.tails(ref)[2] == ["high", "typical"]
+    assert not Detector(ref, complexity=False).test([4.0], [1000.0]).flagged[0]
+    with pytest.raises(ValueError, match="pass png"):
+        det.test([4.0], [1000.0])
+    with pytest.raises(ValueError, match="holds no PNG sizes"):
+        Detector(synthetic_reference(50, seed=0), complexity=True)
+
+
 @pytest.mark.parametrize("prior", ["sample", "mode"])
 def test_flag_rate_of_a_model_on_its_own_samples(prior):
     """The model's own samples are in distribution by definition: with a reference of 300 of them,
@@ -124,10 +162,13 @@ def test_the_face_model_flags_a_digit_low_and_noise_high(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(noise)
     ex = studio.examples("celeba64", ood=True)
     digit = [e for e in ex if "mnist" in e][0]
-    faces = [e for e in ex if "celeba_test" in e][:3]
+    faces = [e for e in ex if "celeba_test" in e]
+    assert len(faces) == 6
     r = studio.anomaly("celeba64", [digit, str(noise), *faces], maps=False)
     verdicts = [row[1] for row in r.rows]
-    assert verdicts[:2] == ["ANOMALY", "ANOMALY"] and verdicts[2:] == ["typical"] * 3
+    assert verdicts[:2] == ["ANOMALY", "ANOMALY"]
+    # about 4% of test faces are flagged (docs/detector.md): at most one of six (2% chance of two)
+    assert verdicts[2:].count("ANOMALY") <= 1, verdicts
     assert "(low)" in r.rows[0][4] and "(high)" in r.rows[1][4]
 
 
@@ -197,6 +238,15 @@ def test_reference_round_trip_and_errors(tmp_path):
     with pytest.raises(ValueError, match="not a valid reference file"):
         Reference.read(tmp_path / "bad")
     data = json.loads((tmp_path / "reference.json").read_text())
+    assert len(data["png_bpd"]) == 6 and "complexity" not in data["detector"]            # recorded, not tested
+    np.testing.assert_array_equal(back.png, ref.png)
+    cx = Reference.read(build_reference(model, images(model.config, 6), [1], 1, complexity=True)
+                        .write(tmp_path / "3" / "reference.json"))
+    assert cx.complexity and Detector(cx).complexity
+    missing = {key: v for key, v in data.items() if key != "png_bpd"}
+    (tmp_path / "bad" / "reference.json").write_text(json.dumps({**missing, "detector": {"k": 1, "complexity": True}}))
+    with pytest.raises(ValueError, match="holds no png_bpd"):
+        Reference.read(tmp_path / "bad")
     (tmp_path / "bad" / "reference.json").write_text(json.dumps({**data, "detector": {"k": [1, 7]}}))
     with pytest.raises(ValueError, match=r"k=\[1, 7\] has no LLR scores"):
         Reference.read(tmp_path / "bad")

@@ -107,7 +107,7 @@ def test_anomaly_latents_and_card(client):
     assert len(table["data"]) == 3 and table["headers"][1] == "verdict" and table["headers"][7] == "LLR>1 (nats)"
     note2, table2, *_ = client.predict("celeba_tiny", [handle_file(p) for p in faces()], [1, 2], 1, 0.05, 0, False,
                                        api_name="/anomaly")        # several k: a column per k
-    assert table2["headers"][5:7] == ["p LLR>1 (side)", "p LLR>2 (side)"] and "LLR>1 and LLR>2" in note2
+    assert table2["headers"][5:7] == ["p LLR>1 (side)", "p LLR>2 (side)"] and "LLR>1, LLR>2" in note2
     assert all(row[1] in ("ANOMALY", "typical") for row in table["data"])
     assert Path(plot).is_file() and Path(csv_path).read_text().startswith("image,") and len(maps) == 3
     assert "flagged" in note

@@ -263,7 +263,7 @@ def test_anomaly_is_the_detector_with_the_reference_and_csv(studio, tmp_path):
     assert studio.anomaly("celeba_tiny", paths, maps=False).maps == []
     both = studio.anomaly("celeba_tiny", paths, "2, 1", 1, 0.05, 4, maps=False)   # several k: Bonferroni over all
     det = Detector(entry.reference, k=[1, 2], alpha=0.05)
-    assert both.headers[4:7] == ["p bits/dim (side)", "p LLR>1 (side)", "p LLR>2 (side)"] and "LLR>1 and LLR>2" in both.note
+    assert both.headers[4:7] == ["p bits/dim (side)", "p LLR>1 (side)", "p LLR>2 (side)"] and "LLR>1, LLR>2" in both.note
     for i, row in enumerate(both.rows):
         x = prepare(paths[i], entry.model.config, face=True).x[None]
         s = entry.model.scores(x, [1, 2], K=1, seed=derive(4, i))
