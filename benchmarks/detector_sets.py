@@ -14,9 +14,10 @@ then be read on another without scoring anything again (--load).
 --save writes the reference the scores were tested against beside them (NAME.reference.json), and
 --load tests against that one, so saved scores keep their meaning after the weights are re-exported.
 --subsets adds the detectors with several k (Bonferroni over bits/dim and each LLR>k), each also
-with the complexity statistic (bits/dim - PNG bits/dim; "+png" in the table). Scores saved before
-the PNG sizes were recorded get them with --add-png (the same --split/--skip/--limit/--sets; the
-reference's from its first N valid images): PNG sizes need the images, not the model.
+with the complexity statistic of each lossless codec (bits/dim - the codec's bits/dim; "+png",
+"+jpeg2000" in the table). Scores saved before the codecs' sizes were recorded get them with
+--add-sizes (the same --split/--skip/--limit/--sets; the reference's from its first N valid
+images): the sizes need the images, not the model.
 With --ref N the reference is built here instead, from the first N valid images, with --iw K,
 --prior and --ks (another prior or K than the shipped reference's).
 """
@@ -35,7 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import load_pretrained  # noqa: E402
-from biva_core.detector import Detector, Reference, build_reference, png_bits_per_dim, scores_per_image  # noqa: E402
+from biva_core.detector import (CODECS, Detector, Reference, build_reference, compressed_bits_per_dim,  # noqa: E402
+                                scores_per_image)
 from biva_core.evaluate import auroc, load_images, load_model_folder  # noqa: E402
 from biva_core.model import PRIORS  # noqa: E402
 
@@ -63,26 +65,28 @@ def score_sets(args, ref: Reference | None) -> tuple[Reference, dict[str, dict[s
         t0 = time.time()
         s = scores_per_image(model, x, ref.ks, ref.K, prior=ref.prior, seed=args.seed,
                              batch_size=args.batch_size, progress=not args.no_progress, desc=name)
-        out[name] = {"bpd": s["bpd"].double().numpy(), "png": s["png_bpd"].double().numpy(),
+        out[name] = {"bpd": s["bpd"].double().numpy(),
+                     **{f"c_{c}": v.double().numpy() for c, v in s["compressed_bpd"].items()},
                      **{f"llr{k}": v.double().numpy() for k, v in s["LLR_gt_k"].items()}}
         print(f"{name}: {len(x)} images, {(time.time() - t0) / len(x):.2f} s / image", file=sys.stderr)
     return ref, out
 
 
 def table(ref: Reference, scores: dict[str, dict[str, np.ndarray]],
-          combos: list[tuple[tuple[int, ...], bool]]) -> list[dict]:
+          combos: list[tuple[tuple[int, ...], str | None]]) -> list[dict]:
     """One row per detector (a k, or several: Bonferroni over bits/dim and each LLR>k; with or
     without the complexity statistic)."""
     rows = []
-    for ks, complexity in combos:
-        det = Detector(ref, k=ks, complexity=complexity)
+    for ks, codec in combos:
+        det = Detector(ref, k=ks, complexity=codec or "off")
         llr = lambda s: {k: s[f"llr{k}"] for k in ks}  # noqa: E731
-        v_in = det.test(scores[IN]["bpd"], llr(scores[IN]), png=scores[IN].get("png"))
-        row = {"k": "+".join(map(str, ks)) + ("+png" if complexity else ""), "flagged_in": float(v_in.flagged.mean())}
+        sizes = lambda s: {c: s[f"c_{c}"] for c in CODECS if f"c_{c}" in s}  # noqa: E731
+        v_in = det.test(scores[IN]["bpd"], llr(scores[IN]), compressed=sizes(scores[IN]))
+        row = {"k": "+".join(map(str, ks)) + (f"+{codec}" if codec else ""), "flagged_in": float(v_in.flagged.mean())}
         for name, s in scores.items():
             if name == IN:
                 continue
-            v = det.test(s["bpd"], llr(s), png=s.get("png"))
+            v = det.test(s["bpd"], llr(s), compressed=sizes(s))
             row[f"det_{name}"] = auroc(v_in.score, v.score)
             row[f"flag_{name}"] = float(v.flagged.mean())
             row[f"bpd2_{name}"] = auroc(-np.log10(v_in.p_bpd), -np.log10(v.p_bpd))
@@ -94,19 +98,18 @@ def table(ref: Reference, scores: dict[str, dict[str, np.ndarray]],
     return rows
 
 
-def detectors(ks: list[int], subsets: bool, png: bool) -> list[tuple[tuple[int, ...], bool]]:
+def detectors(ks: list[int], subsets: bool, codecs: list[str]) -> list[tuple[tuple[int, ...], str | None]]:
     """Each k alone; with `subsets` every set of two or more of them, and each of those with the
-    complexity statistic when the PNG sizes are at hand (`png`)."""
-    out = [((k,), False) for k in ks]
+    complexity statistic of every codec whose sizes are at hand (`codecs`)."""
+    out = [((k,), None) for k in ks]
     if subsets:
-        out += [(c, False) for n in range(2, len(ks) + 1) for c in itertools.combinations(ks, n)]
-        if png:
-            out += [(c, True) for c, _ in list(out)]
+        out += [(c, None) for n in range(2, len(ks) + 1) for c in itertools.combinations(ks, n)]
+        out += [(c, codec) for codec in codecs for c, _ in list(out)]
     return out
 
 
-def add_png(args, ref: Reference, scores: dict[str, dict[str, np.ndarray]]) -> Reference:
-    """The PNG bits/dim of every set's images (loaded as score_sets loads them), and of the
+def add_sizes(args, ref: Reference, scores: dict[str, dict[str, np.ndarray]]) -> Reference:
+    """Every codec's bits/dim of every set's images (loaded as score_sets loads them), and of the
     reference's (the first ref.images images of the valid split); returns the reference with them."""
     import dataclasses
     model = load_pretrained(args.weights)
@@ -117,10 +120,11 @@ def add_png(args, ref: Reference, scores: dict[str, dict[str, np.ndarray]]) -> R
         if name in scores:
             if len(x) != len(scores[name]["bpd"]):
                 raise SystemExit(f"{name}: {len(x)} images, but {len(scores[name]['bpd'])} saved scores")
-            scores[name]["png"] = png_bits_per_dim(x).double().numpy()
-    if ref.png is None:
+            for c in CODECS:
+                scores[name][f"c_{c}"] = compressed_bits_per_dim(x, c).double().numpy()
+    if set(ref.compressed) != set(CODECS):
         valid = load_images(args.data, "valid", args.data_dir, model, limit=ref.images)
-        ref = dataclasses.replace(ref, png=png_bits_per_dim(valid).double().numpy())
+        ref = dataclasses.replace(ref, compressed={c: compressed_bits_per_dim(valid, c).double().numpy() for c in CODECS})
     return ref
 
 
@@ -144,7 +148,7 @@ def main() -> None:
     ap.add_argument("--load", nargs="*", default=[], help="read scores saved by --save instead of scoring")
     ap.add_argument("--subsets", action="store_true", help="also every detector with two or more of the ks "
                     "(Bonferroni over bits/dim and each LLR>k), ranked by its smallest AUROC over the sets")
-    ap.add_argument("--add-png", action="store_true", help="with --load: compute the PNG sizes the saved "
+    ap.add_argument("--add-sizes", action="store_true", help="with --load: compute the codecs' sizes the saved "
                     "scores lack (and --save the scores and reference with them)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
@@ -161,8 +165,8 @@ def main() -> None:
                     if name == IN and IN in scores and stat in scores[IN]:
                         continue                 # the first file's held-in images
                     scores.setdefault(name, {})[stat] = z[key]
-        if args.add_png:
-            ref = add_png(args, ref, scores)
+        if args.add_sizes:
+            ref = add_sizes(args, ref, scores)
             if args.save:
                 np.savez(args.save, **{f"{n}/{s}": v for n, d in scores.items() for s, v in d.items()})
                 ref.write(Path(args.save).with_suffix(".reference.json"))
@@ -176,8 +180,8 @@ def main() -> None:
             ref.write(Path(args.save).with_suffix(".reference.json"))
     print(f"reference: {ref.images} {ref.split} images, K = {ref.K}, prior = {ref.prior}, "
           f"held-in: {len(scores[IN]['bpd'])}")
-    png = ref.png is not None and all("png" in d for d in scores.values())
-    rows = table(ref, scores, detectors(ref.ks, args.subsets, png))
+    codecs = [c for c in CODECS if c in ref.compressed and all(f"c_{c}" in d for d in scores.values())]
+    rows = table(ref, scores, detectors(ref.ks, args.subsets, codecs))
     if args.subsets:   # the rule of docs/detector.md: the largest smallest AUROC, among flag rates <= 2 alpha
         worst = lambda r: min(v for c, v in r.items() if c.startswith("det_"))  # noqa: E731
         rows.sort(key=lambda r: (r["flagged_in"] > 2 * ref.alpha, -worst(r)))

@@ -20,9 +20,10 @@ Two extensions (off unless a reference names them; docs/detector.md measures whe
 
 - several k: a statistic LLR^{>k} for each k of the detector's ks. Small k catch images whose fine
   detail the bottom level explains worse than a face's, large k images whose layout is unlike a face's.
-- complexity: s = bits/dim - PNG bits/dim, the likelihood corrected by the image's complexity as a
-  lossless compressor sees it (Serra et al. 2020, "input complexity"): a smooth photograph and a
-  face can have the same bits/dim while PNG finds the photograph far simpler.
+- complexity: s = bits/dim - the bits/dim of a lossless codec (PNG or JPEG 2000), the likelihood
+  corrected by the image's complexity as a compressor sees it (Serra et al. 2020, "input
+  complexity"): a smooth photograph and a face can have the same bits/dim while the codec finds the
+  photograph far simpler.
 
 With m statistics in all, p = min(1, m min_j p_j) (Bonferroni over all of them).
 
@@ -67,9 +68,11 @@ def scores_per_image(model, images: Tensor, ks: list[int], K: int, *, batch_size
                      chunk: int = 256, seed: int = 0, progress: bool = False, desc: str = "scores",
                      on_batch=None, prior: str = "sample") -> dict:
     """Per image (nats): L^{>0} (= L_K), L^{>k} and LLR^{>k} for k in ks, bits/dim of L^{>0}, the
-    single-sample ELBO L_1, and the image's PNG bits/dim ("png_bpd"). Batch i draws with seed `seed + i`; on_batch(done, total) after
+    single-sample ELBO L_1, and the image's size under each lossless codec in bits/dim
+    ("compressed_bpd": {codec: (N,)}). Batch i draws with seed `seed + i`; on_batch(done, total) after
     each batch (a progress callback). prior: how L^{>k} takes z_{<=k} ("sample" or "mode")."""
-    l1, l0, bpd, png = [], [], [], []
+    l1, l0, bpd = [], [], []
+    comp: dict[str, list[Tensor]] = {c: [] for c in CODECS}
     lk: dict[int, list[Tensor]] = {k: [] for k in ks}
     for i, x in batches(images, batch_size, desc, progress):
         s = model.scores(x, ks, K=K, chunk=chunk, seed=seed + i, prior=prior)
@@ -77,7 +80,8 @@ def scores_per_image(model, images: Tensor, ks: list[int], K: int, *, batch_size
         # K = 1: L^{>0} drew the same z as the ELBO with this seed
         l1.append(l0[-1] if K == 1 else model.elbo(x, seed=seed + i)["elbo"].float().cpu())
         bpd.append(s.bpd.float().cpu())
-        png.append(png_bits_per_dim(x))
+        for c in CODECS:
+            comp[c].append(compressed_bits_per_dim(x, c))
         for k in ks:
             lk[k].append(s.lk[k].float().cpu())
         if on_batch is not None:
@@ -85,13 +89,19 @@ def scores_per_image(model, images: Tensor, ks: list[int], K: int, *, batch_size
     l0_all = torch.cat(l0)
     lk_all = {k: torch.cat(v) for k, v in lk.items()}
     return {"L_1": torch.cat(l1), "L_gt_0": l0_all, "bpd": torch.cat(bpd), "L_gt_k": lk_all,
-            "LLR_gt_k": {k: l0_all - v for k, v in lk_all.items()}, "png_bpd": torch.cat(png)}
+            "LLR_gt_k": {k: l0_all - v for k, v in lk_all.items()}, "compressed_bpd": {c: torch.cat(v) for c, v in comp.items()}}
 
 
-def png_bits_per_dim(images: Tensor) -> Tensor:
-    """(B,) the size of each image as a PNG (Pillow, optimize=True), in bits per dimension: its
-    complexity as a lossless compressor measures it. images: (B, C, H, W) in [0, 1], C = 1 or 3,
+# the lossless codecs of the complexity statistic (Pillow's options)
+CODECS = {"png": dict(format="PNG", optimize=True), "jpeg2000": dict(format="JPEG2000", irreversible=False)}
+
+
+def compressed_bits_per_dim(images: Tensor, codec: str = "png") -> Tensor:
+    """(B,) the size of each image under a lossless `codec` (CODECS), in bits per dimension: its
+    complexity as a compressor measures it. images: (B, C, H, W) in [0, 1], C = 1 or 3,
     quantized to 8 bits (binary images: 0 and 255)."""
+    if codec not in CODECS:
+        raise ValueError(f"codec must be one of {list(CODECS)}, got {codec!r}")
     import io
 
     from PIL import Image
@@ -100,7 +110,7 @@ def png_bits_per_dim(images: Tensor) -> Tensor:
     for im in x:
         a = im[0].numpy() if im.shape[0] == 1 else im.permute(1, 2, 0).numpy()
         buf = io.BytesIO()
-        Image.fromarray(a).save(buf, format="PNG", optimize=True)
+        Image.fromarray(a).save(buf, **CODECS[codec])
         out.append(8.0 * len(buf.getvalue()) / im.numel())
     return torch.tensor(out, dtype=torch.float32)
 
@@ -122,8 +132,8 @@ class Reference:
     seed: int = 0
     extra: dict = field(default_factory=dict)
     prior: str = "sample"            # how L^{>k} took z_{<=k}: a draw ("sample") or the mean ("mode")
-    png: np.ndarray | None = None    # (N,) PNG bits/dim of each image (None: not recorded)
-    complexity: bool = False         # the detector's default: test bits/dim - PNG bits/dim too
+    compressed: dict = field(default_factory=dict)  # codec -> (N,) bits/dim of each image under it
+    complexity: str | None = None    # the detector's default: test bits/dim - this codec's bits/dim too
 
     def __post_init__(self):
         object.__setattr__(self, "k", as_ks(self.k))
@@ -145,9 +155,9 @@ class Reference:
         return {"format_version": REFERENCE_VERSION, "split": self.split, "images": self.images,
                 "K": self.K, "prior": self.prior, "note": self.note, "seed": self.seed,
                 "detector": {"k": ks[0] if len(ks) == 1 else list(ks), "alpha": self.alpha,
-                             **({"complexity": True} if self.complexity else {})}, **self.extra,
+                             **({"complexity": self.complexity} if self.complexity else {})}, **self.extra,
                 "L_gt_0": self.l0.tolist(), "bpd": self.bpd.tolist(),
-                **({"png_bpd": self.png.tolist()} if self.png is not None else {}),
+                **({"compressed_bpd": {c: v.tolist() for c, v in self.compressed.items()}} if self.compressed else {}),
                 "L_gt_k": {str(k): v.tolist() for k, v in sorted(self.lk.items())},
                 "LLR_gt_k": {str(k): v.tolist() for k, v in sorted(self.llr.items())}}
 
@@ -177,7 +187,7 @@ class Reference:
             ks = sorted(int(k) for k in data["LLR_gt_k"])
             det = data.get("detector") or {}
             known = {"format_version", "split", "images", "K", "prior", "note", "seed", "detector",
-                     "L_gt_0", "bpd", "L_gt_k", "LLR_gt_k", "png_bpd"}
+                     "L_gt_0", "bpd", "L_gt_k", "LLR_gt_k", "compressed_bpd"}
             ref = cls(split=str(data.get("split", "?")), K=int(data["K"]), note=str(data.get("note", "")),
                       l0=floats(data["L_gt_0"]), bpd=floats(data["bpd"]),
                       lk={k: floats(data["L_gt_k"][str(k)]) for k in ks},
@@ -185,8 +195,8 @@ class Reference:
                       k=as_ks(det["k"]) if "k" in det else None, alpha=float(det.get("alpha", ALPHA)),
                       seed=int(data.get("seed", 0)), extra={k: v for k, v in data.items() if k not in known},
                       prior=str(data.get("prior", "sample")),
-                      png=floats(data["png_bpd"]) if "png_bpd" in data else None,
-                      complexity=bool(det.get("complexity", False)))
+                      compressed={str(c): floats(v) for c, v in (data.get("compressed_bpd") or {}).items()},
+                      complexity=str(det["complexity"]) if det.get("complexity") else None)
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: not a valid reference file ({type(err).__name__}: {err})") from None
         n = ref.images
@@ -197,12 +207,13 @@ class Reference:
         if ref.prior not in PRIORS:
             raise ValueError(f"{path}: prior={ref.prior!r} must be one of {PRIORS}")
         if len(ref.l0) != n or any(len(v) != n for v in (*ref.lk.values(), *ref.llr.values())) or \
-                (ref.png is not None and len(ref.png) != n):
+                any(len(v) != n for v in ref.compressed.values()):
             raise ValueError(f"{path}: the score lists have different lengths")
         if not ks or not set(ref.default_ks) <= set(ks):
             raise ValueError(f"{path}: the detector's k={list(ref.default_ks)} has no LLR scores (held: {ks})")
-        if ref.complexity and ref.png is None:
-            raise ValueError(f"{path}: the detector tests complexity, but the file holds no png_bpd")
+        if ref.complexity and ref.complexity not in ref.compressed:
+            raise ValueError(f"{path}: the detector tests complexity with {ref.complexity}, but the file holds no "
+                             f"compressed_bpd for it")
         return ref
 
 
@@ -223,11 +234,11 @@ def as_ks(k) -> tuple[int, ...] | None:
 def build_reference(model, images: Tensor, ks: list[int], K: int, *, k=None,
                     alpha: float = ALPHA, split: str = "valid", note: str = "", seed: int = 0,
                     batch_size: int = 64, chunk: int = 256, progress: bool = False, on_batch=None,
-                    prior: str = "sample", complexity: bool = False) -> Reference:
+                    prior: str = "sample", complexity: str | None = None) -> Reference:
     """The reference of `images` (float (N, C, H, W) in [0, 1], held-in data such as the valid
     split): their scores for each k in ks with K importance samples and `prior`; k is the
-    detector's default k (an int or several); complexity: whether the detector tests bits/dim - PNG
-    bits/dim by default (the PNG sizes are recorded either way)."""
+    detector's default k (an int or several); complexity: the codec whose bits/dim the detector
+    subtracts by default (None: off; every codec's sizes are recorded either way)."""
     ks = sorted({int(j) for j in ks} | set(as_ks(k) or ()))
     s = scores_per_image(model, images, ks, K, batch_size=batch_size, chunk=chunk, seed=seed,
                          progress=progress, desc="reference", on_batch=on_batch, prior=prior)
@@ -236,7 +247,7 @@ def build_reference(model, images: Tensor, ks: list[int], K: int, *, k=None,
 
 
 def reference_from_scores(s: dict, K: int, *, k=None, alpha: float = ALPHA, split: str = "valid",
-                          note: str = "", seed: int = 0, prior: str = "sample", complexity: bool = False) -> Reference:
+                          note: str = "", seed: int = 0, prior: str = "sample", complexity: str | None = None) -> Reference:
     """A Reference of the output of `scores_per_image` (made with K importance samples and `prior`)."""
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
@@ -247,7 +258,7 @@ def reference_from_scores(s: dict, K: int, *, k=None, alpha: float = ALPHA, spli
                      l0=np_(s["L_gt_0"]), bpd=np_(s["bpd"]),
                      lk={j: np_(v) for j, v in s["L_gt_k"].items()},
                      llr={j: np_(v) for j, v in s["LLR_gt_k"].items()},
-                     png=np_(s["png_bpd"]) if "png_bpd" in s else None, complexity=complexity)
+                     compressed={c: np_(v) for c, v in s.get("compressed_bpd", {}).items()}, complexity=complexity or None)
 
 
 # ---------------------------------------------------------------- the test
@@ -287,8 +298,9 @@ class Verdicts:
     p: np.ndarray
     l0: np.ndarray | None = None
     lk: dict[int, np.ndarray] | None = None
-    cc: np.ndarray | None = None       # bits/dim - PNG bits/dim, when the detector tests complexity
+    cc: np.ndarray | None = None       # bits/dim - the codec's bits/dim, when the detector tests complexity
     p_cc: np.ndarray | None = None
+    codec: str | None = None
 
     @property
     def score(self) -> np.ndarray:
@@ -307,21 +319,26 @@ class Verdicts:
             return ["typical" if q >= self.alpha else ("low" if a < b else "high") for a, b, q in zip(lo, hi, p)]
         return (side(ref.bpd, self.bpd, self.p_bpd),
                 {k: side(ref.llr[k], self.llr[k], self.p_llr[k]) for k in self.ks},
-                side(ref.bpd - ref.png, self.cc, self.p_cc) if self.cc is not None else None)
+                side(ref.bpd - ref.compressed[self.codec], self.cc, self.p_cc) if self.cc is not None else None)
 
 
 class Detector:
     """Spec section 6 over a Reference: test(bpd, llr) for scores made elsewhere, score(model, x)
     to make them with the reference's K and test them. k: one k (the spec's detector) or several;
-    complexity: also test bits/dim - PNG bits/dim (None: the reference's default)."""
+    complexity: also test bits/dim - a codec's bits/dim (a codec name; False or "off": not; None:
+    the reference's default)."""
 
-    def __init__(self, reference: Reference, k=None, alpha: float | None = None, complexity: bool | None = None):
+    def __init__(self, reference: Reference, k=None, alpha: float | None = None, complexity=None):
         self.ref = reference
         self.ks = as_ks(k) or reference.default_ks
         self.alpha = reference.alpha if alpha is None else float(alpha)
-        self.complexity = reference.complexity if complexity is None else bool(complexity)
-        if self.complexity and reference.png is None:
-            raise ValueError("the reference holds no PNG sizes (png_bpd), so the complexity statistic cannot be "
+        if complexity is None:
+            complexity = reference.complexity
+        self.codec = None if complexity in (False, "off", "", None) else str(complexity)
+        if self.codec is not None and self.codec not in CODECS:
+            raise ValueError(f"complexity must be one of {list(CODECS)} or off, got {complexity!r}")
+        if self.codec is not None and self.codec not in reference.compressed:
+            raise ValueError(f"the reference holds no {self.codec} sizes, so the complexity statistic cannot be "
                              "tested; rebuild it (biva-evaluate ... --reference OUT) or test without complexity")
         missing = [j for j in self.ks if j not in reference.llr]
         if missing:
@@ -329,6 +346,10 @@ class Detector:
                              f"choose among those or rebuild it (biva-evaluate ... --reference OUT --ks {' '.join(map(str, missing))})")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha={self.alpha} must be in (0, 1)")
+
+    @property
+    def complexity(self) -> bool:
+        return self.codec is not None
 
     def check_K(self, K: int) -> None:
         if int(K) != self.ref.K:
@@ -351,9 +372,10 @@ class Detector:
         """m, the number of statistics the Bonferroni combination is over."""
         return 1 + len(self.ks) + int(self.complexity)
 
-    def test(self, bpd, llr, *, png=None, l0=None, lk=None) -> Verdicts:
+    def test(self, bpd, llr, *, compressed=None, l0=None, lk=None) -> Verdicts:
         """bpd: (B,); llr: {k: (B,)} for each of the detector's ks (an array when it has one k);
-        png: (B,) PNG bits/dim (`png_bits_per_dim`), needed when the detector tests complexity;
+        compressed: (B,) the images' bits/dim under the detector's codec (`compressed_bits_per_dim`),
+        or {codec: (B,)}; needed when the detector tests complexity;
         lk like llr."""
         as_dict = lambda v: v if isinstance(v, dict) else {self.ks[0]: v}  # noqa: E731
         if not isinstance(llr, dict) and len(self.ks) > 1:
@@ -364,19 +386,21 @@ class Detector:
         p_llr = {k: two_sided_p(self.ref.llr[k], v) for k, v in llr.items()}
         cc = p_cc = None
         if self.complexity:
-            if png is None:
-                raise ValueError("the detector tests complexity: pass png (the images' PNG bits/dim)")
-            cc = bpd - np.asarray(png, dtype=np.float64)
-            p_cc = two_sided_p(self.ref.bpd - self.ref.png, cc)
+            if compressed is None:
+                raise ValueError(f"the detector tests complexity: pass compressed (the images' {self.codec} bits/dim)")
+            c = compressed[self.codec] if isinstance(compressed, dict) else compressed
+            cc = bpd - np.asarray(c, dtype=np.float64)
+            p_cc = two_sided_p(self.ref.bpd - self.ref.compressed[self.codec], cc)
         p = combine(p_bpd, *p_llr.values(), *([p_cc] if p_cc is not None else []))
         return Verdicts(self.ks, self.ref.K, self.alpha, bpd, llr, p_bpd, p_llr, p,
                         None if l0 is None else np.asarray(l0),
-                        None if lk is None else {k: np.asarray(as_dict(lk)[k]) for k in self.ks}, cc, p_cc)
+                        None if lk is None else {k: np.asarray(as_dict(lk)[k]) for k in self.ks}, cc, p_cc,
+                        self.codec)
 
     def test_scores(self, s: dict) -> Verdicts:
         """Test the output of `scores_per_image` (made with the reference's K and these ks)."""
         return self.test(s["bpd"].numpy(), {k: s["LLR_gt_k"][k].numpy() for k in self.ks},
-                         png=s["png_bpd"].numpy() if "png_bpd" in s else None,
+                         compressed={c: v.numpy() for c, v in s.get("compressed_bpd", {}).items()} or None,
                          l0=s["L_gt_0"].numpy(), lk={k: s["L_gt_k"][k].numpy() for k in self.ks})
 
     def score(self, model, x: Tensor, *, K: int | None = None, seed: int = 0, batch_size: int = 64,

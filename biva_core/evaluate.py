@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .bounds import bits_per_dim
-from .detector import (ALPHA, REFERENCE_FILE, Detector, Reference, as_ks, batches, build_reference, reference_from_scores,
+from .detector import (ALPHA, CODECS, REFERENCE_FILE, Detector, Reference, as_ks, batches, build_reference, reference_from_scores,
                        scores_per_image)
 from .model import BIVA, PRIOR_WORDS, PRIORS
 
@@ -127,7 +127,7 @@ def format_table(report: dict) -> str:
             lines.append(f"  {k:>3}  {a['L_gt_k'][k]:11.4f}  {a['LLR_gt_k'][k]:12.4f}")
     if "detector" in report:
         d = report["detector"]
-        also = ", bits/dim - PNG bits/dim" if d.get("complexity") else ""
+        also = f", bits/dim - {d['complexity']} bits/dim" if d.get("complexity") else ""
         lines.append(f"detector (bits/dim, LLR>{ks_words(d['k'])}{also}; two-sided, K={d['K']}, prior={d['prior']}, "
                      f"alpha={d['alpha']:g}; reference: "
                      f"{d['reference']}): AUROC {d['auroc']:.4f}, flagged {100 * d['flagged_in']:.1f}% of "
@@ -150,6 +150,11 @@ def csv_rows(report: dict) -> list[tuple[str, str, float]]:
         d = report["detector"]
         rows += [(f"detector_{q}", ks_words(d["k"]), d[q]) for q in ("auroc", "flagged_in", "flagged_ood")]
     return rows
+
+
+def codec_of(args) -> str | None:
+    """--complexity as the codec a reference written here names (None: off or not given)."""
+    return args.complexity if args.complexity not in (None, "off") else None
 
 
 def ks_words(k) -> str:
@@ -250,12 +255,13 @@ def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[R
     built now from the first --reference-images images of the valid split (and said so)."""
     ref = Reference.read(args.weights)
     k = as_ks(args.detector_k)
-    png_missing = args.complexity == "on" and ref is not None and ref.png is None
-    if ref is not None and ref.K == K and ref.prior == args.prior and set(k or ()) <= set(ref.llr) and not png_missing:
+    codec = args.complexity if args.complexity not in (None, "off") else None
+    sizes_missing = codec is not None and ref is not None and codec not in ref.compressed
+    if ref is not None and ref.K == K and ref.prior == args.prior and set(k or ()) <= set(ref.llr) and not sizes_missing:
         return ref, f"{args.weights}/{REFERENCE_FILE}"
     why = ("there is none" if ref is None else f"it was made with K={ref.K}" if ref.K != K
            else f"it was made with prior={ref.prior}" if ref.prior != args.prior
-           else "it has no PNG sizes" if png_missing else f"it has no LLR>{list(k)}")
+           else f"it has no {codec} sizes" if sizes_missing else f"it has no LLR>{list(k)}")
     valid = load_images(args.data, "valid", args.data_dir, model, limit=args.reference_images)
     log(f"detector: building a reference from {len(valid)} {args.data} valid images with K={K}, prior={args.prior} "
         f"({REFERENCE_FILE} of the weights not used: {why})")
@@ -263,7 +269,7 @@ def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[R
     ref = build_reference(model, valid, sorted(set(ks) | set(default_k)), K, k=default_k, split="valid",
                           seed=args.seed + 1_000_000, batch_size=args.batch_size, chunk=args.chunk,
                           progress=not args.no_progress, prior=args.prior,
-                          complexity=ref.complexity if ref is not None else False,
+                          complexity=ref.complexity if ref is not None else None,
                           note=f"first {len(valid)} images of the {args.data} valid split (built by biva-evaluate)")
     return ref, f"built from {len(valid)} {args.data} valid images"
 
@@ -278,7 +284,7 @@ def detector_report(det: Detector, s_in: dict, s_ood: dict, source: str) -> dict
             "flagged_in": float(v_in.flagged.mean()), "flagged_ood": float(v_ood.flagged.mean()),
             "auroc_bpd_two_sided": auroc(-np.log10(v_in.p_bpd), -np.log10(v_ood.p_bpd)),
             "auroc_llr_two_sided": llr[str(det.ks[0])] if one else llr,
-            "complexity": det.complexity,
+            "complexity": det.codec,
             **({"auroc_complexity_two_sided": auroc(-np.log10(v_in.p_cc), -np.log10(v_ood.p_cc))}
                if det.complexity else {})}
 
@@ -308,8 +314,8 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--alpha", type=float, help=f"the detector's flag level (default: the reference's, {ALPHA})")
     ap.add_argument("--detector-k", type=int, nargs="+", help="the detector's k, or several (Bonferroni over bits/dim "
                     "and each LLR>k; default: the reference's)")
-    ap.add_argument("--complexity", choices=["on", "off"], help="whether the detector also tests bits/dim - PNG "
-                    "bits/dim (the image's complexity; default: the reference's)")
+    ap.add_argument("--complexity", choices=[*CODECS, "off"], help="the detector also tests bits/dim - this lossless "
+                    "codec's bits/dim (the image's complexity taken out), or not (off); default: the reference's")
     ap.add_argument("--prior", choices=PRIORS, help="how L^{>k} takes z_{<=k}: a draw from p(z_{<=k} | z_{>k}) "
                     "(sample: the spec's bound) or its mean (mode: Havtorn 2021's released code, the detector's "
                     "statistic where docs/detector.md says so); default: the weights' reference's, else sample")
@@ -396,7 +402,7 @@ def run(argv: list[str] | None = None) -> dict:
     else:
         ref, source = detector_reference(model, args, ks, K, log)
         det = Detector(ref, k=args.detector_k, alpha=args.alpha,
-                       complexity=None if args.complexity is None else args.complexity == "on")
+                       complexity=args.complexity)
         ks_all = sorted(set(ks) | set(det.ks))
         s_in = scores_per_image(model, x, ks_all, K, desc=f"{args.data} scores", **sw)
         report.update({"L_1": _mean(s_in["L_1"], dims), "L_K": _mean(s_in["L_gt_0"], dims)})
@@ -423,11 +429,11 @@ def run(argv: list[str] | None = None) -> dict:
         if ref_scores is not None:
             ref = reference_from_scores(ref_scores, K, k=args.detector_k, alpha=args.alpha or ALPHA,
                                         split=args.split, seed=args.seed, note=note, prior=args.prior,
-                                        complexity=args.complexity == "on")
+                                        complexity=codec_of(args))
         else:
             ref = build_reference(model, x, ks, K, k=args.detector_k, alpha=args.alpha or ALPHA, split=args.split,
                                   seed=args.seed, batch_size=args.batch_size, chunk=args.chunk, progress=progress,
-                                  note=note, prior=args.prior, complexity=args.complexity == "on")
+                                  note=note, prior=args.prior, complexity=codec_of(args))
         report["reference"] = str(ref.write(Path(args.reference)))
     report["seconds"] = round(time.time() - t0, 1)
     if args.csv:

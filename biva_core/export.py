@@ -96,13 +96,13 @@ def continue_record(run: str | os.PathLike, earlier: str | os.PathLike, out: str
 def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.Tensor | None = None,
            valid_images: torch.Tensor | None = None, draws: int = 6, temperature: float = 0.8,
            note: str = "", source: BIVA | None = None, log=print, K: int = 1,
-           ks: list[int] | None = None, detector_k=None, prior: str = "sample", complexity: bool = False,
+           ks: list[int] | None = None, detector_k=None, prior: str = "sample", complexity: str | None = None,
            continues: str | os.PathLike | None = None, command: str = "", from_step: int = 0) -> Path:
     """Write the shipped folder `out` from the pretrained layout in `run` (`source`: that model,
     when the caller has loaded it already). test_image: (1, C, H, W) in [0, 1] for the resample
     grid; valid_images: (N, C, H, W) for reference.json, the detector's reference (ks, default
-    1..L-1, with K importance samples and `prior`; detector_k its default k, or several; complexity: whether
-    the detector also tests bits/dim - PNG bits/dim by default; continues: the
+    1..L-1, with K importance samples and `prior`; detector_k its default k, or several; complexity: the lossless
+    codec whose bits/dim the detector subtracts by default (None: off); continues: the
     shipped folder the run was warm-started from, whose record it extends; from_step: the run's step
     at which `continues` was exported from it, when the run resumed a copy of that run)."""
     from .detector import build_reference
@@ -140,7 +140,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
                               note=note or f"first {len(valid_images)} images of the valid split")
         ref.write(out / "reference.json")
         log(f"reference.json over {len(valid_images)} valid images, K={K}, prior={prior}, k in {ref.ks}, "
-            f"detector k={list(ref.default_ks)}{', complexity' if complexity else ''}")
+            f"detector k={list(ref.default_ks)}{f', complexity {complexity}' if complexity else ''}")
     return out
 
 
@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ks", type=int, nargs="*", help="the reference's k (default 1..L-1)")
     ap.add_argument("--detector-k", type=int, nargs="+", help="the detector's default k, or several (default: the "
                     "smallest of --ks)")
-    ap.add_argument("--complexity", action="store_true", help="the detector also tests bits/dim - PNG bits/dim")
+    ap.add_argument("--complexity", choices=["png", "jpeg2000"], help="the detector also tests bits/dim - this "
+                    "lossless codec's bits/dim (default: not)")
     ap.add_argument("--prior", choices=PRIORS, default="sample",
                     help="how the reference's L^{>k} takes z_{<=k}: a prior draw or the prior mean (mode)")
     ap.add_argument("--continues", metavar="DIR", help="the shipped folder the run was warm-started from (--init): "

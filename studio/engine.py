@@ -33,7 +33,7 @@ from biva_core.plots import grid_image
 from . import card, draw
 from .images import Prepared, binarization, header_pixels, is_face, prepare, show_crop, to_pil, upscale
 from .params import check_float, check_int, check_seed, default_ks, derive, parse_ks, parse_temperature
-from biva_core.detector import ALPHA, Detector, Reference, as_ks, png_bits_per_dim
+from biva_core.detector import ALPHA, Detector, Reference, as_ks, compressed_bits_per_dim
 
 Progress = Callable[[float, str], None]
 CHUNK = 8                      # images per forward pass: progress granularity and seed unit
@@ -398,12 +398,12 @@ class Studio:
 
     def anomaly(self, name: str, files: Sequence[str] | str | None, k=None, K: int | None = None,
                 alpha: float = ALPHA, seed: int | None = 0, maps: bool = True,
-                progress: Progress = _quiet, complexity: bool | None = None) -> "Anomalies":
+                progress: Progress = _quiet, complexity: str | bool | None = None) -> "Anomalies":
         """The detector of spec section 6 (biva_core.detector) for each image: two-sided p-values of
         bits/dim and LLR^{>k} (k: one level or several, e.g. [1, 19] or "1, 19") against the model's
         reference.json (made with K importance samples: another K is refused), combined; flagged when
-        p < alpha, ranked by -log10 p; with `complexity` (default: the reference's) also bits/dim - PNG
-        bits/dim. Without a reference the scores alone. With `maps`, where in the image the bits go
+        p < alpha, ranked by -log10 p; with `complexity` (a codec; default: the reference's) also
+        bits/dim - the codec's bits/dim. Without a reference the scores alone. With `maps`, where in the image the bits go
         (`pixel_map`, at the largest k)."""
         entry = self.entry(name)
         L, ref = entry.L, entry.reference
@@ -426,10 +426,11 @@ class Studio:
                                  "choose among those")
             detector = Detector(ref, k=ks, alpha=alpha, complexity=complexity)
             detector.check_K(K)
-        cx = detector is not None and detector.complexity
+        codec = detector.codec if detector is not None else None
+        cx = codec is not None
         preps, skipped = self._prepare_all(entry, files)
         out = self._outdir("anomaly")
-        l0, bpd, cls, png = [], [], [], []
+        l0, bpd, cls, comp = [], [], [], []
         llr, lk = {j: [] for j in ks}, {j: [] for j in ks}
         panels = []
         t0, n = time.time(), len(preps)
@@ -441,13 +442,14 @@ class Studio:
             cls.extend(class_words(entry.model, x))
             l0.append(float(s.l0[0]))
             bpd.append(float(s.bpd[0]))
-            png.append(float(png_bits_per_dim(x)[0]))
+            if cx:
+                comp.append(float(compressed_bits_per_dim(x, codec)[0]))
             for j in ks:
                 llr[j].append(float(s.llr[j][0]))
                 lk[j].append(float(s.lk[j][0]))
             if maps:
                 panels.append(self._pixel_panel(entry, p, ks[-1], derive(seed, i, 1), out / f"{i:02d}_map.png", prior))
-        v = detector.test(bpd, llr, png=png) if detector else None
+        v = detector.test(bpd, llr, compressed=comp if cx else None) if detector else None
         sides = v.tails(ref) if v is not None else None
         rows, marks_bpd, marks_cc, marks_llr = [], [], [], {j: [] for j in ks}
         for i, p in enumerate(preps):
@@ -460,13 +462,14 @@ class Studio:
                          *[f"{v.p_llr[j][i]:.3g} ({sides[1][j][i]})" if v is not None else None for j in ks],
                          *([f"{v.p_cc[i]:.3g} ({sides[2][i]})"] if cx else []),
                          round(bpd[i], 4), *[round(llr[j][i], 1) for j in ks], round(l0[i], 1),
-                         *[round(lk[j][i], 1) for j in ks], *([round(bpd[i] - png[i], 4)] if cx else []),
+                         *[round(lk[j][i], 1) for j in ks], *([round(bpd[i] - comp[i], 4)] if cx else []),
                          *cls[i:i + 1]])
             marks_bpd.append((bpd[i], str(i + 1), flagged))
-            marks_cc.append((bpd[i] - png[i], str(i + 1), flagged))
+            if cx:
+                marks_cc.append((bpd[i] - comp[i], str(i + 1), flagged))
             for j in ks:
                 marks_llr[j].append((llr[j][i], str(i + 1), flagged))
-        headers = anomaly_headers(ks, cx) + (["class: q(y | x)"] if entry.model.config.classes else [])
+        headers = anomaly_headers(ks, codec) + (["class: q(y | x)"] if entry.model.config.classes else [])
         q = alpha / (2 * (detector.statistics if detector else 2))  # one statistic alone flags beyond these quantiles
         tails = lambda r: tuple(np.quantile(r, [q, 1 - q])) if r is not None else None  # noqa: E731
         words = self._ref_words(entry)
@@ -476,8 +479,8 @@ class Studio:
             *[draw.histogram(ref.llr[j].tolist() if ref else [], marks_llr[j], tails=tails(ref.llr[j]) if ref else None,
                              title=f"LLR>{j} (nats): reference {words}; shaded: where one statistic alone flags")
               for j in ks],
-            *([draw.histogram((ref.bpd - ref.png).tolist(), marks_cc, tails=tails(ref.bpd - ref.png),
-                              title=f"bits/dim - PNG bits/dim (the image's complexity taken out): reference {words}")]
+            *([draw.histogram((ref.bpd - ref.compressed[codec]).tolist(), marks_cc, tails=tails(ref.bpd - ref.compressed[codec]),
+                              title=f"bits/dim - {codec} bits/dim (the image's complexity taken out): reference {words}")]
               if cx else [])])
         tag = "_".join(map(str, ks))
         plot_path = out / f"{name}_anomaly_k{tag}.png"
@@ -485,7 +488,7 @@ class Studio:
         csv_path = out / f"{name}_anomaly_k{tag}.csv"
         write_csv(csv_path, headers, rows)
         if v is not None:
-            llrs = ", ".join(f"LLR>{j}" for j in ks) + (", bits/dim - PNG bits/dim" if cx else "")
+            llrs = ", ".join(f"LLR>{j}" for j in ks) + (f", bits/dim - {codec} bits/dim" if cx else "")
             notes = [f"**{int(v.flagged.sum())} of {len(rows)} images flagged** (combined two-sided p < {alpha:g}: "
                      f"bits/dim, {llrs}, each atypically low or high against {ref.images} {ref.split} images, "
                      f"K={ref.K}{f'; LLR with z<=k {PRIOR_WORDS[prior]}' if prior == 'mode' else ''})."]
@@ -614,11 +617,11 @@ def class_words(model: BIVA, x: torch.Tensor) -> list[str]:
     return [", ".join(f"{int(c)} ({float(v):.2f})" for v, c in zip(vs, cs)) for vs, cs in zip(top.values, top.indices)]
 
 
-def anomaly_headers(ks: Sequence[int], complexity: bool = False) -> list[str]:
-    cx = complexity
+def anomaly_headers(ks: Sequence[int], codec: str | None = None) -> list[str]:
+    """The Anomaly table's columns; codec: the complexity statistic's, when the detector tests it."""
     return ["image", "verdict", "p", "-log10 p", "p bits/dim (side)", *[f"p LLR>{k} (side)" for k in ks],
-            *(["p bits/dim - PNG (side)"] if cx else []), "bits/dim", *[f"LLR>{k} (nats)" for k in ks], "L>0 (nats)",
-            *[f"L>{k} (nats)" for k in ks], *(["bits/dim - PNG bits/dim"] if cx else [])]
+            *([f"p bits/dim - {codec} (side)"] if codec else []), "bits/dim", *[f"LLR>{k} (nats)" for k in ks],
+            "L>0 (nats)", *[f"L>{k} (nats)" for k in ks], *([f"bits/dim - {codec} bits/dim"] if codec else [])]
 
 
 def write_csv(path: Path, headers: Sequence[str], rows: Sequence[Sequence]) -> None:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from biva_core.detector import (Detector, Reference, binomial_interval, build_reference, combine, png_bits_per_dim,
-                                tail_p, two_sided_p)
+from biva_core.detector import (Detector, Reference, binomial_interval, build_reference, combine,
+                                compressed_bits_per_dim, tail_p, two_sided_p)
 
 from conftest import images, live_model, tiny_config
 
@@ -89,21 +89,25 @@ def test_an_image_atypical_on_one_k_only_is_flagged_by_the_detector_with_both():
     assert v.p[0] == pytest.approx(3 * 2 / 2001)
 
 
-def test_png_bits_per_dim_is_small_for_a_flat_image_and_about_8_for_noise():
+@pytest.mark.parametrize("codec", ["png", "jpeg2000"])
+def test_compressed_bits_per_dim_is_small_for_a_flat_image_and_about_8_for_noise(codec):
     flat = torch.full((1, 3, 64, 64), 0.5)
     noise = torch.randint(0, 256, (1, 3, 64, 64), generator=torch.Generator().manual_seed(0)).float() / 255
     digit = (torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(1)) < 0.2).float()
-    b = png_bits_per_dim(torch.cat([flat, noise]))
-    assert b.shape == (2,) and b[0] < 0.1 and 7.9 < b[1] < 8.3          # noise does not compress
+    b = compressed_bits_per_dim(torch.cat([flat, noise]), codec)
+    assert b.shape == (2,) and b[0] < 0.2 and 7.9 < b[1] < 9.5          # noise does not compress
     # one grey channel of Bernoulli(0.2) pixels: a lossless code needs at least their entropy, 0.72 bits
-    assert 0.72 < float(png_bits_per_dim(digit)[0]) < 4.0
+    # (PNG stays near it; JPEG 2000's wavelets spend 11 bits on binary noise)
+    assert 0.72 < float(compressed_bits_per_dim(digit, codec)[0]) < (4.0 if codec == "png" else 16.0)
+    with pytest.raises(ValueError, match="codec must be one of"):
+        compressed_bits_per_dim(flat, "gif")
 
 
 def complexity_reference(n: int, seed: int) -> Reference:
     rng = np.random.default_rng(seed)
     bpd, llr, png = rng.normal(4.0, 0.3, n), rng.normal(1000.0, 200.0, n), rng.normal(5.0, 0.5, n)
-    return Reference(split="valid", K=1, l0=-bpd, bpd=bpd, lk={1: -bpd - llr}, llr={1: llr}, k=1, png=png,
-                     complexity=True)
+    return Reference(split="valid", K=1, l0=-bpd, bpd=bpd, lk={1: -bpd - llr}, llr={1: llr}, k=1,
+                     compressed={"png": png}, complexity="png")
 
 
 def test_with_complexity_the_flag_rate_stays_at_most_alpha_and_a_too_simple_texture_is_flagged():
@@ -113,18 +117,22 @@ def test_with_complexity_the_flag_rate_stays_at_most_alpha_and_a_too_simple_text
     bpd, llr, png = rng.normal(4.0, 0.3, m), rng.normal(1000.0, 200.0, m), rng.normal(5.0, 0.5, m)
     det = Detector(ref)
     assert det.complexity and det.statistics == 3
-    v = det.test(bpd, llr, png=png)
+    v = det.test(bpd, llr, compressed=png)
     np.testing.assert_allclose(v.cc, bpd - png)
     np.testing.assert_array_equal(v.p, np.minimum(1, 3 * np.minimum(np.minimum(v.p_bpd, v.p_llr[1]), v.p_cc)))
     assert 0.5 * 0.05 * m <= v.flagged.sum() <= binomial_interval(m, 0.05)[1]
     # typical bits/dim and LLR, but PNG finds the image far simpler than any reference image
-    v = det.test([4.0, 4.0], [1000.0, 1000.0], png=[1.0, 5.0])
+    v = det.test([4.0, 4.0], [1000.0, 1000.0], compressed={"png": [1.0, 5.0]})
     assert v.flagged.tolist() == [True, False] and v.tails(ref)[2] == ["high", "typical"]
     assert not Detector(ref, complexity=False).test([4.0], [1000.0]).flagged[0]
-    with pytest.raises(ValueError, match="pass png"):
+    with pytest.raises(ValueError, match="pass compressed"):
         det.test([4.0], [1000.0])
-    with pytest.raises(ValueError, match="holds no PNG sizes"):
-        Detector(synthetic_reference(50, seed=0), complexity=True)
+    with pytest.raises(ValueError, match="holds no png sizes"):
+        Detector(synthetic_reference(50, seed=0), complexity="png")
+    with pytest.raises(ValueError, match="holds no jpeg2000 sizes"):
+        Detector(ref, complexity="jpeg2000")
+    with pytest.raises(ValueError, match="complexity must be one of"):
+        Detector(ref, complexity="zip")
 
 
 @pytest.mark.parametrize("prior", ["sample", "mode"])
@@ -238,14 +246,15 @@ def test_reference_round_trip_and_errors(tmp_path):
     with pytest.raises(ValueError, match="not a valid reference file"):
         Reference.read(tmp_path / "bad")
     data = json.loads((tmp_path / "reference.json").read_text())
-    assert len(data["png_bpd"]) == 6 and "complexity" not in data["detector"]            # recorded, not tested
-    np.testing.assert_array_equal(back.png, ref.png)
-    cx = Reference.read(build_reference(model, images(model.config, 6), [1], 1, complexity=True)
+    assert set(data["compressed_bpd"]) == {"png", "jpeg2000"} and "complexity" not in data["detector"]  # recorded only
+    for codec in ("png", "jpeg2000"):
+        np.testing.assert_array_equal(back.compressed[codec], ref.compressed[codec])
+    cx = Reference.read(build_reference(model, images(model.config, 6), [1], 1, complexity="jpeg2000")
                         .write(tmp_path / "3" / "reference.json"))
-    assert cx.complexity and Detector(cx).complexity
-    missing = {key: v for key, v in data.items() if key != "png_bpd"}
-    (tmp_path / "bad" / "reference.json").write_text(json.dumps({**missing, "detector": {"k": 1, "complexity": True}}))
-    with pytest.raises(ValueError, match="holds no png_bpd"):
+    assert cx.complexity == "jpeg2000" and Detector(cx).codec == "jpeg2000" and not Detector(cx, complexity="off").complexity
+    missing = {key: v for key, v in data.items() if key != "compressed_bpd"}
+    (tmp_path / "bad" / "reference.json").write_text(json.dumps({**missing, "detector": {"k": 1, "complexity": "png"}}))
+    with pytest.raises(ValueError, match="holds no compressed_bpd for it"):
         Reference.read(tmp_path / "bad")
     (tmp_path / "bad" / "reference.json").write_text(json.dumps({**data, "detector": {"k": [1, 7]}}))
     with pytest.raises(ValueError, match=r"k=\[1, 7\] has no LLR scores"):

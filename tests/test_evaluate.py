@@ -127,15 +127,15 @@ def test_cli_detector_uses_a_matching_reference_only(saved, tmp_path, monkeypatc
     r = run([*base, "--iw", "1", "--detector-k", "2", "1"])   # several k: the same reference, Bonferroni over all
     d = r["detector"]
     assert d["reference"].endswith("reference.json") and d["k"] == [1, 2] and set(d["auroc_llr_two_sided"]) == {"1", "2"}
-    d = run([*base, "--iw", "1", "--complexity", "on"])["detector"]   # bits/dim - PNG bits/dim as well
-    assert d["complexity"] is True and 0 <= d["auroc_complexity_two_sided"] <= 1 and d["reference"].endswith("reference.json")
+    d = run([*base, "--iw", "1", "--complexity", "png"])["detector"]   # bits/dim - PNG bits/dim as well
+    assert d["complexity"] == "png" and 0 <= d["auroc_complexity_two_sided"] <= 1 and d["reference"].endswith("reference.json")
     data = json.loads((weights / "reference.json").read_text())
-    del data["png_bpd"]                                                # a reference made before PNG sizes were kept
+    del data["compressed_bpd"]                                          # a reference made before the sizes were kept
     (weights / "reference.json").write_text(json.dumps(data))
-    d = run([*base, "--iw", "1", "--complexity", "on"])["detector"]
-    assert d["complexity"] is True and d["reference"].startswith("built")
-    assert "it has no PNG sizes" in capsys.readouterr().err
-    assert run([*base, "--iw", "1"])["detector"]["complexity"] is False
+    d = run([*base, "--iw", "1", "--complexity", "jpeg2000"])["detector"]
+    assert d["complexity"] == "jpeg2000" and d["reference"].startswith("built")
+    assert "it has no jpeg2000 sizes" in capsys.readouterr().err
+    assert run([*base, "--iw", "1"])["detector"]["complexity"] is None
     with pytest.raises(SystemExit):
         run([*base[:-2], "--iw", "1"])  # --ood folder without --ood-dir
 
