@@ -222,7 +222,7 @@ def as_ks(k) -> tuple[int, ...] | None:
     if k is None or (isinstance(k, (str, list, tuple)) and not k):
         return None
     if isinstance(k, str):
-        k = [part for part in k.replace(",", " ").split()]
+        k = k.replace(",", " ").split()
     items = list(k) if isinstance(k, (list, tuple, set, np.ndarray)) else [k]
     try:
         ks = tuple(sorted({int(j) for j in items}))
@@ -313,7 +313,7 @@ class Verdicts:
 
     def tails(self, ref: Reference) -> tuple[list[str], dict[int, list[str]], list[str] | None]:
         """Which side of the reference each statistic lies on: "low", "high" or "typical" (bits/dim,
-        LLR^{>k} for each k, and bits/dim - PNG bits/dim or None)."""
+        LLR^{>k} for each k, and bits/dim - the codec's bits/dim, or None without complexity)."""
         def side(r, v, p):
             lo, hi = tail_p(r, v)
             return ["typical" if q >= self.alpha else ("low" if a < b else "high") for a, b, q in zip(lo, hi, p)]

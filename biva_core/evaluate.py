@@ -255,7 +255,7 @@ def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[R
     built now from the first --reference-images images of the valid split (and said so)."""
     ref = Reference.read(args.weights)
     k = as_ks(args.detector_k)
-    codec = args.complexity if args.complexity not in (None, "off") else None
+    codec = codec_of(args)
     sizes_missing = codec is not None and ref is not None and codec not in ref.compressed
     if ref is not None and ref.K == K and ref.prior == args.prior and set(k or ()) <= set(ref.llr) and not sizes_missing:
         return ref, f"{args.weights}/{REFERENCE_FILE}"
