@@ -14,8 +14,9 @@ then be read on another without scoring anything again (--load).
 --save writes the reference the scores were tested against beside them (NAME.reference.json), and
 --load tests against that one, so saved scores keep their meaning after the weights are re-exported.
 --subsets adds the detectors with several k (Bonferroni over bits/dim and each LLR>k), each also
-with the complexity statistic of each lossless codec (bits/dim - the codec's bits/dim; "+png",
-"+jpeg2000" in the table). Scores saved before the codecs' sizes were recorded get them with
+with the complexity statistic of each lossless codec and of both (bits/dim - the codec's bits/dim;
+"+png", "+jpeg2000" in the table), and each of those combined by the reference's joint density
+instead of Bonferroni ("density" in the table; biva_core.detector). Scores saved before the codecs' sizes were recorded get them with
 --add-sizes (the same --split/--skip/--limit/--sets; the reference's from its first N valid
 images): the sizes need the images, not the model.
 With --ref N the reference is built here instead, from the first N valid images, with --iw K,
@@ -36,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import load_pretrained  # noqa: E402
-from biva_core.detector import (CODECS, Detector, Reference, build_reference, compressed_bits_per_dim,  # noqa: E402
+from biva_core.detector import (CODECS, COMBINES, Detector, Reference, build_reference, compressed_bits_per_dim,  # noqa: E402
                                 scores_per_image)
 from biva_core.evaluate import auroc, load_images, load_model_folder  # noqa: E402
 from biva_core.model import PRIORS  # noqa: E402
@@ -73,16 +74,16 @@ def score_sets(args, ref: Reference | None) -> tuple[Reference, dict[str, dict[s
 
 
 def table(ref: Reference, scores: dict[str, dict[str, np.ndarray]],
-          combos: list[tuple[tuple[int, ...], str | None]]) -> list[dict]:
-    """One row per detector (a k, or several: Bonferroni over bits/dim and each LLR>k; with or
-    without the complexity statistic)."""
+          combos: list[tuple[tuple[int, ...], tuple[str, ...], str]]) -> list[dict]:
+    """One row per detector (a k, or several; with or without the complexity statistic of one codec
+    or more; Bonferroni or the joint density over its statistics)."""
     rows = []
-    for ks, codec in combos:
-        det = Detector(ref, k=ks, complexity=codec or "off")
+    for ks, codecs, how in combos:
+        det = Detector(ref, k=ks, complexity=codecs or "off", combine=how)
         llr = lambda s: {k: s[f"llr{k}"] for k in ks}  # noqa: E731
         sizes = lambda s: {c: s[f"c_{c}"] for c in CODECS if f"c_{c}" in s}  # noqa: E731
         v_in = det.test(scores[IN]["bpd"], llr(scores[IN]), compressed=sizes(scores[IN]))
-        row = {"k": "+".join(map(str, ks)) + (f"+{codec}" if codec else ""), "flagged_in": float(v_in.flagged.mean())}
+        row = {"k": "+".join(map(str, (*ks, *codecs))), "combine": how, "flagged_in": float(v_in.flagged.mean())}
         for name, s in scores.items():
             if name == IN:
                 continue
@@ -98,13 +99,15 @@ def table(ref: Reference, scores: dict[str, dict[str, np.ndarray]],
     return rows
 
 
-def detectors(ks: list[int], subsets: bool, codecs: list[str]) -> list[tuple[tuple[int, ...], str | None]]:
-    """Each k alone; with `subsets` every set of two or more of them, and each of those with the
-    complexity statistic of every codec whose sizes are at hand (`codecs`)."""
-    out = [((k,), None) for k in ks]
+def detectors(ks: list[int], subsets: bool, codecs: list[str]) -> list[tuple[tuple[int, ...], tuple[str, ...], str]]:
+    """Each k alone (Bonferroni, the spec's); with `subsets` every set of two or more of them, each
+    of those with the complexity statistic of every set of the codecs whose sizes are at hand
+    (`codecs`), and each detector combined by Bonferroni and by the joint density."""
+    out = [((k,), (), "bonferroni") for k in ks]
     if subsets:
-        out += [(c, None) for n in range(2, len(ks) + 1) for c in itertools.combinations(ks, n)]
-        out += [(c, codec) for codec in codecs for c, _ in list(out)]
+        sets = [c for n in range(1, len(ks) + 1) for c in itertools.combinations(ks, n)]
+        codec_sets = [c for n in range(len(codecs) + 1) for c in itertools.combinations(codecs, n)]
+        out = [(c, cs, how) for how in COMBINES for cs in codec_sets for c in sets]
     return out
 
 

@@ -25,7 +25,21 @@ Two extensions (off unless a reference names them; docs/detector.md measures whe
   complexity"): a smooth photograph and a face can have the same bits/dim while the codec finds the
   photograph far simpler.
 
-With m statistics in all, p = min(1, m min_j p_j) (Bonferroni over all of them).
+- complexity with several codecs: one such statistic per codec. A downsampled photograph and a
+  face differ in how PNG's and JPEG 2000's sizes relate, which neither codec shows alone.
+
+With m statistics in all, p = min(1, m min_j p_j) (Bonferroni over all of them: combine="bonferroni",
+the spec's). combine="density" tests the m statistics jointly instead (after Morningstar et al.
+2021, "density of states estimation"): each statistic standardized by the reference's mean and
+standard deviation, a Gaussian kernel density of the reference's vectors (bandwidth N^{-1/(m+4)},
+Scott's rule), an image's atypicality a(s) = -log mean_i exp(-|s - r_i|^2 / 2h^2), and
+
+    p = (#{i: a_{-i}(r_i) >= a(s)} + 1) / (N + 1)
+
+with a_{-i} each reference image's atypicality against the other N - 1 (leave one out), so the flag
+rate at alpha is about alpha (a conformal p-value, without Bonferroni's slack). Too low or too high
+on any statistic is atypical as before, and so is a combination that no reference image shows
+(typical bits/dim and typical PNG size, yet not the JPEG 2000 size a face with them would have).
 
 Our reading of the spec's "F smoothed as (rank + 1) / (N + 1)": F counts the reference at or below
 s, 1 - F counts it at or above s, each with the +1 of a conformal p-value, so neither tail is ever 0
@@ -51,6 +65,7 @@ from torch import Tensor
 from .model import PRIORS
 
 REFERENCE_FILE = "reference.json"
+COMBINES = ("bonferroni", "density")
 REFERENCE_VERSION = 3          # 3: records `prior`; versions 1 and 2 were all "sample"
 ALPHA = 0.05
 
@@ -133,10 +148,14 @@ class Reference:
     extra: dict = field(default_factory=dict)
     prior: str = "sample"            # how L^{>k} took z_{<=k}: a draw ("sample") or the mean ("mode")
     compressed: dict = field(default_factory=dict)  # codec -> (N,) bits/dim of each image under it
-    complexity: str | None = None    # the detector's default: test bits/dim - this codec's bits/dim too
+    complexity: tuple[str, ...] = ()  # the detector's default: test bits/dim - each codec's bits/dim too
+    combine: str = "bonferroni"       # the detector's default combination (COMBINES)
 
     def __post_init__(self):
         object.__setattr__(self, "k", as_ks(self.k))
+        object.__setattr__(self, "complexity", as_codecs(self.complexity))
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
 
     @property
     def images(self) -> int:
@@ -154,8 +173,8 @@ class Reference:
         ks = self.default_ks
         return {"format_version": REFERENCE_VERSION, "split": self.split, "images": self.images,
                 "K": self.K, "prior": self.prior, "note": self.note, "seed": self.seed,
-                "detector": {"k": ks[0] if len(ks) == 1 else list(ks), "alpha": self.alpha,
-                             **({"complexity": self.complexity} if self.complexity else {})}, **self.extra,
+                "detector": {"k": ks[0] if len(ks) == 1 else list(ks), "alpha": self.alpha, "combine": self.combine,
+                             **({"complexity": list(self.complexity)} if self.complexity else {})}, **self.extra,
                 "L_gt_0": self.l0.tolist(), "bpd": self.bpd.tolist(),
                 **({"compressed_bpd": {c: v.tolist() for c, v in self.compressed.items()}} if self.compressed else {}),
                 "L_gt_k": {str(k): v.tolist() for k, v in sorted(self.lk.items())},
@@ -196,7 +215,7 @@ class Reference:
                       seed=int(data.get("seed", 0)), extra={k: v for k, v in data.items() if k not in known},
                       prior=str(data.get("prior", "sample")),
                       compressed={str(c): floats(v) for c, v in (data.get("compressed_bpd") or {}).items()},
-                      complexity=str(det["complexity"]) if det.get("complexity") else None)
+                      complexity=as_codecs(det.get("complexity")), combine=str(det.get("combine", "bonferroni")))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: not a valid reference file ({type(err).__name__}: {err})") from None
         n = ref.images
@@ -211,8 +230,9 @@ class Reference:
             raise ValueError(f"{path}: the score lists have different lengths")
         if not ks or not set(ref.default_ks) <= set(ks):
             raise ValueError(f"{path}: the detector's k={list(ref.default_ks)} has no LLR scores (held: {ks})")
-        if ref.complexity and ref.complexity not in ref.compressed:
-            raise ValueError(f"{path}: the detector tests complexity with {ref.complexity}, but the file holds no "
+        lacking = [c for c in ref.complexity if c not in ref.compressed]
+        if lacking:
+            raise ValueError(f"{path}: the detector tests complexity with {', '.join(lacking)}, but the file holds no "
                              f"compressed_bpd for it")
         return ref
 
@@ -231,23 +251,38 @@ def as_ks(k) -> tuple[int, ...] | None:
     return ks
 
 
+def as_codecs(c) -> tuple[str, ...]:
+    """The complexity statistic's codecs from None / False / "off" (none), a name, several names in a
+    string ("png jpeg2000", "png, jpeg2000") or a sequence; in CODECS' order."""
+    if c is None or c is False or (isinstance(c, (str, list, tuple)) and not c):
+        return ()
+    items = c.replace(",", " ").split() if isinstance(c, str) else list(c)
+    if items == ["off"]:
+        return ()
+    bad = [a for a in items if a not in CODECS]
+    if bad:
+        raise ValueError(f"complexity must be one or more of {list(CODECS)}, or off; got {c!r}")
+    return tuple(a for a in CODECS if a in items)
+
+
 def build_reference(model, images: Tensor, ks: list[int], K: int, *, k=None,
                     alpha: float = ALPHA, split: str = "valid", note: str = "", seed: int = 0,
                     batch_size: int = 64, chunk: int = 256, progress: bool = False, on_batch=None,
-                    prior: str = "sample", complexity: str | None = None) -> Reference:
+                    prior: str = "sample", complexity=None, combine: str = "bonferroni") -> Reference:
     """The reference of `images` (float (N, C, H, W) in [0, 1], held-in data such as the valid
     split): their scores for each k in ks with K importance samples and `prior`; k is the
-    detector's default k (an int or several); complexity: the codec whose bits/dim the detector
-    subtracts by default (None: off; every codec's sizes are recorded either way)."""
+    detector's default k (an int or several); complexity: the codec(s) whose bits/dim the detector
+    subtracts by default (None: off; every codec's sizes are recorded either way); combine: the
+    detector's default combination of its statistics (COMBINES)."""
     ks = sorted({int(j) for j in ks} | set(as_ks(k) or ()))
     s = scores_per_image(model, images, ks, K, batch_size=batch_size, chunk=chunk, seed=seed,
                          progress=progress, desc="reference", on_batch=on_batch, prior=prior)
     return reference_from_scores(s, K, k=k, alpha=alpha, split=split, note=note, seed=seed, prior=prior,
-                                 complexity=complexity)
+                                 complexity=complexity, combine=combine)
 
 
-def reference_from_scores(s: dict, K: int, *, k=None, alpha: float = ALPHA, split: str = "valid",
-                          note: str = "", seed: int = 0, prior: str = "sample", complexity: str | None = None) -> Reference:
+def reference_from_scores(s: dict, K: int, *, k=None, alpha: float = ALPHA, split: str = "valid", note: str = "",
+                          seed: int = 0, prior: str = "sample", complexity=None, combine: str = "bonferroni") -> Reference:
     """A Reference of the output of `scores_per_image` (made with K importance samples and `prior`)."""
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
@@ -258,7 +293,8 @@ def reference_from_scores(s: dict, K: int, *, k=None, alpha: float = ALPHA, spli
                      l0=np_(s["L_gt_0"]), bpd=np_(s["bpd"]),
                      lk={j: np_(v) for j, v in s["L_gt_k"].items()},
                      llr={j: np_(v) for j, v in s["LLR_gt_k"].items()},
-                     compressed={c: np_(v) for c, v in s.get("compressed_bpd", {}).items()}, complexity=complexity or None)
+                     compressed={c: np_(v) for c, v in s.get("compressed_bpd", {}).items()}, complexity=complexity,
+                     combine=combine)
 
 
 # ---------------------------------------------------------------- the test
@@ -285,6 +321,44 @@ def combine(*ps) -> np.ndarray:
     return np.minimum(1.0, len(ps) * np.min(np.stack([np.asarray(p, dtype=np.float64) for p in ps]), axis=0))
 
 
+class JointDensity:
+    """combine="density": the atypicality of a vector of statistics against the reference's vectors
+    (N, m), a Gaussian kernel density of the standardized statistics, and its conformal p-value."""
+
+    def __init__(self, reference: np.ndarray):
+        r = np.asarray(reference, dtype=np.float64)
+        self.mean, self.std = r.mean(0), r.std(0)
+        self.std[self.std == 0] = 1.0
+        self.r = (r - self.mean) / self.std
+        n, m = self.r.shape
+        self.h = n ** (-1.0 / (m + 4))
+        d2 = self._d2(self.r)
+        np.fill_diagonal(d2, np.inf)                      # leave one out
+        self.ref_atypicality = self._atypicality(d2)      # (N,) in the reference's order
+        self._sorted = np.sort(self.ref_atypicality)
+
+    def _d2(self, x: np.ndarray) -> np.ndarray:
+        return ((x[:, None, :] - self.r[None]) ** 2).sum(-1) / (2 * self.h ** 2)
+
+    @staticmethod
+    def _atypicality(d2: np.ndarray) -> np.ndarray:
+        """-log mean_i exp(-d2_i) per row (the infinite entries left out), stable far from every point."""
+        m = d2.min(1, keepdims=True)
+        count = np.isfinite(d2).sum(1)
+        return m[:, 0] - np.log(np.exp(-(d2 - m)).sum(1) / count)
+
+    def atypicality(self, s: np.ndarray) -> np.ndarray:
+        """(B,) for statistics s (B, m): -log of the reference's kernel density at s, up to a constant."""
+        x = (np.asarray(s, dtype=np.float64).reshape(-1, self.r.shape[1]) - self.mean) / self.std
+        return np.concatenate([self._atypicality(self._d2(c)) for c in np.array_split(x, max(1, len(x) // 256))]) \
+            if len(x) else np.zeros(0)
+
+    def p(self, a: np.ndarray) -> np.ndarray:
+        """(#{reference atypicality >= a} + 1) / (N + 1) for atypicalities a (`atypicality`)."""
+        n = len(self._sorted)
+        return (n - np.searchsorted(self._sorted, a, side="left") + 1) / (n + 1)
+
+
 @dataclass
 class Verdicts:
     """The detector's answer for a set of images (arrays of length B; one per k in dicts)."""
@@ -298,9 +372,14 @@ class Verdicts:
     p: np.ndarray
     l0: np.ndarray | None = None
     lk: dict[int, np.ndarray] | None = None
-    cc: np.ndarray | None = None       # bits/dim - the codec's bits/dim, when the detector tests complexity
-    p_cc: np.ndarray | None = None
-    codec: str | None = None
+    cc: dict[str, np.ndarray] = field(default_factory=dict)    # codec -> bits/dim - its bits/dim (complexity)
+    p_cc: dict[str, np.ndarray] = field(default_factory=dict)
+    combine: str = "bonferroni"
+    atypicality: np.ndarray | None = None   # combine="density": -log of the reference's density at the statistics
+
+    @property
+    def codecs(self) -> tuple[str, ...]:
+        return tuple(self.cc)
 
     @property
     def score(self) -> np.ndarray:
@@ -311,45 +390,54 @@ class Verdicts:
     def flagged(self) -> np.ndarray:
         return self.p < self.alpha
 
-    def tails(self, ref: Reference) -> tuple[list[str], dict[int, list[str]], list[str] | None]:
+    def tails(self, ref: Reference) -> tuple[list[str], dict[int, list[str]], dict[str, list[str]]]:
         """Which side of the reference each statistic lies on: "low", "high" or "typical" (bits/dim,
-        LLR^{>k} for each k, and bits/dim - the codec's bits/dim, or None without complexity)."""
+        LLR^{>k} for each k, and bits/dim - each codec's bits/dim; {} without complexity)."""
         def side(r, v, p):
             lo, hi = tail_p(r, v)
             return ["typical" if q >= self.alpha else ("low" if a < b else "high") for a, b, q in zip(lo, hi, p)]
         return (side(ref.bpd, self.bpd, self.p_bpd),
                 {k: side(ref.llr[k], self.llr[k], self.p_llr[k]) for k in self.ks},
-                side(ref.bpd - ref.compressed[self.codec], self.cc, self.p_cc) if self.cc is not None else None)
+                {c: side(ref.bpd - ref.compressed[c], self.cc[c], self.p_cc[c]) for c in self.cc})
 
 
 class Detector:
     """Spec section 6 over a Reference: test(bpd, llr) for scores made elsewhere, score(model, x)
     to make them with the reference's K and test them. k: one k (the spec's detector) or several;
-    complexity: also test bits/dim - a codec's bits/dim (a codec name; False or "off": not; None:
-    the reference's default)."""
+    complexity: also test bits/dim - a codec's bits/dim (a codec name or several; False or "off": not;
+    None: the reference's default); combine: "bonferroni" (the spec's) or "density" (None: the
+    reference's default)."""
 
-    def __init__(self, reference: Reference, k=None, alpha: float | None = None, complexity=None):
+    def __init__(self, reference: Reference, k=None, alpha: float | None = None, complexity=None, combine=None):
         self.ref = reference
         self.ks = as_ks(k) or reference.default_ks
         self.alpha = reference.alpha if alpha is None else float(alpha)
         if complexity is None:
             complexity = reference.complexity
-        self.codec = None if complexity in (False, "off", "", None) else str(complexity)
-        if self.codec is not None and self.codec not in CODECS:
-            raise ValueError(f"complexity must be one of {list(CODECS)} or off, got {complexity!r}")
-        if self.codec is not None and self.codec not in reference.compressed:
-            raise ValueError(f"the reference holds no {self.codec} sizes, so the complexity statistic cannot be "
+        self.codecs = as_codecs(complexity)
+        lacking = [c for c in self.codecs if c not in reference.compressed]
+        if lacking:
+            raise ValueError(f"the reference holds no {', '.join(lacking)} sizes, so the complexity statistic cannot be "
                              "tested; rebuild it (biva-evaluate ... --reference OUT) or test without complexity")
+        self.combine = reference.combine if combine is None else str(combine)
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
         missing = [j for j in self.ks if j not in reference.llr]
         if missing:
             raise ValueError(f"the reference holds LLR>k for k in {reference.ks}, not k={missing}; "
                              f"choose among those or rebuild it (biva-evaluate ... --reference OUT --ks {' '.join(map(str, missing))})")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha={self.alpha} must be in (0, 1)")
+        self.joint = JointDensity(self._stack(reference.bpd, reference.llr, reference.compressed)) \
+            if self.combine == "density" else None
 
     @property
     def complexity(self) -> bool:
-        return self.codec is not None
+        return bool(self.codecs)
+
+    def _stack(self, bpd, llr: dict, compressed: dict) -> np.ndarray:
+        """(B, m) the statistics in order: bits/dim, LLR^{>k} for each k, bits/dim - each codec's."""
+        return np.stack([bpd, *[llr[k] for k in self.ks], *[bpd - compressed[c] for c in self.codecs]], axis=1)
 
     def check_K(self, K: int) -> None:
         if int(K) != self.ref.K:
@@ -369,14 +457,14 @@ class Detector:
 
     @property
     def statistics(self) -> int:
-        """m, the number of statistics the Bonferroni combination is over."""
-        return 1 + len(self.ks) + int(self.complexity)
+        """m, the number of statistics combined."""
+        return 1 + len(self.ks) + len(self.codecs)
 
     def test(self, bpd, llr, *, compressed=None, l0=None, lk=None) -> Verdicts:
         """bpd: (B,); llr: {k: (B,)} for each of the detector's ks (an array when it has one k);
-        compressed: (B,) the images' bits/dim under the detector's codec (`compressed_bits_per_dim`),
-        or {codec: (B,)}; needed when the detector tests complexity;
-        lk like llr."""
+        compressed: {codec: (B,)} the images' bits/dim under each of the detector's codecs
+        (`compressed_bits_per_dim`; an array when it has one codec); needed when the detector tests
+        complexity; lk like llr."""
         as_dict = lambda v: v if isinstance(v, dict) else {self.ks[0]: v}  # noqa: E731
         if not isinstance(llr, dict) and len(self.ks) > 1:
             raise ValueError(f"the detector tests LLR>k for k in {list(self.ks)}: pass llr as {{k: scores}}")
@@ -384,18 +472,28 @@ class Detector:
         bpd = np.asarray(bpd, dtype=np.float64)
         p_bpd = two_sided_p(self.ref.bpd, bpd)
         p_llr = {k: two_sided_p(self.ref.llr[k], v) for k, v in llr.items()}
-        cc = p_cc = None
+        cc, p_cc = {}, {}
         if self.complexity:
-            if compressed is None:
-                raise ValueError(f"the detector tests complexity: pass compressed (the images' {self.codec} bits/dim)")
-            c = compressed[self.codec] if isinstance(compressed, dict) else compressed
-            cc = bpd - np.asarray(c, dtype=np.float64)
-            p_cc = two_sided_p(self.ref.bpd - self.ref.compressed[self.codec], cc)
-        p = combine(p_bpd, *p_llr.values(), *([p_cc] if p_cc is not None else []))
+            if not isinstance(compressed, dict):
+                if compressed is None or len(self.codecs) > 1:
+                    raise ValueError(f"the detector tests complexity: pass compressed={{codec: bits/dim}} for "
+                                     f"{list(self.codecs)} (compressed_bits_per_dim)")
+                compressed = {self.codecs[0]: compressed}
+            for c in self.codecs:
+                if c not in compressed:
+                    raise ValueError(f"the detector tests complexity with {c}: pass the images' {c} bits/dim")
+                cc[c] = bpd - np.asarray(compressed[c], dtype=np.float64)
+                p_cc[c] = two_sided_p(self.ref.bpd - self.ref.compressed[c], cc[c])
+        atypicality = None
+        if self.joint is not None:
+            atypicality = self.joint.atypicality(np.stack([bpd, *llr.values(), *cc.values()], axis=1))
+            p = self.joint.p(atypicality)
+        else:
+            p = combine(p_bpd, *p_llr.values(), *p_cc.values())
         return Verdicts(self.ks, self.ref.K, self.alpha, bpd, llr, p_bpd, p_llr, p,
                         None if l0 is None else np.asarray(l0),
                         None if lk is None else {k: np.asarray(as_dict(lk)[k]) for k in self.ks}, cc, p_cc,
-                        self.codec)
+                        self.combine, atypicality)
 
     def test_scores(self, s: dict) -> Verdicts:
         """Test the output of `scores_per_image` (made with the reference's K and these ks)."""

@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 
 from .bounds import bits_per_dim
-from .detector import (ALPHA, CODECS, REFERENCE_FILE, Detector, Reference, as_ks, batches, build_reference, reference_from_scores,
-                       scores_per_image)
+from .detector import (ALPHA, CODECS, COMBINES, REFERENCE_FILE, Detector, Reference, as_codecs, as_ks, batches,
+                       build_reference, reference_from_scores, scores_per_image)
 from .model import BIVA, PRIOR_WORDS, PRIORS
 
 
@@ -127,8 +127,9 @@ def format_table(report: dict) -> str:
             lines.append(f"  {k:>3}  {a['L_gt_k'][k]:11.4f}  {a['LLR_gt_k'][k]:12.4f}")
     if "detector" in report:
         d = report["detector"]
-        also = f", bits/dim - {d['complexity']} bits/dim" if d.get("complexity") else ""
-        lines.append(f"detector (bits/dim, LLR>{ks_words(d['k'])}{also}; two-sided, K={d['K']}, prior={d['prior']}, "
+        also = "".join(f", bits/dim - {c} bits/dim" for c in d.get("complexity") or ())
+        how = "joint density" if d.get("combine") == "density" else "Bonferroni"
+        lines.append(f"detector (bits/dim, LLR>{ks_words(d['k'])}{also}; two-sided, {how}, K={d['K']}, prior={d['prior']}, "
                      f"alpha={d['alpha']:g}; reference: "
                      f"{d['reference']}): AUROC {d['auroc']:.4f}, flagged {100 * d['flagged_in']:.1f}% of "
                      f"{report['data']}, {100 * d['flagged_ood']:.1f}% of {report['ood']['data']}")
@@ -152,9 +153,9 @@ def csv_rows(report: dict) -> list[tuple[str, str, float]]:
     return rows
 
 
-def codec_of(args) -> str | None:
-    """--complexity as the codec a reference written here names (None: off or not given)."""
-    return args.complexity if args.complexity not in (None, "off") else None
+def codecs_of(args) -> tuple[str, ...] | None:
+    """--complexity as codecs (None: not given, the reference's default; (): off)."""
+    return None if args.complexity is None else as_codecs(args.complexity)
 
 
 def ks_words(k) -> str:
@@ -255,13 +256,12 @@ def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[R
     built now from the first --reference-images images of the valid split (and said so)."""
     ref = Reference.read(args.weights)
     k = as_ks(args.detector_k)
-    codec = codec_of(args)
-    sizes_missing = codec is not None and ref is not None and codec not in ref.compressed
-    if ref is not None and ref.K == K and ref.prior == args.prior and set(k or ()) <= set(ref.llr) and not sizes_missing:
+    lacking = [c for c in codecs_of(args) or () if ref is not None and c not in ref.compressed]
+    if ref is not None and ref.K == K and ref.prior == args.prior and set(k or ()) <= set(ref.llr) and not lacking:
         return ref, f"{args.weights}/{REFERENCE_FILE}"
     why = ("there is none" if ref is None else f"it was made with K={ref.K}" if ref.K != K
            else f"it was made with prior={ref.prior}" if ref.prior != args.prior
-           else f"it has no {codec} sizes" if sizes_missing else f"it has no LLR>{list(k)}")
+           else f"it has no {', '.join(lacking)} sizes" if lacking else f"it has no LLR>{list(k)}")
     valid = load_images(args.data, "valid", args.data_dir, model, limit=args.reference_images)
     log(f"detector: building a reference from {len(valid)} {args.data} valid images with K={K}, prior={args.prior} "
         f"({REFERENCE_FILE} of the weights not used: {why})")
@@ -270,6 +270,7 @@ def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[R
                           seed=args.seed + 1_000_000, batch_size=args.batch_size, chunk=args.chunk,
                           progress=not args.no_progress, prior=args.prior,
                           complexity=ref.complexity if ref is not None else None,
+                          combine=ref.combine if ref is not None else "bonferroni",
                           note=f"first {len(valid)} images of the {args.data} valid split (built by biva-evaluate)")
     return ref, f"built from {len(valid)} {args.data} valid images"
 
@@ -284,9 +285,9 @@ def detector_report(det: Detector, s_in: dict, s_ood: dict, source: str) -> dict
             "flagged_in": float(v_in.flagged.mean()), "flagged_ood": float(v_ood.flagged.mean()),
             "auroc_bpd_two_sided": auroc(-np.log10(v_in.p_bpd), -np.log10(v_ood.p_bpd)),
             "auroc_llr_two_sided": llr[str(det.ks[0])] if one else llr,
-            "complexity": det.codec,
-            **({"auroc_complexity_two_sided": auroc(-np.log10(v_in.p_cc), -np.log10(v_ood.p_cc))}
-               if det.complexity else {})}
+            "complexity": list(det.codecs) or None, "combine": det.combine,
+            **({"auroc_complexity_two_sided": {c: auroc(-np.log10(v_in.p_cc[c]), -np.log10(v_ood.p_cc[c]))
+                                               for c in det.codecs}} if det.complexity else {})}
 
 
 # ---------------------------------------------------------------- CLI
@@ -314,8 +315,12 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--alpha", type=float, help=f"the detector's flag level (default: the reference's, {ALPHA})")
     ap.add_argument("--detector-k", type=int, nargs="+", help="the detector's k, or several (Bonferroni over bits/dim "
                     "and each LLR>k; default: the reference's)")
-    ap.add_argument("--complexity", choices=[*CODECS, "off"], help="the detector also tests bits/dim - this lossless "
-                    "codec's bits/dim (the image's complexity taken out), or not (off); default: the reference's")
+    ap.add_argument("--complexity", nargs="+", choices=[*CODECS, "off"], help="the detector also tests bits/dim - "
+                    "this lossless codec's bits/dim (the image's complexity taken out; several: one statistic each), "
+                    "or not (off); default: the reference's")
+    ap.add_argument("--combine", choices=COMBINES, help="how the detector combines its statistics: bonferroni (the "
+                    "spec's) or density (the reference's joint kernel density; docs/detector.md); default: the "
+                    "reference's")
     ap.add_argument("--prior", choices=PRIORS, help="how L^{>k} takes z_{<=k}: a draw from p(z_{<=k} | z_{>k}) "
                     "(sample: the spec's bound) or its mean (mode: Havtorn 2021's released code, the detector's "
                     "statistic where docs/detector.md says so); default: the weights' reference's, else sample")
@@ -402,7 +407,7 @@ def run(argv: list[str] | None = None) -> dict:
     else:
         ref, source = detector_reference(model, args, ks, K, log)
         det = Detector(ref, k=args.detector_k, alpha=args.alpha,
-                       complexity=args.complexity)
+                       complexity=codecs_of(args), combine=args.combine)
         ks_all = sorted(set(ks) | set(det.ks))
         s_in = scores_per_image(model, x, ks_all, K, desc=f"{args.data} scores", **sw)
         report.update({"L_1": _mean(s_in["L_1"], dims), "L_K": _mean(s_in["L_gt_0"], dims)})
@@ -429,11 +434,11 @@ def run(argv: list[str] | None = None) -> dict:
         if ref_scores is not None:
             ref = reference_from_scores(ref_scores, K, k=args.detector_k, alpha=args.alpha or ALPHA,
                                         split=args.split, seed=args.seed, note=note, prior=args.prior,
-                                        complexity=codec_of(args))
+                                        complexity=codecs_of(args), combine=args.combine or "bonferroni")
         else:
             ref = build_reference(model, x, ks, K, k=args.detector_k, alpha=args.alpha or ALPHA, split=args.split,
                                   seed=args.seed, batch_size=args.batch_size, chunk=args.chunk, progress=progress,
-                                  note=note, prior=args.prior, complexity=codec_of(args))
+                                  note=note, prior=args.prior, complexity=codecs_of(args), combine=args.combine or "bonferroni")
         report["reference"] = str(ref.write(Path(args.reference)))
     report["seconds"] = round(time.time() - t0, 1)
     if args.csv:

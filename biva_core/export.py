@@ -29,6 +29,7 @@ import torch
 
 from .checkpoint import (CheckpointError, _atomic_write, load_pretrained, read_config, read_metrics, save_pretrained,
                          training_totals)
+from .detector import CODECS, COMBINES
 from .model import BIVA, PRIORS
 from .plots import save_grid, save_samples
 
@@ -96,13 +97,15 @@ def continue_record(run: str | os.PathLike, earlier: str | os.PathLike, out: str
 def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.Tensor | None = None,
            valid_images: torch.Tensor | None = None, draws: int = 6, temperature: float = 0.8,
            note: str = "", source: BIVA | None = None, log=print, K: int = 1,
-           ks: list[int] | None = None, detector_k=None, prior: str = "sample", complexity: str | None = None,
+           ks: list[int] | None = None, detector_k=None, prior: str = "sample", complexity=None,
+           combine: str = "bonferroni",
            continues: str | os.PathLike | None = None, command: str = "", from_step: int = 0) -> Path:
     """Write the shipped folder `out` from the pretrained layout in `run` (`source`: that model,
     when the caller has loaded it already). test_image: (1, C, H, W) in [0, 1] for the resample
     grid; valid_images: (N, C, H, W) for reference.json, the detector's reference (ks, default
     1..L-1, with K importance samples and `prior`; detector_k its default k, or several; complexity: the lossless
-    codec whose bits/dim the detector subtracts by default (None: off); continues: the
+    codec(s) whose bits/dim the detector subtracts by default (None: off); combine: how it combines its
+    statistics by default (biva_core.detector.COMBINES); continues: the
     shipped folder the run was warm-started from, whose record it extends; from_step: the run's step
     at which `continues` was exported from it, when the run resumed a copy of that run)."""
     from .detector import build_reference
@@ -136,11 +139,12 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
     if valid_images is not None:
         ks = ks or list(range(1, model.config.L))
         ref = build_reference(model, valid_images, ks, K, k=detector_k, split="valid", progress=True, prior=prior,
-                              complexity=complexity,
+                              complexity=complexity, combine=combine,
                               note=note or f"first {len(valid_images)} images of the valid split")
         ref.write(out / "reference.json")
         log(f"reference.json over {len(valid_images)} valid images, K={K}, prior={prior}, k in {ref.ks}, "
-            f"detector k={list(ref.default_ks)}{f', complexity {complexity}' if complexity else ''}")
+            f"detector k={list(ref.default_ks)}{f', complexity {list(ref.complexity)}' if ref.complexity else ''}, "
+            f"combined by {ref.combine}")
     return out
 
 
@@ -158,8 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ks", type=int, nargs="*", help="the reference's k (default 1..L-1)")
     ap.add_argument("--detector-k", type=int, nargs="+", help="the detector's default k, or several (default: the "
                     "smallest of --ks)")
-    ap.add_argument("--complexity", choices=["png", "jpeg2000"], help="the detector also tests bits/dim - this "
-                    "lossless codec's bits/dim (default: not)")
+    ap.add_argument("--complexity", nargs="+", choices=list(CODECS), help="the detector also tests bits/dim - "
+                    "this lossless codec's bits/dim, one statistic per codec (default: not)")
+    ap.add_argument("--combine", choices=COMBINES, default="bonferroni", help="how the detector combines its "
+                    "statistics by default (bonferroni: the spec's; density: the reference's joint density)")
     ap.add_argument("--prior", choices=PRIORS, default="sample",
                     help="how the reference's L^{>k} takes z_{<=k}: a prior draw or the prior mean (mode)")
     ap.add_argument("--continues", metavar="DIR", help="the shipped folder the run was warm-started from (--init): "
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         export(args.run, args.out, test_image=test, valid_images=valid, source=model,
                log=lambda m: print(m, file=sys.stderr), K=args.iw, ks=args.ks, detector_k=args.detector_k, complexity=args.complexity,
-               prior=args.prior, continues=args.continues, command=args.command, from_step=args.from_step)
+               combine=args.combine, prior=args.prior, continues=args.continues, command=args.command, from_step=args.from_step)
     except ValueError as e:
         raise SystemExit(f"export: {e}") from None
     print(args.out)

@@ -106,17 +106,17 @@ def log_bar_chart(values: Sequence[float], labels: Sequence[str], *, title: str,
 
 
 def histogram(reference: Sequence[float], marks: Sequence[tuple[float, str, bool]], *, title: str,
-              tails: tuple[float, float] | None = None, bins: int = 40,
+              tails: tuple[float | None, float | None] | None = None, bins: int = 40,
               size: tuple[int, int] = (900, 260)) -> Image.Image:
     """Histogram of `reference` (grey bars) with each mark (value, label, flagged) as a vertical
     line, red when flagged; `tails` = (low, high) shades both rejection regions (below low and
-    above high) and dashes their edges."""
+    above high; None: no such region) and dashes their edges."""
     w, h = size
     left, right, top, bottom = 50, 20, 30, 38
     img = Image.new("RGB", size, BACKGROUND)
     d = ImageDraw.Draw(img)
     d.text((left, 8), title, fill=INK, font=font(14))
-    values = [v for v in list(reference) + [m[0] for m in marks] + list(tails or []) if math.isfinite(v)]
+    values = [v for v in list(reference) + [m[0] for m in marks] + list(tails or []) if v is not None and math.isfinite(v)]
     if not values:
         d.text((left, h // 2), "nothing to show", fill=INK, font=font(13))
         return img
@@ -131,9 +131,11 @@ def histogram(reference: Sequence[float], marks: Sequence[tuple[float, str, bool
     peak = max(counts) or 1
     base = h - bottom
     if tails is not None:
-        lo, hi = (sx(v) for v in tails)
-        d.rectangle([left, top, max(left, lo), base], fill=TAIL)
-        d.rectangle([min(w - right, hi), top, w - right, base], fill=TAIL)
+        lo, hi = (None if v is None else sx(v) for v in tails)
+        if lo is not None:
+            d.rectangle([left, top, max(left, lo), base], fill=TAIL)
+        if hi is not None:
+            d.rectangle([min(w - right, hi), top, w - right, base], fill=TAIL)
     for i, c in enumerate(counts):
         if c:
             bx0 = left + i * (w - left - right) / bins
@@ -144,6 +146,8 @@ def histogram(reference: Sequence[float], marks: Sequence[tuple[float, str, bool
         v = x0 + (x1 - x0) * t / 4
         d.text((sx(v) - 18, base + 5), f"{v:.4g}", fill=INK, font=font(11))
     for edge, words in zip(tails or (), ("atypically low", "atypically high")):
+        if edge is None:
+            continue
         x = sx(edge)
         for y in range(top, base, 8):
             d.line([x, y, x, min(base, y + 4)], fill=INK, width=2)

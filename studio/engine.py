@@ -398,12 +398,13 @@ class Studio:
 
     def anomaly(self, name: str, files: Sequence[str] | str | None, k=None, K: int | None = None,
                 alpha: float = ALPHA, seed: int | None = 0, maps: bool = True,
-                progress: Progress = _quiet, complexity: str | bool | None = None) -> "Anomalies":
+                progress: Progress = _quiet, complexity=None, combine: str | None = None) -> "Anomalies":
         """The detector of spec section 6 (biva_core.detector) for each image: two-sided p-values of
         bits/dim and LLR^{>k} (k: one level or several, e.g. [1, 19] or "1, 19") against the model's
         reference.json (made with K importance samples: another K is refused), combined; flagged when
-        p < alpha, ranked by -log10 p; with `complexity` (a codec; default: the reference's) also
-        bits/dim - the codec's bits/dim. Without a reference the scores alone. With `maps`, where in the image the bits go
+        p < alpha, ranked by -log10 p; with `complexity` (a codec or several; default: the reference's)
+        also bits/dim - each codec's bits/dim; combine: Bonferroni or the reference's joint density
+        (default: the reference's). Without a reference the scores alone. With `maps`, where in the image the bits go
         (`pixel_map`, at the largest k)."""
         entry = self.entry(name)
         L, ref = entry.L, entry.reference
@@ -424,13 +425,13 @@ class Studio:
             if missing:
                 raise ValueError(f"the reference of {name} holds LLR>k for k in {ref.ks} only, not {missing}; "
                                  "choose among those")
-            detector = Detector(ref, k=ks, alpha=alpha, complexity=complexity)
+            detector = Detector(ref, k=ks, alpha=alpha, complexity=complexity, combine=combine)
             detector.check_K(K)
-        codec = detector.codec if detector is not None else None
-        cx = codec is not None
+        codecs = detector.codecs if detector is not None else ()
+        density = detector is not None and detector.combine == "density"
         preps, skipped = self._prepare_all(entry, files)
         out = self._outdir("anomaly")
-        l0, bpd, cls, comp = [], [], [], []
+        l0, bpd, cls, comp = [], [], [], {c: [] for c in codecs}
         llr, lk = {j: [] for j in ks}, {j: [] for j in ks}
         panels = []
         t0, n = time.time(), len(preps)
@@ -442,16 +443,18 @@ class Studio:
             cls.extend(class_words(entry.model, x))
             l0.append(float(s.l0[0]))
             bpd.append(float(s.bpd[0]))
-            if cx:
-                comp.append(float(compressed_bits_per_dim(x, codec)[0]))
+            for c in codecs:
+                comp[c].append(float(compressed_bits_per_dim(x, c)[0]))
             for j in ks:
                 llr[j].append(float(s.llr[j][0]))
                 lk[j].append(float(s.lk[j][0]))
             if maps:
                 panels.append(self._pixel_panel(entry, p, ks[-1], derive(seed, i, 1), out / f"{i:02d}_map.png", prior))
-        v = detector.test(bpd, llr, compressed=comp if cx else None) if detector else None
+        v = detector.test(bpd, llr, compressed=comp) if detector else None
         sides = v.tails(ref) if v is not None else None
-        rows, marks_bpd, marks_cc, marks_llr = [], [], [], {j: [] for j in ks}
+        cc = {c: [b - z for b, z in zip(bpd, comp[c])] for c in codecs}
+        rows, marks_bpd, marks_joint = [], [], []
+        marks_cc, marks_llr = {c: [] for c in codecs}, {j: [] for j in ks}
         for i, p in enumerate(preps):
             flagged = bool(v.flagged[i]) if v is not None else False
             verdict = ("ANOMALY" if flagged else "typical") if v is not None else "n/a"
@@ -460,36 +463,45 @@ class Studio:
                          round(float(v.score[i]), 2) if v is not None else None,
                          f"{v.p_bpd[i]:.3g} ({sides[0][i]})" if v is not None else None,
                          *[f"{v.p_llr[j][i]:.3g} ({sides[1][j][i]})" if v is not None else None for j in ks],
-                         *([f"{v.p_cc[i]:.3g} ({sides[2][i]})"] if cx else []),
+                         *[f"{v.p_cc[c][i]:.3g} ({sides[2][c][i]})" for c in codecs],
                          round(bpd[i], 4), *[round(llr[j][i], 1) for j in ks], round(l0[i], 1),
-                         *[round(lk[j][i], 1) for j in ks], *([round(bpd[i] - comp[i], 4)] if cx else []),
-                         *cls[i:i + 1]])
+                         *[round(lk[j][i], 1) for j in ks], *[round(cc[c][i], 4) for c in codecs],
+                         *([round(float(v.atypicality[i]), 2)] if density else []), *cls[i:i + 1]])
             marks_bpd.append((bpd[i], str(i + 1), flagged))
-            if cx:
-                marks_cc.append((bpd[i] - comp[i], str(i + 1), flagged))
+            if density:
+                marks_joint.append((float(v.atypicality[i]), str(i + 1), flagged))
+            for c in codecs:
+                marks_cc[c].append((cc[c][i], str(i + 1), flagged))
             for j in ks:
                 marks_llr[j].append((llr[j][i], str(i + 1), flagged))
-        headers = anomaly_headers(ks, codec) + (["class: q(y | x)"] if entry.model.config.classes else [])
-        q = alpha / (2 * (detector.statistics if detector else 2))  # one statistic alone flags beyond these quantiles
+        headers = anomaly_headers(ks, codecs, density) + (["class: q(y | x)"] if entry.model.config.classes else [])
+        # Bonferroni: one statistic alone flags beyond these quantiles; density: one alone is atypical at alpha
+        q = alpha / 2 if density else alpha / (2 * (detector.statistics if detector else 2))
         tails = lambda r: tuple(np.quantile(r, [q, 1 - q])) if r is not None else None  # noqa: E731
+        shaded = "shaded: atypical alone at alpha" if density else "shaded: where one statistic alone flags"
         words = self._ref_words(entry)
+        joint = detector.joint.ref_atypicality if density else None
         plot = draw.stack([
+            *([draw.histogram(joint.tolist(), marks_joint, tails=(None, float(np.quantile(joint, 1 - alpha))),
+                              title=f"atypicality (-log density of all the statistics together): reference {words}, "
+                                    "each left out; flagged beyond the shaded edge")] if density else []),
             draw.histogram(ref.bpd.tolist() if ref else [], marks_bpd, tails=tails(ref.bpd) if ref else None,
                            title=f"bits/dim of L>0: reference {words} and the images (numbered as in the table)"),
             *[draw.histogram(ref.llr[j].tolist() if ref else [], marks_llr[j], tails=tails(ref.llr[j]) if ref else None,
-                             title=f"LLR>{j} (nats): reference {words}; shaded: where one statistic alone flags")
+                             title=f"LLR>{j} (nats): reference {words}; {shaded}")
               for j in ks],
-            *([draw.histogram((ref.bpd - ref.compressed[codec]).tolist(), marks_cc, tails=tails(ref.bpd - ref.compressed[codec]),
-                              title=f"bits/dim - {codec} bits/dim (the image's complexity taken out): reference {words}")]
-              if cx else [])])
+            *[draw.histogram((ref.bpd - ref.compressed[c]).tolist(), marks_cc[c], tails=tails(ref.bpd - ref.compressed[c]),
+                             title=f"bits/dim - {c} bits/dim (the image's complexity taken out): reference {words}")
+              for c in codecs]])
         tag = "_".join(map(str, ks))
         plot_path = out / f"{name}_anomaly_k{tag}.png"
         plot.save(plot_path)
         csv_path = out / f"{name}_anomaly_k{tag}.csv"
         write_csv(csv_path, headers, rows)
         if v is not None:
-            llrs = ", ".join(f"LLR>{j}" for j in ks) + (f", bits/dim - {codec} bits/dim" if cx else "")
-            notes = [f"**{int(v.flagged.sum())} of {len(rows)} images flagged** (combined two-sided p < {alpha:g}: "
+            llrs = ", ".join(f"LLR>{j}" for j in ks) + "".join(f", bits/dim - {c} bits/dim" for c in codecs)
+            how = "p of their joint density" if density else "combined two-sided p"
+            notes = [f"**{int(v.flagged.sum())} of {len(rows)} images flagged** ({how} < {alpha:g}: "
                      f"bits/dim, {llrs}, each atypically low or high against {ref.images} {ref.split} images, "
                      f"K={ref.K}{f'; LLR with z<=k {PRIOR_WORDS[prior]}' if prior == 'mode' else ''})."]
         else:
@@ -617,11 +629,13 @@ def class_words(model: BIVA, x: torch.Tensor) -> list[str]:
     return [", ".join(f"{int(c)} ({float(v):.2f})" for v, c in zip(vs, cs)) for vs, cs in zip(top.values, top.indices)]
 
 
-def anomaly_headers(ks: Sequence[int], codec: str | None = None) -> list[str]:
-    """The Anomaly table's columns; codec: the complexity statistic's, when the detector tests it."""
+def anomaly_headers(ks: Sequence[int], codecs: Sequence[str] = (), density: bool = False) -> list[str]:
+    """The Anomaly table's columns; codecs: the complexity statistics' when the detector tests them;
+    density: the detector combines by the joint density (a column for the atypicality)."""
     return ["image", "verdict", "p", "-log10 p", "p bits/dim (side)", *[f"p LLR>{k} (side)" for k in ks],
-            *([f"p bits/dim - {codec} (side)"] if codec else []), "bits/dim", *[f"LLR>{k} (nats)" for k in ks],
-            "L>0 (nats)", *[f"L>{k} (nats)" for k in ks], *([f"bits/dim - {codec} bits/dim"] if codec else [])]
+            *[f"p bits/dim - {c} (side)" for c in codecs], "bits/dim", *[f"LLR>{k} (nats)" for k in ks],
+            "L>0 (nats)", *[f"L>{k} (nats)" for k in ks], *[f"bits/dim - {c} bits/dim" for c in codecs],
+            *(["atypicality"] if density else [])]
 
 
 def write_csv(path: Path, headers: Sequence[str], rows: Sequence[Sequence]) -> None:

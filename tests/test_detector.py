@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from biva_core.detector import (Detector, Reference, binomial_interval, build_reference, combine,
-                                compressed_bits_per_dim, tail_p, two_sided_p)
+from biva_core.detector import (Detector, JointDensity, Reference, as_codecs, binomial_interval, build_reference,
+                                combine, compressed_bits_per_dim, tail_p, two_sided_p)
 
 from conftest import images, live_model, tiny_config
 
@@ -118,12 +118,12 @@ def test_with_complexity_the_flag_rate_stays_at_most_alpha_and_a_too_simple_text
     det = Detector(ref)
     assert det.complexity and det.statistics == 3
     v = det.test(bpd, llr, compressed=png)
-    np.testing.assert_allclose(v.cc, bpd - png)
-    np.testing.assert_array_equal(v.p, np.minimum(1, 3 * np.minimum(np.minimum(v.p_bpd, v.p_llr[1]), v.p_cc)))
+    np.testing.assert_allclose(v.cc["png"], bpd - png)
+    np.testing.assert_array_equal(v.p, np.minimum(1, 3 * np.minimum(np.minimum(v.p_bpd, v.p_llr[1]), v.p_cc["png"])))
     assert 0.5 * 0.05 * m <= v.flagged.sum() <= binomial_interval(m, 0.05)[1]
     # typical bits/dim and LLR, but PNG finds the image far simpler than any reference image
     v = det.test([4.0, 4.0], [1000.0, 1000.0], compressed={"png": [1.0, 5.0]})
-    assert v.flagged.tolist() == [True, False] and v.tails(ref)[2] == ["high", "typical"]
+    assert v.flagged.tolist() == [True, False] and v.tails(ref)[2] == {"png": ["high", "typical"]}
     assert not Detector(ref, complexity=False).test([4.0], [1000.0]).flagged[0]
     with pytest.raises(ValueError, match="pass compressed"):
         det.test([4.0], [1000.0])
@@ -131,8 +131,65 @@ def test_with_complexity_the_flag_rate_stays_at_most_alpha_and_a_too_simple_text
         Detector(synthetic_reference(50, seed=0), complexity="png")
     with pytest.raises(ValueError, match="holds no jpeg2000 sizes"):
         Detector(ref, complexity="jpeg2000")
-    with pytest.raises(ValueError, match="complexity must be one of"):
+    with pytest.raises(ValueError, match="complexity must be one or more of"):
         Detector(ref, complexity="zip")
+    assert as_codecs("jpeg2000, png") == as_codecs(["png", "jpeg2000"]) == ("png", "jpeg2000")
+    assert as_codecs("off") == as_codecs(None) == as_codecs(False) == ()
+
+
+def correlated_reference(n: int, seed: int, combine: str = "density") -> Reference:
+    """bits/dim and two codec sizes: each codec's size far from bits/dim, the two codecs close to
+    each other (as for faces), LLR independent."""
+    rng = np.random.default_rng(seed)
+    bpd, llr, c = rng.normal(4.0, 0.3, n), rng.normal(1000.0, 200.0, n), rng.normal(1.0, 0.5, n)
+    png, j2k = bpd + c + rng.normal(0, 0.05, n), bpd + c - 0.5 + rng.normal(0, 0.05, n)
+    return Reference(split="valid", K=1, l0=-bpd, bpd=bpd, lk={1: -bpd - llr}, llr={1: llr}, k=1,
+                     compressed={"png": png, "jpeg2000": j2k}, complexity=["png", "jpeg2000"], combine=combine)
+
+
+def test_density_combination_flags_alpha_of_in_distribution_draws():
+    """The joint density's conformal p-value: 3000 reference and 20k test draws of four correlated
+    statistics, flagged at alpha within 4 binomial standard deviations, p uniform at other levels;
+    the reference's atypicalities leave each image out."""
+    ref = correlated_reference(3000, seed=0)
+    test = correlated_reference(20_000, seed=1)
+    m = 20_000
+    sizes = {c: test.compressed[c] for c in ("png", "jpeg2000")}
+    for alpha in (0.05, 0.1):
+        det = Detector(ref, alpha=alpha)
+        assert det.combine == "density" and det.statistics == 4 and det.codecs == ("png", "jpeg2000")
+        v = det.test(test.bpd, test.llr[1], compressed=sizes)
+        lo, hi = binomial_interval(m, alpha)
+        assert lo <= v.flagged.sum() <= hi, (alpha, v.flagged.sum(), lo, hi)
+        for a in (0.01, 0.2, 0.5):
+            assert abs((v.p <= a).mean() - a) <= 4 * math.sqrt(a * (1 - a) / m)
+    # leave one out: each reference image against the other N - 1 is what a new draw meets
+    joint = det.joint
+    s = np.stack([ref.bpd, ref.llr[1], ref.bpd - ref.compressed["png"], ref.bpd - ref.compressed["jpeg2000"]], 1)
+    x = (s[:5] - joint.mean) / joint.std
+    d2 = ((x[:, None] - joint.r[None]) ** 2).sum(-1) / (2 * joint.h ** 2)
+    by_hand = [-np.log(np.mean(np.exp(-np.delete(row, i)))) for i, row in enumerate(d2)]
+    assert joint.ref_atypicality[:5] == pytest.approx(by_hand, rel=1e-9)
+    assert joint.h == pytest.approx(3000 ** (-1 / 8))
+
+
+def test_density_combination_flags_a_combination_no_reference_image_shows():
+    """Each statistic typical alone, their combination not: PNG says "simpler than its bits/dim",
+    JPEG 2000 "more complex". Bonferroni over the marginals passes it; the joint density flags it,
+    and also flags far outliers on either side, with the smallest p-value 1 / (N + 1)."""
+    ref = correlated_reference(2000, seed=2)
+    image = dict(bpd=[4.0, 4.0, 1.0, 9.0], llr=[1000.0] * 4,
+                 compressed={"png": [5.0 + 0.8, 5.0, 2.0, 10.0], "jpeg2000": [4.5 - 0.8, 4.5, 1.5, 9.5]})
+    density = Detector(ref).test(image["bpd"], image["llr"], compressed=image["compressed"])
+    bonferroni = Detector(ref, combine="bonferroni").test(image["bpd"], image["llr"], compressed=image["compressed"])
+    assert density.flagged.tolist() == [True, False, True, True]
+    assert bonferroni.flagged.tolist() == [False, False, True, True]
+    assert density.p[[0, 2, 3]].tolist() == [1 / 2001] * 3 and density.atypicality[2] < density.atypicality[3]
+    assert all(q > 0.05 for q in (density.p_bpd[0], density.p_llr[1][0], density.p_cc["png"][0], density.p_cc["jpeg2000"][0]))
+    with pytest.raises(ValueError, match="combine must be one of"):
+        Detector(ref, combine="fisher")
+    with pytest.raises(ValueError, match=r"pass compressed=\{codec: bits/dim\}"):
+        Detector(ref).test([4.0], [1000.0], compressed=[5.0])
 
 
 @pytest.mark.parametrize("prior", ["sample", "mode"])
@@ -247,11 +304,23 @@ def test_reference_round_trip_and_errors(tmp_path):
         Reference.read(tmp_path / "bad")
     data = json.loads((tmp_path / "reference.json").read_text())
     assert set(data["compressed_bpd"]) == {"png", "jpeg2000"} and "complexity" not in data["detector"]  # recorded only
+    assert data["detector"]["combine"] == "bonferroni" and back.combine == "bonferroni"
     for codec in ("png", "jpeg2000"):
         np.testing.assert_array_equal(back.compressed[codec], ref.compressed[codec])
     cx = Reference.read(build_reference(model, images(model.config, 6), [1], 1, complexity="jpeg2000")
                         .write(tmp_path / "3" / "reference.json"))
-    assert cx.complexity == "jpeg2000" and Detector(cx).codec == "jpeg2000" and not Detector(cx, complexity="off").complexity
+    assert cx.complexity == ("jpeg2000",) and Detector(cx).codecs == ("jpeg2000",) and not Detector(cx, complexity="off").complexity
+    two = Reference.read(build_reference(model, images(model.config, 6), [1], 1, complexity=["png", "jpeg2000"],
+                                         combine="density").write(tmp_path / "4" / "reference.json"))
+    assert two.complexity == ("png", "jpeg2000") and two.combine == "density" and Detector(two).joint is not None
+    assert json.loads((tmp_path / "4" / "reference.json").read_text())["detector"]["complexity"] == ["png", "jpeg2000"]
+    old = {**data, "detector": {"k": 1, "complexity": "png"}}          # session 19's files: one codec as a string
+    (tmp_path / "5").mkdir()
+    (tmp_path / "5" / "reference.json").write_text(json.dumps(old))
+    assert Reference.read(tmp_path / "5").complexity == ("png",) and Reference.read(tmp_path / "5").combine == "bonferroni"
+    (tmp_path / "5" / "reference.json").write_text(json.dumps({**data, "detector": {"k": 1, "combine": "mean"}}))
+    with pytest.raises(ValueError, match="combine must be one of"):
+        Reference.read(tmp_path / "5")
     missing = {key: v for key, v in data.items() if key != "compressed_bpd"}
     (tmp_path / "bad" / "reference.json").write_text(json.dumps({**missing, "detector": {"k": 1, "complexity": "png"}}))
     with pytest.raises(ValueError, match="holds no compressed_bpd for it"):

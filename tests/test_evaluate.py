@@ -128,12 +128,16 @@ def test_cli_detector_uses_a_matching_reference_only(saved, tmp_path, monkeypatc
     d = r["detector"]
     assert d["reference"].endswith("reference.json") and d["k"] == [1, 2] and set(d["auroc_llr_two_sided"]) == {"1", "2"}
     d = run([*base, "--iw", "1", "--complexity", "png"])["detector"]   # bits/dim - PNG bits/dim as well
-    assert d["complexity"] == "png" and 0 <= d["auroc_complexity_two_sided"] <= 1 and d["reference"].endswith("reference.json")
+    assert d["complexity"] == ["png"] and 0 <= d["auroc_complexity_two_sided"]["png"] <= 1 and d["reference"].endswith("reference.json")
+    assert d["combine"] == "bonferroni"
+    d = run([*base, "--iw", "1", "--complexity", "png", "jpeg2000", "--combine", "density"])["detector"]  # both, jointly
+    assert d["complexity"] == ["png", "jpeg2000"] and set(d["auroc_complexity_two_sided"]) == {"png", "jpeg2000"}
+    assert d["combine"] == "density" and 0 <= d["auroc"] <= 1 and 0 <= d["flagged_in"] <= 1
     data = json.loads((weights / "reference.json").read_text())
     del data["compressed_bpd"]                                          # a reference made before the sizes were kept
     (weights / "reference.json").write_text(json.dumps(data))
     d = run([*base, "--iw", "1", "--complexity", "jpeg2000"])["detector"]
-    assert d["complexity"] == "jpeg2000" and d["reference"].startswith("built")
+    assert d["complexity"] == ["jpeg2000"] and d["reference"].startswith("built")
     assert "it has no jpeg2000 sizes" in capsys.readouterr().err
     assert run([*base, "--iw", "1"])["detector"]["complexity"] is None
     with pytest.raises(SystemExit):
