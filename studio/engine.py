@@ -480,11 +480,15 @@ class Studio:
         tails = lambda r: tuple(np.quantile(r, [q, 1 - q])) if r is not None else None  # noqa: E731
         shaded = "shaded: atypical alone at alpha" if density else "shaded: where one statistic alone flags"
         words = self._ref_words(entry)
-        joint = detector.joint.ref_atypicality if density else None
+        if density:   # on a log scale above the reference's least atypical image: noise lies thousands beyond
+            a0 = float(detector.joint.ref_atypicality.min())
+            lift = lambda a: float(np.sign(a - a0) * np.log10(1 + abs(a - a0)))  # noqa: E731
+            joint = [lift(a) for a in detector.joint.ref_atypicality]
+            marks_joint = [(lift(a), label, f) for a, label, f in marks_joint]
         plot = draw.stack([
-            *([draw.histogram(joint.tolist(), marks_joint, tails=(None, float(np.quantile(joint, 1 - alpha))),
-                              title=f"atypicality (-log density of all the statistics together): reference {words}, "
-                                    "each left out; flagged beyond the shaded edge")] if density else []),
+            *([draw.histogram(joint, marks_joint, tails=(None, float(np.quantile(joint, 1 - alpha))),
+                              title=f"atypicality, all statistics at once (log10(1 + a - min)): reference {words}, "
+                                    "each left out")] if density else []),
             draw.histogram(ref.bpd.tolist() if ref else [], marks_bpd, tails=tails(ref.bpd) if ref else None,
                            title=f"bits/dim of L>0: reference {words} and the images (numbered as in the table)"),
             *[draw.histogram(ref.llr[j].tolist() if ref else [], marks_llr[j], tails=tails(ref.llr[j]) if ref else None,

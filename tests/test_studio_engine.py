@@ -17,7 +17,7 @@ from studio.__main__ import main
 from studio.engine import Studio, discover
 from studio.images import CELEBA_ALIGNED, crop_box, prepare
 from studio.params import default_ks, derive, parse_ks, parse_temperature
-from biva_core.detector import Detector, Reference
+from biva_core.detector import Detector, Reference, compressed_bits_per_dim
 
 from studio_weights import make_weights, tensor_of_png, write_bad_files
 
@@ -270,6 +270,19 @@ def test_anomaly_is_the_detector_with_the_reference_and_csv(studio, tmp_path):
         v = det.test([float(s.bpd[0])], {k: [float(s.llr[k][0])] for k in (1, 2)})
         assert row[1] == ("ANOMALY" if v.flagged[0] else "typical") and row[2] == float(f"{v.p[0]:.3g}")
         assert row[8:10] == [round(float(s.llr[1][0]), 1), round(float(s.llr[2][0]), 1)]
+    # both codecs' complexity statistics, combined by the reference's joint density
+    joint = studio.anomaly("celeba_tiny", paths, 2, 1, 0.05, 4, maps=False, complexity="png jpeg2000", combine="density")
+    det = Detector(entry.reference, k=2, alpha=0.05, complexity=["png", "jpeg2000"], combine="density")
+    assert joint.headers[-1] == "atypicality" and "p bits/dim - jpeg2000 (side)" in joint.headers
+    assert "p of their joint density" in joint.note and "bits/dim - png bits/dim, bits/dim - jpeg2000 bits/dim" in joint.note
+    for i, row in enumerate(joint.rows):
+        x = prepare(paths[i], entry.model.config, face=True).x[None]
+        s = entry.model.scores(x, [2], K=1, seed=derive(4, i))
+        sizes = {c: compressed_bits_per_dim(x, c).numpy() for c in ("png", "jpeg2000")}
+        v = det.test([float(s.bpd[0])], [float(s.llr[2][0])], compressed=sizes)
+        assert row[2] == float(f"{v.p[0]:.3g}") and row[-1] == round(float(v.atypicality[0]), 2)
+        assert row[1] == ("ANOMALY" if v.flagged[0] else "typical")
+    assert Image.open(joint.plot).height > 4 * Image.open(r.plot).height // 2   # five histograms against two
     no_ref = studio.anomaly("gray_tiny", paths, 1)
     assert no_ref.rows[0][1] == "n/a" and no_ref.rows[0][2] is None and "reference.json" in no_ref.note
     for args, message in [((0,), "k must"), ((3,), "k must"), (([1, 3],), "k must"), (("1, a",), "whole numbers"),
