@@ -191,7 +191,11 @@ def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: i
                 "(Havtorn et al. 2021) of each image are compared with the model's reference images on **both** "
                 "sides: a digit is atypically *simple* for a face model, noise atypically complex. The p-values "
                 "are combined (Bonferroni; with several k, over bits/dim and every LLR>k); an image is flagged "
-                "when p < alpha, so at most about alpha of ordinary images are flagged. K must be the reference's.")
+                "when p < alpha, so at most about alpha of ordinary images are flagged. K must be the reference's. "
+                "A model's reference may add statistics (bits/dim minus a lossless codec's bits/dim: the image's "
+                "complexity taken out) and test them all jointly (a kernel density of the reference's statistics, "
+                "the face model's default; docs/detector.md): the table then has a column per statistic and the "
+                "plot the joint atypicality on top.")
     files = gr.File(file_count="multiple", label="images", elem_id="anom-files")
     use_examples = gr.Button("Use the examples (in- and out-of-distribution images)")
     with gr.Row():
