@@ -332,26 +332,26 @@ class JointDensity:
         self.r = (r - self.mean) / self.std
         n, m = self.r.shape
         self.h = n ** (-1.0 / (m + 4))
-        d2 = self._d2(self.r)
-        np.fill_diagonal(d2, np.inf)                      # leave one out
-        self.ref_atypicality = self._atypicality(d2)      # (N,) in the reference's order
+        self._sq = (self.r ** 2).sum(1)
+        self.ref_atypicality = self._rows(self.r, leave_out=True)   # (N,) in the reference's order
         self._sorted = np.sort(self.ref_atypicality)
 
-    def _d2(self, x: np.ndarray) -> np.ndarray:
-        return ((x[:, None, :] - self.r[None]) ** 2).sum(-1) / (2 * self.h ** 2)
-
-    @staticmethod
-    def _atypicality(d2: np.ndarray) -> np.ndarray:
-        """-log mean_i exp(-d2_i) per row (the infinite entries left out), stable far from every point."""
-        m = d2.min(1, keepdims=True)
-        count = np.isfinite(d2).sum(1)
-        return m[:, 0] - np.log(np.exp(-(d2 - m)).sum(1) / count)
+    def _rows(self, x: np.ndarray, leave_out: bool = False, chunk: int = 512) -> np.ndarray:
+        """-log mean_i exp(-|x - r_i|^2 / 2h^2) for each row of standardized x, in chunks of rows
+        (memory: chunk x N); leave_out: x is the reference itself, row j leaves r_j out."""
+        out = []
+        for start in range(0, len(x), chunk):
+            c = x[start:start + chunk]
+            d2 = np.maximum((c ** 2).sum(1)[:, None] + self._sq[None] - 2 * c @ self.r.T, 0) / (2 * self.h ** 2)
+            if leave_out:
+                d2[np.arange(len(c)), start + np.arange(len(c))] = np.inf
+            low = d2.min(1, keepdims=True)                   # stable far from every reference point
+            out.append(low[:, 0] - np.log(np.exp(-(d2 - low)).sum(1) / (d2.shape[1] - int(leave_out))))
+        return np.concatenate(out) if out else np.zeros(0)
 
     def atypicality(self, s: np.ndarray) -> np.ndarray:
         """(B,) for statistics s (B, m): -log of the reference's kernel density at s, up to a constant."""
-        x = (np.asarray(s, dtype=np.float64).reshape(-1, self.r.shape[1]) - self.mean) / self.std
-        return np.concatenate([self._atypicality(self._d2(c)) for c in np.array_split(x, max(1, len(x) // 256))]) \
-            if len(x) else np.zeros(0)
+        return self._rows((np.asarray(s, dtype=np.float64).reshape(-1, self.r.shape[1]) - self.mean) / self.std)
 
     def p(self, a: np.ndarray) -> np.ndarray:
         """(#{reference atypicality >= a} + 1) / (N + 1) for atypicalities a (`atypicality`)."""
