@@ -428,16 +428,16 @@ class Detector:
                              f"choose among those or rebuild it (biva-evaluate ... --reference OUT --ks {' '.join(map(str, missing))})")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha={self.alpha} must be in (0, 1)")
-        self.joint = JointDensity(self._stack(reference.bpd, reference.llr, reference.compressed)) \
-            if self.combine == "density" else None
+        self.joint = JointDensity(self._stack(reference.bpd, reference.llr, {
+            c: reference.bpd - reference.compressed[c] for c in self.codecs})) if self.combine == "density" else None
 
     @property
     def complexity(self) -> bool:
         return bool(self.codecs)
 
-    def _stack(self, bpd, llr: dict, compressed: dict) -> np.ndarray:
-        """(B, m) the statistics in order: bits/dim, LLR^{>k} for each k, bits/dim - each codec's."""
-        return np.stack([bpd, *[llr[k] for k in self.ks], *[bpd - compressed[c] for c in self.codecs]], axis=1)
+    def _stack(self, bpd, llr: dict, cc: dict) -> np.ndarray:
+        """(B, m) the statistics in order: bits/dim, LLR^{>k} for each k, bits/dim - each codec's (cc)."""
+        return np.stack([bpd, *[llr[k] for k in self.ks], *[cc[c] for c in self.codecs]], axis=1)
 
     def check_K(self, K: int) -> None:
         if int(K) != self.ref.K:
@@ -486,7 +486,7 @@ class Detector:
                 p_cc[c] = two_sided_p(self.ref.bpd - self.ref.compressed[c], cc[c])
         atypicality = None
         if self.joint is not None:
-            atypicality = self.joint.atypicality(np.stack([bpd, *llr.values(), *cc.values()], axis=1))
+            atypicality = self.joint.atypicality(self._stack(bpd, llr, cc))
             p = self.joint.p(atypicality)
         else:
             p = combine(p_bpd, *p_llr.values(), *p_cc.values())

@@ -452,7 +452,6 @@ class Studio:
                 panels.append(self._pixel_panel(entry, p, ks[-1], derive(seed, i, 1), out / f"{i:02d}_map.png", prior))
         v = detector.test(bpd, llr, compressed=comp) if detector else None
         sides = v.tails(ref) if v is not None else None
-        cc = {c: [b - z for b, z in zip(bpd, comp[c])] for c in codecs}
         rows, marks_bpd, marks_joint = [], [], []
         marks_cc, marks_llr = {c: [] for c in codecs}, {j: [] for j in ks}
         for i, p in enumerate(preps):
@@ -465,13 +464,13 @@ class Studio:
                          *[f"{v.p_llr[j][i]:.3g} ({sides[1][j][i]})" if v is not None else None for j in ks],
                          *[f"{v.p_cc[c][i]:.3g} ({sides[2][c][i]})" for c in codecs],
                          round(bpd[i], 4), *[round(llr[j][i], 1) for j in ks], round(l0[i], 1),
-                         *[round(lk[j][i], 1) for j in ks], *[round(cc[c][i], 4) for c in codecs],
+                         *[round(lk[j][i], 1) for j in ks], *[round(float(v.cc[c][i]), 4) for c in codecs],
                          *([round(float(v.atypicality[i]), 2)] if density else []), *cls[i:i + 1]])
             marks_bpd.append((bpd[i], str(i + 1), flagged))
             if density:
                 marks_joint.append((float(v.atypicality[i]), str(i + 1), flagged))
             for c in codecs:
-                marks_cc[c].append((cc[c][i], str(i + 1), flagged))
+                marks_cc[c].append((float(v.cc[c][i]), str(i + 1), flagged))
             for j in ks:
                 marks_llr[j].append((llr[j][i], str(i + 1), flagged))
         headers = anomaly_headers(ks, codecs, density) + (["class: q(y | x)"] if entry.model.config.classes else [])
