@@ -21,7 +21,10 @@ Sohn et al. 2020). For an unlabelled x whose q(y | x) at the posterior means put
     J_c = lambda alpha n_l mean_x [1{max_y q(y | x) >= threshold} log q(y_hat | A(x))]
 
 beside the labelled term alpha n_l mean log q(y | A(x_l)): lambda is FixMatch's weight of the
-unlabelled loss relative to the labelled one.
+unlabelled loss relative to the labelled one. Options: A may also bend the image (an elastic
+distortion, `jitter(elastic=...)`), and the pseudo-labels may be read by another model, the
+moving average of the weights (a "mean teacher", Tarvainen & Valpola 2017), steadier than the
+weights being trained.
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None 
               n_unlabelled: int, n_labelled: int = 0, alpha: float, free_bits: float | Tensor = 0.0,
               q_from_unlabelled: bool = True, x_l_aug: Tensor | None = None,
               x_c: Tensor | None = None, x_c_aug: Tensor | None = None, consistency: float = 0.0,
-              threshold: float = 0.95,
+              threshold: float = 0.95, teacher=None,
               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The training loss -J / (N D) estimated from one batch, N = n_unlabelled + n_labelled: the
     sum over each part of the batch is scaled to the size of its set. free_bits floors each
@@ -70,7 +73,8 @@ def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None 
 
     Beyond the spec (`consistency` > 0, see the module's docstring): x_l_aug, a jittered copy of
     x_l, is what the labelled log q(y | .) reads, and the unlabelled images x_c with their jittered
-    copies x_c_aug add consistency * alpha * n_labelled * mean(consistency_term)."""
+    copies x_c_aug add consistency * alpha * n_labelled * mean(consistency_term), the pseudo-labels
+    read by `teacher` (default: the model itself; e.g. its weights' moving average)."""
     C, N = model.config.classes, n_unlabelled + n_labelled
     bounds_u, logits_u, kl_u = model.class_bounds(x_u, free_bits=free_bits, generator=generator, with_kl=True)
     U = unlabelled_bound(bounds_u, logits_u if q_from_unlabelled else logits_u.detach())
@@ -92,16 +96,20 @@ def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None 
         if not n_labelled or x_c is None or x_c_aug is None:
             raise ValueError("the consistency term needs labelled images (alpha n_labelled sets its scale) and "
                              "unlabelled images with their jittered copies")
-        term, c_stats = consistency_term(model, x_c, x_c_aug, threshold, generator=generator)
+        term, c_stats = consistency_term(model, x_c, x_c_aug, threshold, teacher=teacher, generator=generator)
         J = J + consistency * alpha * n_labelled * term.mean()
         stats.update(c_stats)
     return -J / (N * model.config.dims), stats
 
 
-def jitter(x: Tensor, *, shift: float, rotate: float, generator: torch.Generator | None = None) -> Tensor:
+def jitter(x: Tensor, *, shift: float, rotate: float, elastic: float = 0.0, sigma: float = 4.0,
+           generator: torch.Generator | None = None) -> Tensor:
     """Each image moved by a random whole-image affine map: a rotation of up to `rotate` degrees and
-    a shift of up to `shift` pixels each way, nearest-neighbour sampled (binary images stay binary),
-    zeros outside. x: (B, C, H, W) float."""
+    a shift of up to `shift` pixels each way; with `elastic` > 0 also bent by an elastic distortion
+    (Simard et al. 2003): a displacement field of uniform noise in [-1, 1] per pixel and axis,
+    smoothed by a Gaussian of `sigma` pixels and scaled so that a field of constant 1 moves a pixel
+    `elastic` pixels. Nearest-neighbour sampled (binary images stay binary), zeros outside.
+    x: (B, C, H, W) float."""
     import torch.nn.functional as F
     b, _, h, w = x.shape
     u = torch.rand(b, 3, generator=generator) * 2 - 1                        # (B, 3) in [-1, 1)
@@ -109,18 +117,29 @@ def jitter(x: Tensor, *, shift: float, rotate: float, generator: torch.Generator
     cos, sin = angle.cos(), angle.sin()
     theta = torch.stack([torch.stack([cos, -sin, u[:, 1] * 2 * shift / w], -1),
                          torch.stack([sin, cos, u[:, 2] * 2 * shift / h], -1)], 1).to(x.device, x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)          # (B, H, W, 2): (x, y) in [-1, 1]
+    if elastic > 0:
+        field = torch.rand(b, 2, h, w, generator=generator) * 2 - 1
+        r = max(1, int(math.ceil(3 * sigma)))
+        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+        k = k / k.sum()
+        field = F.conv2d(F.pad(field.reshape(2 * b, 1, h, w), (r, r, 0, 0)), k.view(1, 1, 1, -1))  # along x
+        field = F.conv2d(F.pad(field, (0, 0, r, r)), k.view(1, 1, -1, 1)).reshape(b, 2, h, w)    # along y
+        scale = torch.tensor([2 * elastic / w, 2 * elastic / h]).view(1, 2, 1, 1)                # pixels -> grid units
+        grid = grid + (field * scale).permute(0, 2, 3, 1).to(x.device, x.dtype)
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def consistency_term(model, x: Tensor, x_aug: Tensor, threshold: float,
+def consistency_term(model, x: Tensor, x_aug: Tensor, threshold: float, teacher=None,
                      generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """(B,) 1{max q(. | x) >= threshold} log q(y_hat | x_aug), y_hat = argmax q(y | x) at the posterior
-    means with no gradient (the pseudo-label), x_aug through the training (sampled) bottom-up pass;
+    means with no gradient (the pseudo-label; q read by `teacher`, the model itself by default),
+    x_aug through the model's training (sampled) bottom-up pass;
     and its statistics: "mask" (the share of confident images), "pseudo_agree" (how often y_hat is
     also argmax q(y | x_aug))."""
+    teacher = model if teacher is None else teacher
     with torch.no_grad():
-        p = model.class_logits(model.bottom_up(model.prepare(x)[0], q_mean=True)).softmax(-1)
+        p = teacher.class_logits(teacher.bottom_up(teacher.prepare(x)[0], q_mean=True)).softmax(-1)
         confidence, y_hat = p.max(-1)
         mask = (confidence >= threshold).float()
     logits = model.class_logits(model.bottom_up(model.prepare(x_aug)[0], generator=generator))

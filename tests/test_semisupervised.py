@@ -172,6 +172,23 @@ def test_jitter_moves_binary_images_and_keeps_them_binary():
     assert len(y) == 1 and abs(int(y) - 14) <= 3 and abs(int(x_) - 14) <= 3
 
 
+def test_elastic_jitter_bends_within_its_strength_and_keeps_images_binary():
+    x = (torch.rand(6, 1, 28, 28, generator=gen(0)) < 0.3).float()
+    bent = jitter(x, shift=0, rotate=0, elastic=8, sigma=3, generator=gen(1))
+    assert bent.shape == x.shape and set(bent.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(bent, x) and torch.equal(bent, jitter(x, shift=0, rotate=0, elastic=8, sigma=3,
+                                                                 generator=gen(1)))
+    # the smoothed field is an average of noise in [-1, 1]: no pixel moves more than `elastic` pixels
+    # each way (+ 1 for the nearest-neighbour rounding), and without a field nothing moves at all
+    for seed in range(20):
+        dot = torch.zeros(1, 1, 28, 28)
+        dot[..., 14, 14] = 1
+        ys, xs = torch.nonzero(jitter(dot, shift=0, rotate=0, elastic=4, sigma=2, generator=gen(seed))[0, 0],
+                               as_tuple=True)
+        assert len(ys) <= 4 and all(abs(int(a) - 14) <= 5 for a in torch.cat([ys, xs]))
+    assert torch.equal(jitter(x, shift=0, rotate=0, elastic=0, generator=gen(1)), x)
+
+
 def test_consistency_term_is_the_confident_pseudo_labels_log_q_and_trains_only_the_classifier():
     model = class_model()
     x = images(model.config, 5, seed=1)
@@ -193,6 +210,22 @@ def test_consistency_term_is_the_confident_pseudo_labels_log_q_and_trains_only_t
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.classifier.parameters())
     with pytest.raises(ValueError, match="needs labelled images"):
         objective(model, x_u, n_unlabelled=40, alpha=1.0, consistency=1.0, x_c=x, x_c_aug=x_aug)
+
+
+def test_consistency_term_takes_its_pseudo_labels_from_the_teacher():
+    """A teacher sure of class 2 for every image (its classifier's bias) sets every pseudo-label to
+    2, whatever the student thinks: the term is the student's log q(2 | x_aug)."""
+    model, teacher = class_model(), class_model()
+    with torch.no_grad():
+        teacher.classifier[-1].bias.copy_(torch.tensor([-50.0, -50.0, 50.0]))
+    x = images(model.config, 5, seed=1)
+    x_aug = jitter(x, shift=1, rotate=5, generator=gen(3))
+    term, st = consistency_term(model, x, x_aug, threshold=0.99, teacher=teacher, generator=gen(4))
+    with torch.no_grad():
+        logits = model.class_logits(model.bottom_up(model.prepare(x_aug)[0], generator=gen(4)))
+    assert st["mask"] == 1.0
+    assert torch.allclose(term, logits.log_softmax(-1)[:, 2], atol=1e-5)
+    assert not torch.allclose(term, consistency_term(model, x, x_aug, threshold=1e-6, generator=gen(4))[0])
 
 
 def test_objective_adds_the_consistency_term_with_its_weight():
@@ -339,6 +372,26 @@ def test_training_with_the_consistency_term_logs_its_share_of_confident_images(t
                                     for r in logged)
     # a two-class q always puts >= 0.5 on one class: every image is confident at threshold 0.5
     assert all(r["train_mask"] == 1.0 for r in logged)
+
+
+def test_training_with_an_ema_teacher_elastic_views_and_the_whole_valid_split_for_its_error(tmp_path):
+    cfg = tiny_config(kind="bernoulli").replace(classes=2)
+    train, train_y = toy_set(100, 0)
+    valid, valid_y = toy_set(50, 1)
+    tc = TrainConfig(steps=2, batch_size=8, lr=3e-3, warmup=1, log_every=1, eval_every=2, eval_images=20,
+                     eval_error_images=-1, ckpt_minutes=1e9, flip=False, num_threads=1, labels=4, labelled_batch=4,
+                     free_bits=0.0, ssl_alpha=10.0, ssl_consistency=1.0, ssl_threshold=0.5,
+                     ssl_consistency_batch=6, ssl_shift=1, ssl_rotate=0, ssl_elastic=2, ssl_teacher="ema")
+    t = Trainer(cfg, tc, train, valid, tmp_path, log=lambda m: None, train_labels=train_y, valid_labels=valid_y)
+    t.run(progress=False)
+    import json
+    row = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
+    assert row["valid_images"] == 20 and row["valid_error_images"] == 50 == row["raw_valid_error_images"]
+    assert row["valid_error"] == pytest.approx(error_rate(t.ema, valid, valid_y), abs=1e-12)
+    for bad, match in ((dict(ssl_teacher="mean"), "ssl_teacher"), (dict(ssl_elastic=-1.0), "ssl_elastic")):
+        with pytest.raises(ValueError, match=match):
+            Trainer(cfg, TrainConfig(num_threads=1, labels=4, ssl_consistency=1.0, **bad), train, valid, tmp_path,
+                    log=lambda m: None, train_labels=train_y)
 
 
 def json_of(path):
