@@ -22,7 +22,7 @@ Sohn et al. 2020). For an unlabelled x whose q(y | x) at the posterior means put
 
 beside the labelled term alpha n_l mean log q(y | A(x_l)): lambda is FixMatch's weight of the
 unlabelled loss relative to the labelled one. Options: A may also bend the image (an elastic
-distortion, `jitter(elastic=...)`), and the pseudo-labels may be read by another model, the
+distortion, `jitter(elastic=...)`) and thicken or thin its strokes (`thickness`), and the pseudo-labels may be read by another model, the
 moving average of the weights (a "mean teacher", Tarvainen & Valpola 2017), steadier than the
 weights being trained.
 """
@@ -103,12 +103,15 @@ def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None 
 
 
 def jitter(x: Tensor, *, shift: float, rotate: float, elastic: float = 0.0, sigma: float = 4.0,
-           generator: torch.Generator | None = None) -> Tensor:
+           thickness: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """Each image moved by a random whole-image affine map: a rotation of up to `rotate` degrees and
     a shift of up to `shift` pixels each way; with `elastic` > 0 also bent by an elastic distortion
     (Simard et al. 2003): a displacement field of uniform noise in [-1, 1] per pixel and axis,
     smoothed by a Gaussian of `sigma` pixels and scaled so that a field of constant 1 moves a pixel
-    `elastic` pixels. Nearest-neighbour sampled (binary images stay binary), zeros outside.
+    `elastic` pixels. Nearest-neighbour sampled (binary images stay binary), zeros outside. With
+    `thickness` > 0 that share of the images then has its strokes made thicker (half of them: a
+    dilation by a 2x2 square) or thinner (the other half: an erosion by it, unless that would take
+    away more than half of the image's ink).
     x: (B, C, H, W) float."""
     import torch.nn.functional as F
     b, _, h, w = x.shape
@@ -127,7 +130,15 @@ def jitter(x: Tensor, *, shift: float, rotate: float, elastic: float = 0.0, sigm
         field = F.conv2d(F.pad(field, (0, 0, r, r)), k.view(1, 1, -1, 1)).reshape(b, 2, h, w)    # along y
         scale = torch.tensor([2 * elastic / w, 2 * elastic / h]).view(1, 2, 1, 1)                # pixels -> grid units
         grid = grid + (field * scale).permute(0, 2, 3, 1).to(x.device, x.dtype)
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    if thickness > 0:
+        v = torch.rand(b, generator=generator).to(x.device).view(b, 1, 1, 1)
+        pool = lambda t: F.max_pool2d(F.pad(t, (0, 1, 0, 1)), 2, stride=1)  # noqa: E731 (max over a 2x2 square)
+        thin = -pool(-x)
+        ink = lambda t: t.sum((1, 2, 3), keepdim=True)  # noqa: E731
+        thin = torch.where(ink(thin) >= ink(x) / 2, thin, x)   # a thin stroke would vanish: left as it was
+        x = torch.where(v < thickness / 2, pool(x), torch.where(v < thickness, thin, x))
+    return x
 
 
 def consistency_term(model, x: Tensor, x_aug: Tensor, threshold: float, teacher=None,

@@ -107,6 +107,7 @@ class TrainConfig:
     ssl_rotate: float = 15.0         # and rotation of up to this many degrees
     ssl_elastic: float = 0.0         # and an elastic distortion of this strength (pixels; 0 = none,
     ssl_elastic_sigma: float = 4.0   # Simard et al. 2003 used 34 with this smoothing sigma on MNIST)
+    ssl_thickness: float = 0.0       # and this share of the views with strokes thickened or thinned
     ssl_teacher: str = "self"        # who reads the pseudo-labels: "self" or "ema" (the EMA weights)
     eval_error_images: int = 0       # valid images for the valid error (0 = eval_images; -1 = all)
 
@@ -235,8 +236,9 @@ class Trainer:
                              "its scale is the labelled term's")
         if c.ssl_teacher not in ("self", "ema"):
             raise ValueError(f"train config: ssl_teacher must be 'self' or 'ema', got {c.ssl_teacher!r}")
-        if c.ssl_elastic < 0 or c.ssl_elastic_sigma <= 0:
-            raise ValueError("train config: ssl_elastic must be >= 0 and ssl_elastic_sigma > 0")
+        if c.ssl_elastic < 0 or c.ssl_elastic_sigma <= 0 or not 0 <= c.ssl_thickness <= 1:
+            raise ValueError("train config: ssl_elastic must be >= 0, ssl_elastic_sigma > 0 and ssl_thickness "
+                             "in [0, 1]")
         if not 0 < c.ssl_threshold <= 1 or c.ssl_consistency < 0 or c.ssl_consistency_batch < 1:
             raise ValueError("train config: ssl_threshold must be in (0, 1], ssl_consistency >= 0 and "
                              "ssl_consistency_batch >= 1")
@@ -380,7 +382,7 @@ class Trainer:
             idx = torch.randint(len(self.train_data), (c.ssl_consistency_batch,), generator=g)
             x_c = self._augment(self.train_data[idx.to(self.train_data.device)], len(idx), slice(None), salt=2_000_003)
             move = lambda t: jitter(t, shift=c.ssl_shift, rotate=c.ssl_rotate, elastic=c.ssl_elastic,  # noqa: E731
-                                    sigma=c.ssl_elastic_sigma, generator=g)
+                                    sigma=c.ssl_elastic_sigma, thickness=c.ssl_thickness, generator=g)
             extra = dict(x_l_aug=move(x_l), x_c=x_c, x_c_aug=move(x_c), consistency=c.ssl_consistency,
                          threshold=c.ssl_threshold, teacher=self.ema if c.ssl_teacher == "ema" else None)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):

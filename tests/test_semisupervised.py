@@ -212,6 +212,20 @@ def test_consistency_term_is_the_confident_pseudo_labels_log_q_and_trains_only_t
         objective(model, x_u, n_unlabelled=40, alpha=1.0, consistency=1.0, x_c=x, x_c_aug=x_aug)
 
 
+def test_thickness_dilates_or_erodes_strokes_by_a_2x2_square_unless_erosion_would_erase_them():
+    bar = torch.zeros(1, 1, 12, 12)
+    bar[..., 3:9, 4:7] = 1                                  # a stroke 3 pixels wide, 6 high: 18 pixels
+    thick = set()
+    for seed in range(40):                                  # no move: only the thickness changes
+        thick.add(int(jitter(bar, shift=0, rotate=0, thickness=1.0, generator=gen(seed)).sum()))
+    assert thick == {7 * 4, 5 * 2}                          # dilated (7 x 4) or eroded (5 x 2), never as it was
+    hair = torch.zeros(1, 1, 12, 12)
+    hair[..., 2:10, 5] = 1                                  # one pixel wide: erosion would erase it
+    outs = {int(jitter(hair, shift=0, rotate=0, thickness=1.0, generator=gen(seed)).sum()) for seed in range(40)}
+    assert outs == {9 * 2, 8}                               # dilated, or left as it was
+    assert torch.equal(jitter(bar, shift=0, rotate=0, thickness=0.0, generator=gen(1)), bar)
+
+
 def test_consistency_term_takes_its_pseudo_labels_from_the_teacher():
     """A teacher sure of class 2 for every image (its classifier's bias) sets every pseudo-label to
     2, whatever the student thinks: the term is the student's log q(2 | x_aug)."""
@@ -381,14 +395,16 @@ def test_training_with_an_ema_teacher_elastic_views_and_the_whole_valid_split_fo
     tc = TrainConfig(steps=2, batch_size=8, lr=3e-3, warmup=1, log_every=1, eval_every=2, eval_images=20,
                      eval_error_images=-1, ckpt_minutes=1e9, flip=False, num_threads=1, labels=4, labelled_batch=4,
                      free_bits=0.0, ssl_alpha=10.0, ssl_consistency=1.0, ssl_threshold=0.5,
-                     ssl_consistency_batch=6, ssl_shift=1, ssl_rotate=0, ssl_elastic=2, ssl_teacher="ema")
+                     ssl_consistency_batch=6, ssl_shift=1, ssl_rotate=0, ssl_elastic=2, ssl_thickness=0.5,
+                     ssl_teacher="ema")
     t = Trainer(cfg, tc, train, valid, tmp_path, log=lambda m: None, train_labels=train_y, valid_labels=valid_y)
     t.run(progress=False)
     import json
     row = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
     assert row["valid_images"] == 20 and row["valid_error_images"] == 50 == row["raw_valid_error_images"]
     assert row["valid_error"] == pytest.approx(error_rate(t.ema, valid, valid_y), abs=1e-12)
-    for bad, match in ((dict(ssl_teacher="mean"), "ssl_teacher"), (dict(ssl_elastic=-1.0), "ssl_elastic")):
+    for bad, match in ((dict(ssl_teacher="mean"), "ssl_teacher"), (dict(ssl_elastic=-1.0), "ssl_elastic"),
+                       (dict(ssl_thickness=1.5), "ssl_thickness")):
         with pytest.raises(ValueError, match=match):
             Trainer(cfg, TrainConfig(num_threads=1, labels=4, ssl_consistency=1.0, **bad), train, valid, tmp_path,
                     log=lambda m: None, train_labels=train_y)
