@@ -69,7 +69,7 @@ def main() -> None:
         curves[name] = [(s, 100 * e) for s, _, e in c]
     out = Path(args.out)
     line_chart(curves, out.with_suffix(".png"), title="MNIST, 100 labels: valid error (EMA) by variant",
-               xlabel="training step (batch 32 unlabelled + 32 labelled)", ylabel="valid error (%)")
+               xlabel=f"training step (base: batch {base['batch_size']} unlabelled + {base['labelled_batch']} labelled)", ylabel="valid error (%)")
     command = "python benchmarks/ssl_variants.py --runs " + " ".join(args.runs) + \
         f" --out {args.out} --max-step {args.max_step}"
     out.with_suffix(".md").write_text(
