@@ -59,7 +59,7 @@ def main() -> None:
     out.with_suffix(".md").write_text(
         f"# Semi-supervised error against training time\n\n`python benchmarks/ssl_curve.py --run {args.run} "
         f"--data {args.data} --out {args.out}`: every snapshot of the run, its valid error (the first "
-        f"{valid.get('valid_images', '?')} valid images) and its error on all {len(labels)} test images.\n\n"
+        f"{valid.get('valid_error_images', valid.get('valid_images', '?'))} valid images) and its error on all {len(labels)} test images.\n\n"
         + "\n".join(rows) + f"\n\n![error against time]({out.with_suffix('.png').name})\n")
 
 
