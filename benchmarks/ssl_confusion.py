@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.data import load_labels  # noqa: E402
 from biva_core.evaluate import load_images  # noqa: E402
+from biva_core.semisupervised import predict  # noqa: E402
 
 
 @torch.inference_mode()
@@ -40,7 +41,7 @@ def main() -> None:
         raise SystemExit(f"{args.weights}: the model has no class variable")
     x = load_images(args.data, args.split, args.data_dir, model)
     y = load_labels(args.data, args.split, args.data_dir)[:len(x)]
-    pred = torch.cat([model.classify(x[i:i + 500]).argmax(-1) for i in range(0, len(x), 500)]).numpy()
+    pred = predict(model, x)
     C = model.config.classes
     cm = np.zeros((C, C), dtype=int)
     np.add.at(cm, (y, pred), 1)

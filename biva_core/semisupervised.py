@@ -22,9 +22,9 @@ Sohn et al. 2020). For an unlabelled x whose q(y | x) at the posterior means put
 
 beside the labelled term alpha n_l mean log q(y | A(x_l)): lambda is FixMatch's weight of the
 unlabelled loss relative to the labelled one. Options: A may also bend the image (an elastic
-distortion, `jitter(elastic=...)`) and thicken or thin its strokes (`thickness`), and the pseudo-labels may be read by another model, the
-moving average of the weights (a "mean teacher", Tarvainen & Valpola 2017), steadier than the
-weights being trained.
+distortion, `jitter(elastic=...)`) and thicken or thin its strokes (`thickness`), and the
+pseudo-labels may be read by another model, the moving average of the weights (a "mean teacher",
+Tarvainen & Valpola 2017), steadier than the weights being trained.
 """
 from __future__ import annotations
 
@@ -159,14 +159,18 @@ def consistency_term(model, x: Tensor, x_aug: Tensor, threshold: float, teacher=
 
 
 @torch.inference_mode()
-def error_rate(model, images, labels: np.ndarray, *, batch: int = 500, to_float=None) -> float:
-    """The fraction of images whose argmax q(y | x) is not their label. images: (N, C, H, W),
-    float in [0, 1] (or {0, 1}), array or tensor; to_float converts a batch of other values
-    (e.g. uint8 0..255) to that."""
-    wrong = 0
+def predict(model, images, *, batch: int = 500, to_float=None) -> np.ndarray:
+    """argmax q(y | x) of every image, (N,). images: (N, C, H, W), float in [0, 1] (or {0, 1}),
+    array or tensor; to_float converts a batch of other values (e.g. uint8 0..255) to that."""
+    out = [np.zeros(0, dtype=np.int64)]
     for i in range(0, len(images), batch):
         x = torch.as_tensor(images[i:i + batch])
         x = to_float(x) if to_float is not None else x.float()
-        pred = model.classify(x).argmax(-1).cpu().numpy()
-        wrong += int((pred != labels[i:i + batch]).sum())
+        out.append(model.classify(x).argmax(-1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def error_rate(model, images, labels: np.ndarray, *, batch: int = 500, to_float=None) -> float:
+    """The fraction of images whose argmax q(y | x) (`predict`) is not their label."""
+    wrong = int((predict(model, images, batch=batch, to_float=to_float) != np.asarray(labels)[:len(images)]).sum())
     return wrong / max(1, len(images))
