@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
             torch.distributed.destroy_process_group()
     if trainer.rank == 0:
         print(json.dumps(result))
+    if "stopped" in result:  # the update guard gave up: said on the console already; fail the command
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ needs the state folder on a file system every node sees.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -44,6 +45,7 @@ from . import bounds
 from . import distributed as dist
 from .checkpoint import _atomic_write, save_pretrained
 from .config import ModelConfig
+from .guard import UpdateGuard
 from .model import BIVA
 
 
@@ -66,7 +68,14 @@ class TrainConfig:
     init_partial: bool = False
     ema: float = 0.9995              # EMA decay, warmed up: min(ema, (1 + step) / (10 + step))
     grad_clip: float = 200.0         # clip the global gradient norm to this
-    skip_threshold: float = 1000.0   # skip the update when the norm exceeds this (or is not finite)
+    # the update guard (guard.py): skip an update whose norm exceeds skip_factor x the median of
+    # the recent accepted norms (skip_threshold until 20 were accepted) or is not finite; after
+    # max_skips skips in a row restore the last healthy state at half the learning rate; stop
+    # after max_rollbacks rollbacks with no healthy stretch between them
+    skip_threshold: float = 1000.0
+    skip_factor: float = 10.0
+    max_skips: int = 5
+    max_rollbacks: int = 3
     # "bf16" autocast or "none". Measured on an H200 (docs/gpu_flagship.md) the step is bound by
     # kernel launches and bf16 adds cast kernels: fp32 (TF32 convolutions) was fastest, so "auto"
     # means fp32 everywhere until a compiled path makes bf16 pay.
@@ -223,6 +232,9 @@ class Trainer:
         self.best_bpd, self.best_error, self.seconds = math.inf, math.inf, 0.0
         self.kl_history: list[tuple[int, list[float]]] = []
         self.stop_requested = False
+        self.stopped_why: str | None = None  # set when the guard gives up
+        self.guard = UpdateGuard(factor=cfg.skip_factor, threshold=cfg.skip_threshold, max_skips=cfg.max_skips,
+                                 max_rollbacks=cfg.max_rollbacks, device=self.device)
         if self.rank:  # every rank its own stream of dropout masks and latent draws
             torch.manual_seed(cfg.seed + 1_000_003 * self.rank)
 
@@ -332,14 +344,14 @@ class Trainer:
         """One update. Returns 0-dim tensors (loss, elbo, grad_norm, skipped) and the per-latent
         KL; the loop reads them back every log_every steps.
 
-        An update is skipped when the loss or the gradient norm is not finite or the norm exceeds
-        skip_threshold. With sync_free (CUDA by default) the decision, the clipping and the EMA stay
+        The update guard (guard.py) skips an update whose loss or gradient norm is not finite or
+        whose norm is far above the recent ones. With sync_free (CUDA by default) the decision, the clipping and the EMA stay
         on the device (no .item(), float() or branch on a tensor), so a GPU never waits on the host:
         the update is computed and then undone (`_guarded_update`). Otherwise one host read of the
         decision, free on a CPU, branches around opt.step() and the EMA."""
         c = self.cfg
         for group in self.opt.param_groups:
-            group["lr"] = self.lr_at(self.step)
+            group["lr"] = self.lr_at(self.step) * self.guard.lr_scale
         self.model.train()
         extra = {}
         if self.classes:  # the semi-supervised objective (spec section 5)
@@ -358,7 +370,7 @@ class Trainer:
         gn = torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
         # the same decision on every rank: gradients and their norm are averaged already, the loss here
         loss_all = dist.mean_tensor(loss.detach(), self.device)
-        ok = (torch.isfinite(gn) & torch.isfinite(loss_all) & (gn < c.skip_threshold)).float()
+        ok = self.guard.decide(gn.detach(), loss_all)
         if self.sync_free:
             self._guarded_update(ok)
         elif bool(ok):
@@ -467,6 +479,8 @@ class Trainer:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         tensors.update({f"rng.{r}": v for r, v in enumerate(rng)})
+        guard_tensors, guard_scalars = self.guard.state()
+        tensors.update(guard_tensors)
         opt = self.opt.state_dict()
         for pid, st in opt["state"].items():
             for name, v in st.items():
@@ -477,7 +491,7 @@ class Trainer:
         scalars = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "best_bpd": self.best_bpd,
                    "best_error": self.best_error if math.isfinite(self.best_error) else None,
                    "seconds": self.seconds, "kl_history": self.kl_history, "tensors": name,
-                   "world_size": self.world, "param_groups": opt["param_groups"],
+                   "world_size": self.world, "param_groups": opt["param_groups"], "guard": guard_scalars,
                    "train_config": dataclasses.asdict(self.cfg), "model_config": self.model.config.to_dict()}
         _atomic_write(d / "scalars.json", lambda p: Path(p).write_text(json.dumps(scalars)))
         for old in d.glob("tensors*.safetensors"):
@@ -505,6 +519,7 @@ class Trainer:
         self.best_bpd, self.seconds = scalars["best_bpd"], scalars["seconds"]
         self.best_error = math.inf if scalars.get("best_error") is None else scalars["best_error"]
         self.kl_history = [tuple(r) for r in scalars["kl_history"]]
+        self.guard.load(tensors, scalars.get("guard", {}))
         if f"rng.{self.rank}" in tensors:
             dist.set_rng(tensors[f"rng.{self.rank}"].cpu(), self.device)
         elif "torch_rng" in scalars and self.rank == 0:  # the first state format: rank 0's CPU RNG
@@ -574,26 +589,34 @@ class Trainer:
         out_of_time = lambda: bool(c.max_minutes) and time.time() - t_start > 60 * c.max_minutes  # noqa: E731
         stop = dist.any_flag([self.stop_requested], self.device)[0]  # max_minutes: after one step
         validated = self.step
+        self.guard.remember(self.step, self._capture())
         try:
             while self.step < c.steps and not stop:
                 x = self.next_batch()
                 r = self.train_step(x)
                 self.seconds = s_start + time.time() - t_start
+                # on a CPU the count of skips in a row is read every step; with sync_free every max_skips
+                if (not self.sync_free or self.step % c.max_skips == 0) and self.guard.stuck():
+                    if not self._roll_back():
+                        break
                 # summed on the device; read back (one sync) only when a log line is written
                 acc = r if acc is None else {k: acc[k] + r[k] for k in r}
                 n_acc += 1
                 if self.step % c.log_every == 0:
                     dt = time.time() - t_log
                     elbo = float(acc["elbo"]) / n_acc  # rank 0's share of the batch
+                    skipped = int(round(float(acc["skipped"])))
                     row = {"step": self.step, "loss": float(acc["loss"]) / n_acc, "elbo": elbo,
                            "bpd": bounds.bits_per_dim(elbo, self.model.config.dims),
-                           "grad_norm": float(acc["grad_norm"]) / n_acc, "skipped": int(round(float(acc["skipped"]))),
-                           "lr": self.lr_at(self.step), "images_per_s": n_acc * c.batch_size / dt,
+                           "grad_norm": float(acc["grad_norm"]) / n_acc, "skipped": skipped,
+                           "lr": self.lr_at(self.step) * self.guard.lr_scale, "images_per_s": n_acc * c.batch_size / dt,
                            "seconds": round(self.seconds, 1), "kl": (acc["kl"] / n_acc).tolist(),
                            **{f"train_{k}": float(acc[k]) / n_acc for k in ("ce", "accuracy", "mask", "pseudo_agree") if k in acc}}
                     self.write_metrics(row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", bpd=f"{row['bpd']:.3f}", ips=f"{row['images_per_s']:.0f}")
                     acc, n_acc, t_log = None, 0, time.time()
+                    if not skipped:  # a healthy stretch: a state to come back to
+                        self.guard.remember(self.step, self._capture())
                 if self.step % c.eval_every == 0 or self.step == c.steps:
                     self.validate_and_save()
                     validated = self.step
@@ -616,7 +639,44 @@ class Trainer:
         finally:
             bar.close()
             self._restore_signal_handlers()
-        return {"step": self.step, "best_valid_bpd": self.best_bpd, "seconds": self.seconds}
+        return {"step": self.step, "best_valid_bpd": self.best_bpd, "seconds": self.seconds,
+                **({"stopped": self.stopped_why} if self.stopped_why else {})}
+
+    def _capture(self) -> dict:
+        """Copies of what an update changes: weights, EMA, optimizer state."""
+        clone = lambda sd: {k: v.detach().clone() for k, v in sd.items()}  # noqa: E731
+        return {"model": clone(self.model.state_dict()), "ema": clone(self.ema.state_dict()),
+                "opt": copy.deepcopy(self.opt.state_dict())}
+
+    def _roll_back(self) -> bool:
+        """max_skips skips in a row: restore the older healthy state at a lower learning rate, log it
+        (console and metrics.jsonl, which the studio's Runs tab shows). False when the guard gives
+        up: the run stops with its best weights saved."""
+        norm = float(self.guard.norms.nanmedian()) if torch.isfinite(self.guard.norms).any() else float("nan")
+        step, state = self.guard.rollback_target()
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(copy.deepcopy(state["opt"]))  # the snapshot stays untouched
+        lr = self.lr_at(self.step) * self.guard.lr_scale
+        if self.guard.gave_up():
+            self.stopped_why = (f"the run cannot learn: {self.cfg.max_skips} updates in a row were skipped "
+                                f"(loss or gradient norm not finite, or far above the recent median {norm:.3g}) "
+                                f"after {self.guard.rollbacks - 1} rollbacks at ever lower learning rates; "
+                                f"stopped at step {self.step} with the weights of step {step} restored and the "
+                                f"best weights saved in {self.out}. Try a lower --set lr=... (now {self.cfg.lr:g}).")
+            event = "stopped"
+        else:
+            self.stopped_why = None
+            event = "rollback"
+        message = self.stopped_why or (
+            f"step {self.step}: {self.cfg.max_skips} updates in a row skipped (loss or gradient norm not finite, "
+            f"or above {self.cfg.skip_factor:g} x the recent median {norm:.3g}); restored the state of step "
+            f"{step}, learning rate x{self.guard.lr_scale:g} (now {lr:.3g})")
+        if self.rank == 0:
+            self.log(("training stopped: " if event == "stopped" else "warning: ") + message)
+            self.write_metrics({"step": self.step, "seconds": round(self.seconds, 1), "event": event,
+                                "restored_step": step, "lr": lr, "message": message})
+        return event == "rollback"
 
     def _install_signal_handlers(self) -> None:
         def handler(signum, frame):

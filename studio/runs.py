@@ -101,6 +101,11 @@ def read_run(folder: str | Path) -> RunView:
     seconds = max((float(r.get("seconds", 0)) for r in rows), default=float(scalars.get("seconds", 0)))
     steps = int(train_cfg.get("steps") or 0)
     status = _status(folder, step, seconds, steps, train, valid, train_cfg)
+    events = [r for r in rows if r.get("event") in ("rollback", "stopped")]  # the update guard's word
+    if events:
+        last = events[-1]
+        head = "**Stopped:**" if last["event"] == "stopped" else f"**Warning** ({len(events)} rollback(s)):"
+        status += f"\n\n{head} {last.get('message', '')}"
     return RunView(str(folder), status, pd.DataFrame(bpd, columns=TRAIN_COLUMNS),
                    pd.DataFrame(kl, columns=["step", "latent", "KL (nats)"]),
                    pd.DataFrame(speed, columns=["step", "images/s"]),
@@ -121,7 +126,8 @@ def _status(folder: Path, step: int, seconds: float, steps: int, train: list, va
     parts = [f"**{folder.name}**: step {step:,}" + (f" of {steps:,}" if steps else ""),
              f"{seconds / 3600:.2f} h of training"]
     recent = [r for r in train if "seconds" in r][-5:]
-    if steps and len(recent) >= 2 and recent[-1]["seconds"] > recent[0]["seconds"]:
+    running = time.time() - _mtime(folder) < 600  # a run that logged nothing for 10 minutes has no time left
+    if steps and running and len(recent) >= 2 and recent[-1]["seconds"] > recent[0]["seconds"]:
         rate = (recent[-1]["step"] - recent[0]["step"]) / (recent[-1]["seconds"] - recent[0]["seconds"])
         left = max(0.0, (steps - step) / rate) if rate > 0 else float("inf")
         parts.append(f"about {left / 3600:.2f} h left at {rate * 60:.0f} steps/min" if left < 1e9 else "")

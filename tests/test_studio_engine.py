@@ -435,6 +435,29 @@ def test_run_views_tolerate_folders_being_written(tmp_path, dirs):
         s.load_run(str(run))
 
 
+def test_the_runs_view_shows_the_guards_word_and_no_time_left_for_a_stopped_run(tmp_path):
+    """A rollback is shown as a warning, a guard's stop as "Stopped" with its message; a run whose
+    log has not moved for 10 minutes shows no time left."""
+    import os
+    import time as _time
+    from studio.runs import read_run
+    run = tmp_path / "r"
+    run.mkdir()
+    rows = [{"step": s, "bpd": 5.0, "seconds": 10.0 * s, "images_per_s": 40.0} for s in (10, 20, 30)]
+    rows.append({"step": 33, "seconds": 330.0, "event": "rollback", "restored_step": 20, "message": "restored step 20"})
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (run / "state").mkdir()
+    (run / "state" / "scalars.json").write_text(json.dumps({"step": 33, "train_config": {"steps": 600}}))
+    v = read_run(run)
+    assert "**Warning** (1 rollback(s)): restored step 20" in v.status and "h left" in v.status
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 36, "seconds": 360.0, "event": "stopped", "message": "the run cannot learn"}) + "\n")
+    assert "**Stopped:** the run cannot learn" in read_run(run).status
+    old = _time.time() - 3600
+    os.utime(run / "metrics.jsonl", (old, old))
+    assert "h left" not in read_run(run).status and "last log 60 min ago" in read_run(run).status
+
+
 def test_a_model_with_classes_samples_a_row_per_class_and_shows_q_y(tmp_path):
     """Sample draws `count` images of every class (a row each, the same images as model.sample with
     that label); reconstruct and anomaly add q(y | x), its two likeliest classes, to each row."""

@@ -324,3 +324,85 @@ def test_the_sync_free_update_equals_the_branch(tmp_path):
         runs[mode] = state_of(t)
     for k, v in runs["off"].items():
         assert torch.allclose(runs["on"][k], v, rtol=1e-5, atol=1e-7), k
+
+
+# ---------------------------------------------------------------- the update guard
+
+class Planted(Trainer):
+    """A trainer with planted trouble: at step `blow_up` every weight is scaled so that the next
+    gradients are far above the recent ones (as after one bad update); from step `poison` on
+    every training batch is NaN (a run that cannot learn)."""
+    blow_up: int | None = None
+    poison: int | None = None
+
+    def train_step(self, x):
+        if self.poison is not None and self.step >= self.poison:
+            x = torch.full_like(x, float("nan"))
+        r = super().train_step(x)
+        if self.step == self.blow_up:
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p.mul_(30.0)
+        return r
+
+
+def rows_of(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_guard_recovers_from_an_exploding_step(tmp_path):
+    """Weights thrown far off at step 30: the next updates are skipped, after max_skips in a row
+    the state of a healthy stretch before step 30 comes back at half the learning rate, the run
+    learns on and ends near where it was, and the rollback is in the log."""
+    cfg = fast_config(steps=80, log_every=5, eval_every=40, warmup=5, lr=2e-3, max_skips=4)
+    t = Planted(CFG, cfg, data(32, 0), data(8, 1), tmp_path / "run", log=quiet)
+    t.blow_up = 30
+    t.run(progress=False)
+    rows = rows_of(tmp_path / "run")
+    events = [r for r in rows if r.get("event")]
+    assert [e["event"] for e in events] == ["rollback"], events
+    assert events[0]["restored_step"] in (20, 25) and events[0]["step"] <= 30 + cfg.max_skips
+    assert t.guard.lr_scale == 0.5 and t.stopped_why is None
+    train = [r for r in rows if "bpd" in r]
+    before = next(r["bpd"] for r in train if r["step"] == 30)
+    assert train[-1]["step"] == 80 and train[-1]["skipped"] == 0 and train[-1]["bpd"] < before + 0.5
+    assert sum(r["skipped"] for r in train) <= cfg.max_skips + 1
+
+
+def test_a_run_that_cannot_learn_stops_with_a_message_and_its_weights(tmp_path):
+    """NaN batches from step 12 on: every update is skipped, each rollback fails again, after
+    max_rollbacks the run stops long before its last step, says why, and leaves loadable weights
+    and a resume state."""
+    messages = []
+    cfg = fast_config(steps=500, log_every=4, eval_every=1000, warmup=2, max_skips=3, max_rollbacks=2)
+    t = Planted(CFG, cfg, data(16, 0), data(8, 1), tmp_path / "run", log=messages.append)
+    t.poison = 12
+    result = t.run(progress=False)
+    assert "cannot learn" in result["stopped"] and str(tmp_path / "run") in result["stopped"]
+    assert t.step == 12 + 3 * (cfg.max_rollbacks + 1)  # three skips before each of three rollbacks
+    assert [r["event"] for r in rows_of(tmp_path / "run") if r.get("event")] == ["rollback", "rollback", "stopped"]
+    assert any(m.startswith("training stopped: the run cannot learn") for m in messages)
+    model = load_pretrained(tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert (tmp_path / "run" / "state" / "scalars.json").is_file()
+
+
+def test_the_adaptive_threshold_skips_a_spike_and_keeps_a_steady_large_norm():
+    """The limit is skip_factor x the median of the accepted norms once 20 are in, the fixed
+    skip_threshold before: a norm of 2,000 passes when the norms have been 800 to 990 (the fixed
+    rule would skip it forever), a spike of 50x the median is skipped, NaN always."""
+    from biva_core.guard import UpdateGuard
+    g = UpdateGuard(factor=10, threshold=1000.0, max_skips=5, max_rollbacks=3, device=torch.device("cpu"))
+    loss = torch.tensor(1.0)
+    assert float(g.decide(torch.tensor(1500.0), loss)) == 0.0       # fixed threshold at first
+    for v in np.linspace(800, 990, 20):
+        assert float(g.decide(torch.tensor(float(v)), loss)) == 1.0
+    assert float(g.limit()) == pytest.approx(10 * np.median(np.linspace(800, 990, 20)), rel=0.01)
+    assert float(g.decide(torch.tensor(2000.0), loss)) == 1.0
+    assert float(g.decide(torch.tensor(50_000.0), loss)) == 0.0
+    assert float(g.decide(torch.tensor(float("nan")), loss)) == 0.0
+    assert float(g.decide(torch.tensor(10.0), torch.tensor(float("inf")))) == 0.0
+    assert int(g.in_a_row) == 3 and not g.stuck()
+    assert float(g.decide(torch.tensor(1000.0), loss)) == 1.0 and int(g.in_a_row) == 0
+    with pytest.raises(ValueError, match="skip_factor"):
+        UpdateGuard(factor=1.0, threshold=1.0, max_skips=5, max_rollbacks=3, device=torch.device("cpu"))
