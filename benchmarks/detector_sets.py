@@ -16,7 +16,7 @@ then be read on another without scoring anything again (--load).
 --subsets adds the detectors with several k (Bonferroni over bits/dim and each LLR>k), each also
 with the complexity statistic of each lossless codec and of both (bits/dim - the codec's bits/dim;
 "+png", "+jpeg2000" in the table), and each of those combined by the reference's joint density
-instead of Bonferroni ("density" in the table; biva_core.detector). Scores saved before the codecs' sizes were recorded get them with
+instead of Bonferroni ("density" in the table; biva_core.detect.detector). Scores saved before the codecs' sizes were recorded get them with
 --add-sizes (the same --split/--skip/--limit/--sets; the reference's from its first N valid
 images): the sizes need the images, not the model.
 With --ref N the reference is built here instead, from the first N valid images, with --iw K,
@@ -37,9 +37,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import load_pretrained  # noqa: E402
-from biva_core.detector import (CODECS, COMBINES, Detector, Reference, build_reference, compressed_bits_per_dim,  # noqa: E402
+from biva_core.detect.detector import (CODECS, COMBINES, Detector, Reference, build_reference, compressed_bits_per_dim,  # noqa: E402
                                 scores_per_image)
-from biva_core.evaluate import auroc, load_images, load_model_folder  # noqa: E402
+from biva_core.eval.evaluate import auroc, load_images, load_model_folder  # noqa: E402
 from biva_core.model import PRIORS  # noqa: E402
 
 IN = "in"

@@ -28,7 +28,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from biva_core.config import ModelConfig, faces64  # noqa: E402
+from biva_core.model.config import ModelConfig, faces64  # noqa: E402
 
 # name -> ([(levels, channels), ...] for 32x32, 16x16, 8x8, 4x4 (20 levels), residual block)
 CANDIDATES = {
@@ -48,7 +48,7 @@ def candidate(name: str) -> ModelConfig:
 
 def run(args: argparse.Namespace) -> None:
     from biva_core.data import load_split
-    from biva_core.trainer import TrainConfig, Trainer
+    from biva_core.train.trainer import TrainConfig, Trainer
     torch.set_num_threads(args.threads)
     tag = args.name + ("" if args.amp == "none" else f"_{args.amp}") + ("_cos" if args.schedule == "cosine" else "")
     out = Path(args.runs) / tag
@@ -72,7 +72,7 @@ def logs(runs: Path) -> dict[str, list[dict]]:
 
 def report(args: argparse.Namespace) -> None:
     from biva_core.model import BIVA
-    from biva_core.plots import line_chart
+    from biva_core.io.plots import line_chart
     runs, docs = Path(args.runs), ROOT / "docs"
     every = logs(runs)
     data = {tag: [r for r in log if "valid_bpd" in r] for tag, log in every.items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/tests")
 torch.set_num_threads(1)
-from biva_core.trainer import TrainConfig, Trainer
+from biva_core.train.trainer import TrainConfig, Trainer
 from conftest import tiny_config
 class Planted(Trainer):
     def train_step(self, x):

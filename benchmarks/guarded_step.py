@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import preset  # noqa: E402
-from biva_core.trainer import TrainConfig, Trainer  # noqa: E402
+from biva_core.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 def main() -> None:

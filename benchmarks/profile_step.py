@@ -18,8 +18,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from biva_core.config import PRESETS, preset  # noqa: E402
-from biva_core.trainer import TrainConfig, Trainer  # noqa: E402
+from biva_core.model.config import PRESETS, preset  # noqa: E402
+from biva_core.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.data import load_labels  # noqa: E402
-from biva_core.evaluate import load_images  # noqa: E402
-from biva_core.semisupervised import predict  # noqa: E402
+from biva_core.eval.evaluate import load_images  # noqa: E402
+from biva_core.train.semisupervised import predict  # noqa: E402
 
 
 @torch.inference_mode()

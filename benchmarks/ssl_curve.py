@@ -20,9 +20,9 @@ sys.path.insert(0, str(ROOT))
 
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.data import load_labels  # noqa: E402
-from biva_core.evaluate import load_images  # noqa: E402
-from biva_core.plots import line_chart  # noqa: E402
-from biva_core.semisupervised import error_rate  # noqa: E402
+from biva_core.eval.evaluate import load_images  # noqa: E402
+from biva_core.io.plots import line_chart  # noqa: E402
+from biva_core.train.semisupervised import error_rate  # noqa: E402
 
 
 def main() -> None:

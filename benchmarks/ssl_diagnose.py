@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.data import load_labels  # noqa: E402
-from biva_core.evaluate import load_images  # noqa: E402
+from biva_core.eval.evaluate import load_images  # noqa: E402
 
 
 @torch.no_grad()

@@ -18,9 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from biva_core.config import ModelConfig  # noqa: E402
-from biva_core.plots import line_chart  # noqa: E402
-from biva_core.trainer import TrainConfig  # noqa: E402
+from biva_core.model.config import ModelConfig  # noqa: E402
+from biva_core.io.plots import line_chart  # noqa: E402
+from biva_core.train.trainer import TrainConfig  # noqa: E402
 
 
 def curve(run: Path, max_step: int) -> list[tuple[int, float, float]]:

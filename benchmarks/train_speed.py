@@ -30,8 +30,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from biva_core.config import preset  # noqa: E402
-from biva_core.trainer import TrainConfig, Trainer  # noqa: E402
+from biva_core.model.config import preset  # noqa: E402
+from biva_core.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 MODES = {
     "fp32": dict(amp="none", channels_last=False, fused=False, compile=False),

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from biva_core import BIVA
-from biva_core.checkpoint import read_metrics, training_totals  # read_metrics: also the Runs tab's reader
-from biva_core.plots import line_chart
+from biva_core.io.checkpoint import read_metrics, training_totals  # read_metrics: also the Runs tab's reader
+from biva_core.io.plots import line_chart
 
 from . import draw
 from .images import Prepared

@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `pytest tests/` from anywhere
 
 from biva_core import BIVA, LevelConfig, ModelConfig, preset  # noqa: E402
-from biva_core.layers import BLOCKS  # noqa: E402
+from biva_core.model.layers import BLOCKS  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("BIVA_TEST_THREADS", "1")))
 

@@ -54,7 +54,7 @@ def shipped_folders() -> list[Path]:
 
 def layouts() -> dict:
     from biva_core import BIVA, preset
-    from biva_core.config import PRESETS
+    from biva_core.model.config import PRESETS
     torch.manual_seed(0)
     return {name: {k: list(v.shape) for k, v in BIVA(preset(name)).state_dict().items()} for name in sorted(PRESETS)}
 
@@ -81,7 +81,7 @@ def shipped(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _tiny_run(out: Path, *, classes: bool) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    from biva_core.trainer import TrainConfig, Trainer
+    from biva_core.train.trainer import TrainConfig, Trainer
     from conftest import tiny_config
     rng = np.random.default_rng(0)
     if classes:
@@ -118,7 +118,7 @@ def training() -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def export_reference() -> dict:
-    from biva_core.export import export
+    from biva_core.eval.export import export
     with tempfile.TemporaryDirectory() as d:
         _tiny_run(Path(d) / "run", classes=False)
         g = torch.Generator().manual_seed(7)
@@ -132,7 +132,7 @@ def export_reference() -> dict:
 def evaluate_report() -> dict | None:
     if not os.environ.get("BIVA_DATA"):
         return None
-    from biva_core.evaluate import run
+    from biva_core.eval.evaluate import run
     report = run(["--weights", str(ROOT / "weights" / "binarized_mnist"), "--data", "binarized_mnist",
                   "--split", "test", "--limit", "16", "--iw", "2", "--threads", "1", "--no-progress"])
     report = without_timings(json.loads(json.dumps(report)))

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from biva_core import BIVA, load_pretrained, save_pretrained
-from biva_core.checkpoint import CONFIG, INDEX, SINGLE, CheckpointError, read_config, warm_start
+from biva_core.io.checkpoint import CONFIG, INDEX, SINGLE, CheckpointError, read_config, warm_start
 
 from conftest import images, live_model, tiny_config
 

@@ -1,4 +1,4 @@
-"""biva_core.evaluate: the AUROC against its definition, the CLI's JSON / CSV / reference output on
+"""biva_core.eval.evaluate: the AUROC against its definition, the CLI's JSON / CSV / reference output on
 a tiny saved model, and the digit binarization."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from biva_core import BIVA, LevelConfig, ModelConfig
-from biva_core.checkpoint import save_pretrained
-from biva_core.detector import Reference, build_reference
-from biva_core.evaluate import auroc, load_images, run
+from biva_core.io.checkpoint import save_pretrained
+from biva_core.detect.detector import Reference, build_reference
+from biva_core.eval.evaluate import auroc, load_images, run
 
 from conftest import images, live_model, tiny_config
 from test_train import image_folder
@@ -175,7 +175,7 @@ def test_reference_direct_call():
 
 def test_other_sets_are_adapted_to_the_model():
     """A face model scores grey digits (repeated to RGB, resized) and a digit model RGB images."""
-    from biva_core.evaluate import adapt
+    from biva_core.eval.evaluate import adapt
     grey = np.random.default_rng(0).integers(0, 256, (3, 1, 28, 28), dtype=np.uint8)
     rgb = adapt(grey, (3, 64, 64))
     assert rgb.shape == (3, 3, 64, 64) and (rgb[:, 0] == rgb[:, 2]).all()

@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from biva_core import load_pretrained, save_pretrained
-from biva_core.export import TEMPERATURES, export, main, resample_ks
+from biva_core.eval.export import TEMPERATURES, export, main, resample_ks
 
 from conftest import images, live_model, tiny_config
 
@@ -46,7 +46,7 @@ def test_export_writes_a_folder_the_studio_loads(tmp_path: Path) -> None:
 
 def test_a_model_with_classes_exports_a_sample_row_per_class(tmp_path: Path) -> None:
     """Row c of the grid is 8 samples of class c: the same images as sampling with that label."""
-    from biva_core.plots import grid_image
+    from biva_core.io.plots import grid_image
     model = live_model(tiny_config(kind="bernoulli").replace(classes=3), seed=2)
     out = export(save_pretrained(model, tmp_path / "run"), tmp_path / "shipped", log=lambda m: None)
     grid = Image.open(out / "samples_t0.8.png")
@@ -131,7 +131,7 @@ SHIPPED = sorted(p for p in (Path(__file__).parents[1] / "weights").glob("*") if
 def test_shipped_folders_are_complete(folder: Path) -> None:
     """Every shipped model: fp16 shards of at most 16 MiB that load, a reference of at least 100
     valid images the studio reads, the training log and the pictures the README points at."""
-    from biva_core.detector import Reference
+    from biva_core.detect.detector import Reference
     files = sorted(folder.glob("model*.safetensors"))
     assert files and all(f.stat().st_size <= 16 * 2**20 for f in files)
     assert all(t.dtype == torch.float16 for f in files for t in load_file(f).values() if t.is_floating_point())

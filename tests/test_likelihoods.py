@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from biva_core import likelihoods as lik
+from biva_core.model import likelihoods as lik
 
 GRID = torch.arange(256, dtype=torch.float64) * 2 / 255 - 1      # the 256 pixel values in [-1, 1]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from biva_core import BIVA, preset
-from biva_core import bounds
-from biva_core.model import Boundary
+from biva_core.model import bounds
+from biva_core.model.passes import Boundary
 
 from conftest import images, live_model, tiny_config
 
@@ -386,7 +386,7 @@ def test_bottleneck_block_is_its_formula_and_costs_what_it_says() -> None:
     (m = c / 4; the gated block's 27 c^2): 14.4x fewer at c = 64."""
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
-    from biva_core.layers import BottleneckBlock, GatedBlock
+    from biva_core.model.layers import BottleneckBlock, GatedBlock
     torch.manual_seed(0)
     c, m, hw = 64, 16, 5
     block, x, aux = BottleneckBlock(c, aux_channels=8), torch.randn(2, c, hw, hw), torch.randn(2, 8, hw, hw)
@@ -432,7 +432,7 @@ def test_bf16_autocast_elbo_is_close_to_fp32() -> None:
 def test_interpolation_ends_at_the_reconstructions(variant):
     """At k = 0 with the prior means below (temperature 0) the path runs from reconstruct(A) to
     reconstruct(B); slerp keeps the ends and is seeded; other k redraw only the levels <= k."""
-    from biva_core.operations import slerp
+    from biva_core.model.operations import slerp
     model = live_model(tiny_config(variant))
     x = images(model.config, 2)
     path = model.interpolate(x[:1], x[1:], 0, 5)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from biva_core import BIVA
-from biva_core.checkpoint import load_pretrained, save_pretrained
-from biva_core.semisupervised import consistency_term, draw_labels, error_rate, jitter, objective, unlabelled_bound
-from biva_core.trainer import TrainConfig, Trainer
+from biva_core.io.checkpoint import load_pretrained, save_pretrained
+from biva_core.train.semisupervised import consistency_term, draw_labels, error_rate, jitter, objective, unlabelled_bound
+from biva_core.train.trainer import TrainConfig, Trainer
 
 from conftest import images, live_model, tiny_config
 
@@ -115,7 +115,7 @@ def test_with_class_means_the_classes_differ_by_the_top_prior_alone_when_the_pat
 
 
 def test_with_one_class_the_objective_is_the_ordinary_elbo_and_its_free_bits_loss():
-    from biva_core import bounds
+    from biva_core.model import bounds
     model = class_model(classes=1)
     x = images(model.config, 5)
     D = model.config.dims

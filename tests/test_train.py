@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from biva_core.checkpoint import load_pretrained
+from biva_core.io.checkpoint import load_pretrained
 from biva_core.data.folder import split_of
-from biva_core.trainer import TrainConfig, Trainer
+from biva_core.train.trainer import TrainConfig, Trainer
 
 from conftest import tiny_config
 
@@ -242,7 +242,7 @@ def test_running_out_of_time_validates_the_last_step(tmp_path):
 def test_dynamic_binarization_draws_afresh_each_step(tmp_path):
     """binarize=true: every batch is a Bernoulli(intensity) draw of the 8-bit images, new at every
     step, fixed by (seed, step) so that resuming redraws the same pixels."""
-    from biva_core.config import LevelConfig, ModelConfig
+    from biva_core.model.config import LevelConfig, ModelConfig
     levels = (LevelConfig(blocks=1, channels=4, latent=2, stride=2), LevelConfig(blocks=1, channels=4, latent=2))
     cfg = ModelConfig(image_shape=(1, 8, 8), levels=levels, likelihood="bernoulli")
     grey = np.full((16, 1, 8, 8), 77, np.uint8)
@@ -391,7 +391,7 @@ def test_the_adaptive_threshold_skips_a_spike_and_keeps_a_steady_large_norm():
     """The limit is skip_factor x the median of the accepted norms once 20 are in, the fixed
     skip_threshold before: a norm of 2,000 passes when the norms have been 800 to 990 (the fixed
     rule would skip it forever), a spike of 50x the median is skipped, NaN always."""
-    from biva_core.guard import UpdateGuard
+    from biva_core.train.guard import UpdateGuard
     g = UpdateGuard(factor=10, threshold=1000.0, max_skips=5, max_rollbacks=3, device=torch.device("cpu"))
     loss = torch.tensor(1.0)
     assert float(g.decide(torch.tensor(1500.0), loss)) == 0.0       # fixed threshold at first

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import celeba, cifar, folder, mnist
-from .cache import Source, cached, default_cache_dir, fingerprint
+from biva_core.data import celeba, cifar, folder, mnist
+from biva_core.data.cache import Source, cached, default_cache_dir, fingerprint
 
 DATASETS = ("celeba", "binarized_mnist", "mnist", "fashion_mnist", "mnist_binary", "fashion_mnist_binary",
             "cifar10", "folder")

@@ -13,8 +13,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from .cache import Source
-from .images import decode_all, open_image, to_rgb
+from biva_core.data.cache import Source
+from biva_core.data.images import decode_all, open_image, to_rgb
 
 CROP_BOX = (15, 40, 163, 188)  # (left, top, right, bottom): 148 x 148
 LAST_TRAIN_ID, LAST_VALID_ID = 162770, 182637

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import Source
+from biva_core.data.cache import Source
 
 RECORD = 1 + 3 * 32 * 32  # label byte, then 1024 red, 1024 green, 1024 blue bytes
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import Source
-from .images import IMAGE_EXTENSIONS, center_square, decode_all, open_image, to_rgb
+from biva_core.data.cache import Source
+from biva_core.data.images import IMAGE_EXTENSIONS, center_square, decode_all, open_image, to_rgb
 
 SPLIT_EDGES = {"train": (0.0, 0.90), "valid": (0.90, 0.95), "test": (0.95, 1.0)}
 

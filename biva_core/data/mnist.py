@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import Source
+from biva_core.data.cache import Source
 
 SIDE = 28
 

@@ -31,9 +31,9 @@ import torch
 from PIL import Image, ImageFile
 from torch import Tensor
 
-from ..config import ModelConfig
-from .celeba import CROP_BOX
-from .images import to_rgb
+from biva_core.model.config import ModelConfig
+from biva_core.data.celeba import CROP_BOX
+from biva_core.data.images import to_rgb
 
 MAX_BYTES = 30 * 2 ** 20           # a larger upload is refused before it is read
 MAX_PIXELS = 40_000_000            # width x height; checked from the header, before decoding
@@ -145,7 +145,7 @@ def prepare(path: str | os.PathLike, config: ModelConfig, *, face: bool, name: s
         if binarize == "threshold":
             x = (x >= 0.5).float()
         else:
-            from .mnist import binarize as bernoulli_draw
+            from biva_core.data.mnist import binarize as bernoulli_draw
             drawn = bernoulli_draw(pixels.transpose(2, 0, 1), zlib.crc32(pixels.tobytes()))
             x = torch.from_numpy(drawn.astype(np.float32))
     return Prepared(name, original, box, rule, x)

@@ -23,9 +23,9 @@ import sys
 import torch
 import torch.distributed
 
-from . import distributed as dist
-from .config import PRESETS, ModelConfig, preset
-from .trainer import TrainConfig, Trainer
+from biva_core.train import distributed as dist
+from biva_core.model.config import PRESETS, ModelConfig, preset
+from biva_core.train.trainer import TrainConfig, Trainer
 
 DIGITS = ("binarized_mnist", "mnist", "fashion_mnist", "mnist_binary", "fashion_mnist_binary")
 
@@ -62,7 +62,7 @@ def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .data import DATASETS, base_dataset, load_labels, load_split
+    from biva_core.data import DATASETS, base_dataset, load_labels, load_split
     ap = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", required=True, choices=sorted(PRESETS))
     ap.add_argument("--data", required=True, choices=DATASETS)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(valid) == 0:
         raise SystemExit(f"data: the valid split of {args.data} is empty")
     if train_cfg.binarize and valid.max() > 1:  # --set binarize=true on an 8-bit set
-        from .data.mnist import binarize
+        from biva_core.data.mnist import binarize
         valid = binarize(valid, f"{args.data}/valid")
     if args.data == "mnist" and model_cfg.likelihood == "bernoulli":
         train, valid = (train > 127).astype("uint8"), (valid > 127).astype("uint8")

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import bounds
+from biva_core.model import bounds
+from biva_core.model.passes import Boundary
 
 
 def _evaluating(fn):
@@ -100,7 +101,6 @@ class Operations:
         h, _ = self.prepare(x.to(self.device))
         bu = self.bottom_up(h, q_mean=True)
         if k >= self.config.L:
-            from .model import Boundary
             return Boundary(self.config.L, None, None)
         y = self._class(label, h.shape[0], bu=bu)
         return self.top_down(bu, k=k, q_mean=True, keep=k, y=y).boundary

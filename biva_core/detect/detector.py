@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .model import PRIORS
+from biva_core.model import PRIORS
 
 REFERENCE_FILE = "reference.json"
 COMBINES = ("bonferroni", "density")
@@ -182,7 +182,7 @@ class Reference:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write reference.json atomically (a folder means folder/reference.json)."""
-        from .checkpoint import _atomic_write
+        from biva_core.io.checkpoint import _atomic_write
         path = Path(path)
         if path.is_dir():
             path = path / REFERENCE_FILE

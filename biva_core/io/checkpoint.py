@@ -18,8 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig
-from .model import BIVA
+from biva_core.model.config import ModelConfig
+from biva_core.model import BIVA
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"

@@ -41,12 +41,12 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from . import bounds
-from . import distributed as dist
-from .checkpoint import _atomic_write, save_pretrained
-from .config import ModelConfig
-from .guard import UpdateGuard
-from .model import BIVA
+from biva_core.model import bounds
+from biva_core.train import distributed as dist
+from biva_core.io.checkpoint import _atomic_write, save_pretrained
+from biva_core.model.config import ModelConfig
+from biva_core.train.guard import UpdateGuard
+from biva_core.model import BIVA
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ class Trainer:
         self.valid_data = torch.from_numpy(np.ascontiguousarray(valid))
         self.model = BIVA(model_cfg).to(self.device)
         if init:  # warm start from a pretrained layout; the optimizer starts fresh
-            from .checkpoint import warm_start
+            from biva_core.io.checkpoint import warm_start
             fresh = warm_start(self.model, init, partial=cfg.init_partial)
             if fresh and self.rank == 0:
                 log(f"warm start from {init}: {len(fresh)} of {len(self.model.state_dict())} tensors "
@@ -264,7 +264,7 @@ class Trainer:
         if c.labels % C or len(np.unique(train_labels)) != C:
             raise ValueError(f"train config: labels={c.labels} must be a multiple of the {C} classes, "
                              f"and the data must have {C} classes (found {len(np.unique(train_labels))})")
-        from .semisupervised import draw_labels
+        from biva_core.train.semisupervised import draw_labels
         idx = draw_labels(train_labels, c.labels // C, c.label_seed)
         self.label_index = idx
         self.labelled = torch.from_numpy(np.ascontiguousarray(train[idx]))
@@ -384,7 +384,7 @@ class Trainer:
     def _ssl_loss(self, x: torch.Tensor):
         """-J / (N D) of semisupervised.objective for this batch (unlabelled x, and labelled_batch
         labelled images when there are labels); U(x) stands for the ELBO in the logs."""
-        from .semisupervised import jitter, objective
+        from biva_core.train.semisupervised import jitter, objective
         c = self.cfg
         n_l = 0 if self.labelled is None else len(self.labelled)
         x_l, y_l = self.labelled_batch() if n_l else (None, None)
@@ -446,7 +446,7 @@ class Trainer:
         row = {"valid_elbo": elbo, "valid_bpd": bounds.bits_per_dim(elbo, model.config.dims),
                "valid_kl": kl, "valid_images": len(data)}
         if self.valid_labels is not None:  # a model with classes is chosen by its valid error
-            from .semisupervised import error_rate
+            from biva_core.train.semisupervised import error_rate
             e = self.cfg.eval_error_images
             n_e = n if e == 0 else len(self.valid_data) if e < 0 else min(e, len(self.valid_data))
             row["valid_error"] = error_rate(model, self.valid_data[:n_e], self.valid_labels[:n_e],
@@ -570,7 +570,7 @@ class Trainer:
             save_pretrained(best_model, self.out / "snapshots" / f"{self.step:08d}",
                             training=self.metadata({"valid": {k: v for k, v in row.items() if "kl" not in k}}))
         self.kl_history.append((self.step, row["valid_kl"]))
-        from .plots import kl_per_latent_plot, save_samples
+        from biva_core.io.plots import kl_per_latent_plot, save_samples
         names = self.model.latent_names()
         kl_per_latent_plot(self.kl_history, names, self.out / "kl_per_latent.png")
         for t in (1.0, 0.8):  # with classes: a row of 8 per class

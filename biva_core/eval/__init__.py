@@ -1,0 +1,1 @@
+"""Evaluation (bounds, OOD AUROCs, reports, the biva-evaluate CLI) and the export of a run into a shipped folder."""

@@ -1,0 +1,1 @@
+"""Files: atomic writes, checkpoints (safetensors + JSON), the metrics log and pictures."""

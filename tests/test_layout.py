@@ -1,0 +1,82 @@
+"""The layout of biva_core: one folder per idea, in layers that import only downward, and no
+import circle, counting the imports inside functions too.
+
+    model (0)  <  data (1)  <  io (2)  <  train, detect (3)  <  eval (4)  <  the entry points (5)
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "biva_core"
+LAYERS = {"model": 0, "data": 1, "io": 2, "train": 3, "detect": 3, "eval": 4}
+ENTRY = 5  # biva_core/__init__.py, evaluate.py, export.py: the public names and `python -m` entries
+
+
+def module_of(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.get(parts[1], ENTRY) if len(parts) > 1 else ENTRY
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every biva_core import in the file, wherever it stands; relative imports
+    are reported as such (the package uses absolute ones)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                found.append((node.lineno, "." * node.level + (node.module or "")))
+            elif node.module and node.module.split(".")[0] == "biva_core":
+                base = node.module
+                # `from biva_core.model import bounds` imports the submodule biva_core.model.bounds
+                for alias in node.names:
+                    sub = PACKAGE.parent / (base.replace(".", "/") + "/" + alias.name)
+                    found.append((node.lineno, f"{base}.{alias.name}" if sub.with_suffix(".py").is_file()
+                                  or sub.is_dir() else base))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "biva_core"]
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        out[module_of(path)] = {m for _, m in imports_of(path)}
+    return out
+
+
+def test_every_package_folder_imports_only_downward():
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        me = module_of(path)
+        for line, target in imports_of(path):
+            if target.startswith("."):
+                bad.append(f"{path.relative_to(PACKAGE)}:{line} relative import {target}")
+            elif layer_of(target) > layer_of(me) or (layer_of(target) == layer_of(me) == 3
+                                                    and target.split(".")[1] != me.split(".")[1]):
+                bad.append(f"{path.relative_to(PACKAGE)}:{line} imports {target} (layer {layer_of(target)} "
+                           f"above {layer_of(me)})")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_module_imports_itself_back():
+    g = graph()
+    # a module's imports resolved to modules (a package import counts as its __init__)
+    resolve = lambda m: m if m in g else None  # noqa: E731
+    cycles = []
+    for start in g:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, trail = stack.pop()
+            for nxt in filter(None, map(resolve, g.get(node, ()))):
+                if nxt == start:
+                    cycles.append(" -> ".join(trail + [start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, trail + [nxt]))
+    assert not cycles, "\n".join(sorted(set(cycles)))
