@@ -184,3 +184,37 @@ def test_config_is_frozen_and_unknown_preset_is_named() -> None:
         cfg.mixtures = 5
     with pytest.raises(ValueError, match="celeba128"):
         preset("celeba128")
+
+
+# ---------------------------------------------------------------- the training config
+
+def test_train_config_checks_types_and_ranges_when_made():
+    from biva_core.train.config import TrainConfig
+    for bad, key in ((dict(snapshots=1), "snapshots"), (dict(steps=2.5), "steps"), (dict(lr="fast"), "lr"),
+                     (dict(flip="yes"), "flip"), (dict(lr_schedule="linear"), "lr_schedule"),
+                     (dict(amp="auto"), "amp"), (dict(ema=1.0), "ema"), (dict(batch_size=0), "batch_size"),
+                     (dict(skip_factor=1.0), "skip_factor"), (dict(ssl_consistency=1.0), "ssl_consistency")):
+        with pytest.raises(ValueError, match=f"train config: {key}="):
+            TrainConfig(**bad)
+    assert TrainConfig(lr=1).lr == 1  # a JSON whole number is a float
+
+
+def test_retired_training_switches_load_when_off_and_are_refused_when_on():
+    from biva_core.train.config import RETIRED, TrainConfig
+    old = {**dataclasses.asdict(TrainConfig()),
+           **RETIRED, "amp": "auto"}
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.amp == "none" and cfg == TrainConfig()
+    for key in RETIRED:
+        with pytest.raises(ValueError, match=f"{key} was retired.*docs/notes/2026-12-07-retired-switches.md"):
+            TrainConfig.from_dict({key: 1})
+
+
+@pytest.mark.parametrize("folder", sorted(p for p in (Path(__file__).resolve().parents[1] / "weights").iterdir()
+                                          if (p / "config.json").is_file()), ids=lambda p: p.name)
+def test_every_shipped_folders_training_config_loads(folder):
+    import json
+    from biva_core.train.config import TrainConfig
+    stored = json.loads((folder / "config.json").read_text())["training"]["train_config"]
+    cfg = TrainConfig.from_dict(stored)
+    assert cfg.batch_size == stored["batch_size"] and cfg.amp in ("none", "bf16")

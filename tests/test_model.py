@@ -108,17 +108,6 @@ def test_free_bits_loss() -> None:
     assert torch.equal(bounds.free_bits_loss(log_px, kl, torch.tensor([2.0, 5.0])), torch.tensor([17.0, 28.0]))
 
 
-def test_free_bits_floors_put_the_top_floor_on_the_top_levels_latents(model: BIVA) -> None:
-    assert bounds.free_bits_floors(model, 2.0) == 2.0
-    assert bounds.free_bits_floors(model, 2.0, top=8.0, top_levels=0) == 2.0
-    floors = bounds.free_bits_floors(model, 2.0, top=8.0, top_levels=2)
-    names, L = model.latent_names(), model.config.L
-    assert floors.shape == (len(names),)
-    for name, f in zip(names, floors.tolist()):
-        level = int(name[1:].split("_")[0])
-        assert f == (8.0 if level >= L - 1 else 2.0), (name, f)
-
-
 def test_l0_is_the_elbo(model: BIVA) -> None:
     """L^{>0} = L_1: the same seed gives exactly the same value on every path."""
     x = images(model.config, 3, seed=6)

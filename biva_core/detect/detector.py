@@ -182,12 +182,12 @@ class Reference:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write reference.json atomically (a folder means folder/reference.json)."""
-        from biva_core.io.checkpoint import _atomic_write
+        from biva_core.io.files import atomic_write
         path = Path(path)
         if path.is_dir():
             path = path / REFERENCE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda p: Path(p).write_text(json.dumps(self.to_dict())))
+        atomic_write(path, lambda p: Path(p).write_text(json.dumps(self.to_dict())))
         return path
 
     @classmethod

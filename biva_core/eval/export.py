@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from biva_core.io.checkpoint import (CheckpointError, _atomic_write, load_pretrained, read_config, read_metrics, save_pretrained,
+from biva_core.io.files import atomic_write
+from biva_core.io.checkpoint import (CheckpointError, load_pretrained, read_config, read_metrics, save_pretrained,
                          training_totals)
 from biva_core.detect.detector import CODECS, COMBINES
 from biva_core.model import BIVA, PRIORS
@@ -67,7 +68,7 @@ def continue_record(run: str | os.PathLike, earlier: str | os.PathLike, out: str
     new = [{**r, "step": r["step"] - step_run + step0, "seconds": round(r["seconds"] - sec_run + sec0, 1)}
            for r in read_metrics(run / "metrics.jsonl") if r["step"] > step_run]
     rows = old + new
-    _atomic_write(out / "metrics.jsonl", lambda p: Path(p).write_text("".join(json.dumps(r) + "\n" for r in rows)))
+    atomic_write(out / "metrics.jsonl", lambda p: Path(p).write_text("".join(json.dumps(r) + "\n" for r in rows)))
     valid = [r for r in new if "valid_bpd" in r]
     entry = {"run": str(run), "from_step": step0, "steps": new[-1]["step"] - step0 if new else 0,
              "seconds": round(new[-1]["seconds"] - sec0, 1) if new else 0.0,
@@ -83,7 +84,7 @@ def continue_record(run: str | os.PathLike, earlier: str | os.PathLike, out: str
     train.setdefault("continued", []).append(entry)
     hours_before = train.get("hours_total", sec0 / 3600)  # may count runs before earlier's metrics
     train["hours_total"] = round(hours_before + entry["seconds"] / 3600, 2)
-    _atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=1) + "\n"))
+    atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=1) + "\n"))
     from biva_core.io.plots import line_chart
     pts = [r for r in rows if "valid_bpd" in r]
     line_chart({"valid, EMA weights": [(r["seconds"] / 3600, r["valid_bpd"]) for r in pts],

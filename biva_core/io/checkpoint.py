@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from biva_core.io.files import atomic_write
 from biva_core.model.config import ModelConfig
 from biva_core.model import BIVA
 
@@ -29,19 +29,6 @@ INDEX = "model.safetensors.index.json"
 
 class CheckpointError(ValueError):
     """A pretrained folder that cannot be loaded; the message names the file."""
-
-
-def _atomic_write(path: Path, write) -> None:
-    """write(tmp_path) then rename over `path`: a crash leaves the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_pretrained(model: BIVA, directory: str | os.PathLike, *, training: dict | None = None,
@@ -69,13 +56,13 @@ def save_pretrained(model: BIVA, directory: str | os.PathLike, *, training: dict
     else:
         names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     for fname, shard in zip(names, shards):
-        _atomic_write(out / fname, lambda p, s=shard: save_file(s, p, metadata={"format": "pt"}))
+        atomic_write(out / fname, lambda p, s=shard: save_file(s, p, metadata={"format": "pt"}))
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
                  "weight_map": {n: f for f, s in zip(names, shards) for n in s}}
-        _atomic_write(out / INDEX, lambda p: Path(p).write_text(json.dumps(index, indent=2)))
+        atomic_write(out / INDEX, lambda p: Path(p).write_text(json.dumps(index, indent=2)))
     config = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(), "training": training or {}}
-    _atomic_write(out / CONFIG, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
+    atomic_write(out / CONFIG, lambda p: Path(p).write_text(json.dumps(config, indent=2)))
     for stale in old - {out / n for n in names} - ({out / INDEX} if len(shards) > 1 else set()):
         stale.unlink()
     return out

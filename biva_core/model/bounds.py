@@ -22,8 +22,8 @@ def free_bits_loss(log_px: Tensor, kl: list[Tensor], free_bits: float | Tensor) 
     """Training objective per image: -(log p(x|z) - sum_j max(KL_j, lambda_j)).
 
     KL_j is latent j's (single-sample) KL for each image; the floor applies per image and per
-    latent group, as in the released code. free_bits: one lambda for all, or one per latent (N,)
-    (`free_bits_floors`). With free_bits = 0 this is -ELBO."""
+    latent group, as in the released code. free_bits: one lambda for all, or one per latent (N,).
+    With free_bits = 0 this is -ELBO."""
     return -(log_px - floor_kl(torch.stack(kl, dim=1), free_bits).sum(1))
 
 
@@ -32,17 +32,6 @@ def floor_kl(kl: Tensor, free_bits: float | Tensor) -> Tensor:
     if torch.is_tensor(free_bits) or free_bits > 0:
         return torch.maximum(kl, torch.as_tensor(free_bits, dtype=kl.dtype, device=kl.device))
     return kl
-
-
-def free_bits_floors(model, free_bits: float, top: float = -1.0, top_levels: int = 0) -> float | Tensor:
-    """The free-bits floor of each latent, (N,): `top` nats for the latents of the top `top_levels`
-    levels, `free_bits` for the others. A larger floor at the top lets the upper levels carry that
-    much information without cost in training, so content need not all go to the lowest levels
-    (the evaluated bounds never see a floor). top < 0 or top_levels = 0: the one float free_bits."""
-    if top < 0 or top_levels <= 0:
-        return free_bits
-    first = model.config.L - top_levels + 1
-    return torch.tensor([top if model.latent_level(j) >= first else free_bits for j in range(model.config.n_latents)])
 
 
 @torch.inference_mode()

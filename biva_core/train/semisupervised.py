@@ -22,7 +22,7 @@ Sohn et al. 2020). For an unlabelled x whose q(y | x) at the posterior means put
 
 beside the labelled term alpha n_l mean log q(y | A(x_l)): lambda is FixMatch's weight of the
 unlabelled loss relative to the labelled one. Options: A may also bend the image (an elastic
-distortion, `jitter(elastic=...)`) and thicken or thin its strokes (`thickness`), and the
+distortion, `jitter(elastic=...)`), and the
 pseudo-labels may be read by another model, the moving average of the weights (a "mean teacher",
 Tarvainen & Valpola 2017), steadier than the weights being trained.
 """
@@ -59,15 +59,13 @@ def draw_labels(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 
 def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None = None, *,
               n_unlabelled: int, n_labelled: int = 0, alpha: float, free_bits: float | Tensor = 0.0,
-              q_from_unlabelled: bool = True, x_l_aug: Tensor | None = None,
+              x_l_aug: Tensor | None = None,
               x_c: Tensor | None = None, x_c_aug: Tensor | None = None, consistency: float = 0.0,
               threshold: float = 0.95, teacher=None,
               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The training loss -J / (N D) estimated from one batch, N = n_unlabelled + n_labelled: the
     sum over each part of the batch is scaled to the size of its set. free_bits floors each
-    latent's KL as in unsupervised training. q_from_unlabelled=False holds q(y | x) fixed inside
-    U(x) (no gradient into the classifier from unlabelled images; the generative model still
-    fits L(x, y) to q's assignment, EM-like). Returns the loss and detached statistics:
+    latent's KL as in unsupervised training. Returns the loss and detached statistics:
     "U" (mean U(x) of the unlabelled rows, nats), "kl" (its per-latent KL, q(y | x)-weighted,
     and the class term last), and for labelled rows "L", "ce" (mean -log q(y | x)), "accuracy".
 
@@ -77,7 +75,7 @@ def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None 
     read by `teacher` (default: the model itself; e.g. its weights' moving average)."""
     C, N = model.config.classes, n_unlabelled + n_labelled
     bounds_u, logits_u, kl_u = model.class_bounds(x_u, free_bits=free_bits, generator=generator, with_kl=True)
-    U = unlabelled_bound(bounds_u, logits_u if q_from_unlabelled else logits_u.detach())
+    U = unlabelled_bound(bounds_u, logits_u)
     J = U.sum() * (n_unlabelled / len(x_u))
     with torch.no_grad():
         q = logits_u.softmax(-1)                                               # (B, C)
@@ -103,15 +101,12 @@ def objective(model, x_u: Tensor, x_l: Tensor | None = None, y_l: Tensor | None 
 
 
 def jitter(x: Tensor, *, shift: float, rotate: float, elastic: float = 0.0, sigma: float = 4.0,
-           thickness: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+           generator: torch.Generator | None = None) -> Tensor:
     """Each image moved by a random whole-image affine map: a rotation of up to `rotate` degrees and
     a shift of up to `shift` pixels each way; with `elastic` > 0 also bent by an elastic distortion
     (Simard et al. 2003): a displacement field of uniform noise in [-1, 1] per pixel and axis,
     smoothed by a Gaussian of `sigma` pixels and scaled so that a field of constant 1 moves a pixel
-    `elastic` pixels. Nearest-neighbour sampled (binary images stay binary), zeros outside. With
-    `thickness` > 0 that share of the images then has its strokes made thicker (half of them: a
-    dilation by a 2x2 square) or thinner (the other half: an erosion by it, unless that would take
-    away more than half of the image's ink).
+    `elastic` pixels. Nearest-neighbour sampled (binary images stay binary), zeros outside.
     x: (B, C, H, W) float."""
     import torch.nn.functional as F
     b, _, h, w = x.shape
@@ -131,13 +126,6 @@ def jitter(x: Tensor, *, shift: float, rotate: float, elastic: float = 0.0, sigm
         scale = torch.tensor([2 * elastic / w, 2 * elastic / h]).view(1, 2, 1, 1)                # pixels -> grid units
         grid = grid + (field * scale).permute(0, 2, 3, 1).to(x.device, x.dtype)
     x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    if thickness > 0:
-        v = torch.rand(b, generator=generator).to(x.device).view(b, 1, 1, 1)
-        pool = lambda t: F.max_pool2d(F.pad(t, (0, 1, 0, 1)), 2, stride=1)  # noqa: E731 (max over a 2x2 square)
-        thin = -pool(-x)
-        ink = lambda t: t.sum((1, 2, 3), keepdim=True)  # noqa: E731
-        thin = torch.where(ink(thin) >= ink(x) / 2, thin, x)   # a thin stroke would vanish: left as it was
-        x = torch.where(v < thickness / 2, pool(x), torch.where(v < thickness, thin, x))
     return x
 
 

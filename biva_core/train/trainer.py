@@ -33,7 +33,6 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,90 +42,12 @@ from safetensors.torch import load_file, save_file
 
 from biva_core.model import bounds
 from biva_core.train import distributed as dist
-from biva_core.io.checkpoint import _atomic_write, save_pretrained
+from biva_core.io.checkpoint import save_pretrained
+from biva_core.io.files import atomic_write
 from biva_core.model.config import ModelConfig
+from biva_core.train.config import TrainConfig
 from biva_core.train.guard import UpdateGuard
 from biva_core.model import BIVA
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 200_000
-    batch_size: int = 48
-    lr: float = 2e-3
-    lr_decay: float = 0.999999       # per step, down to lr_min
-    lr_min: float = 1e-4
-    lr_schedule: str = "exp"         # "exp": lr * lr_decay^step; "cosine": lr to lr_min over `steps`
-    warmup: int = 200                # linear warm-up steps
-    free_bits: float = 2.0           # nats per latent group and image (training only)
-    # another floor for the latents of the top free_bits_top_levels levels (< 0: free_bits): room
-    # for the upper levels to carry content at no cost in training (docs/detector.md, session 18)
-    free_bits_top: float = -1.0
-    free_bits_top_levels: int = 0
-    # --init into another layout: copy the tensors whose name and shape match, keep the rest at
-    # their initial values (logged); false: every tensor must match
-    init_partial: bool = False
-    ema: float = 0.9995              # EMA decay, warmed up: min(ema, (1 + step) / (10 + step))
-    grad_clip: float = 200.0         # clip the global gradient norm to this
-    # the update guard (guard.py): skip an update whose norm exceeds skip_factor x the median of
-    # the recent accepted norms (skip_threshold until 20 were accepted) or is not finite; after
-    # max_skips skips in a row restore the last healthy state at half the learning rate; stop
-    # after max_rollbacks rollbacks with no healthy stretch between them
-    skip_threshold: float = 1000.0
-    skip_factor: float = 10.0
-    max_skips: int = 5
-    max_rollbacks: int = 3
-    # "bf16" autocast or "none". Measured on an H200 (docs/gpu_flagship.md) the step is bound by
-    # kernel launches and bf16 adds cast kernels: fp32 (TF32 convolutions) was fastest, so "auto"
-    # means fp32 everywhere until a compiled path makes bf16 pay.
-    amp: str = "auto"
-    channels_last: bool = False      # helps bf16 convolutions (CPU and GPU), not fp32 ones
-    compile: bool = False
-    # the update without a host sync (Trainer._guarded_update): "auto" = on CUDA only. On a CPU a
-    # sync costs nothing and the undo costs time (measured: 1.135x the step on celeba64_cpu, batch
-    # 16, 2 threads; benchmarks/guarded_step.py), so there the skip is a plain branch
-    sync_free: str = "auto"
-    fused: bool = True               # fused (CUDA) / foreach optimizer kernels
-    flip: bool = True                # random horizontal flips (faces, not digits)
-    binarize: bool = False           # dynamic binarization: 8-bit training images drawn as
-                                     # Bernoulli(intensity / 255) afresh at every use
-    seed: int = 0
-    log_every: int = 50
-    eval_every: int = 1000           # steps between validations (and best-weights saves)
-    eval_images: int = 1000          # valid images per validation (0 = all)
-    ckpt_minutes: float = 5.0        # resume state at least this often
-    max_minutes: float = 0.0         # stop after this wall time (0 = no limit)
-    num_threads: int = 0             # CPU threads (0 = all cores)
-    snapshots: bool = False          # also keep the best weights of every validation under
-                                     # snapshots/<step>/ (to measure a score against training time)
-    # semi-supervised training (a model with classes, spec section 5)
-    labels: int = 0                  # labelled training images, labels / classes per class (0 = none)
-    label_seed: int = 0              # the seed of their draw (semisupervised.draw_labels)
-    labelled_batch: int = 32         # labelled images in every batch, beside batch_size unlabelled
-    ssl_alpha: float = 0.1           # alpha = ssl_alpha * N of the classification term
-    # steps during which U(x) does not train q(y | x): the labels alone teach the classifier while
-    # the generative model (e.g. class_means) fits L(x, y) to its assignment; then full U(x)
-    ssl_q_hold: int = 0
-    # beyond spec section 5 (semisupervised.py): q(y | x) also learns from its own confident answers
-    # on unlabelled images, read through a random shift and rotation (FixMatch-style pseudo-labels)
-    ssl_consistency: float = 0.0     # its weight relative to the labelled term (0 = off, the spec)
-    ssl_threshold: float = 0.95      # the confidence max_y q(y | x) of a pseudo-label
-    ssl_consistency_batch: int = 64  # unlabelled images of the term per step (bottom-up passes only)
-    ssl_shift: float = 3.0           # the jitter: shift of up to this many pixels each way
-    ssl_rotate: float = 15.0         # and rotation of up to this many degrees
-    ssl_elastic: float = 0.0         # and an elastic distortion of this strength (pixels; 0 = none,
-    ssl_elastic_sigma: float = 4.0   # Simard et al. 2003 used 34 with this smoothing sigma on MNIST)
-    ssl_thickness: float = 0.0       # and this share of the views with strokes thickened or thinned
-    ssl_teacher: str = "self"        # who reads the pseudo-labels: "self" or "ema" (the EMA weights)
-    eval_error_images: int = 0       # valid images for the valid error (0 = eval_images; -1 = all)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"train config: unknown key(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
 
 
 def keep_freed_memory() -> bool:
@@ -209,19 +130,11 @@ class Trainer:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
             self.ema.to(memory_format=torch.channels_last)
-        self.free_bits = bounds.free_bits_floors(self.model, cfg.free_bits, cfg.free_bits_top, cfg.free_bits_top_levels)
-        if torch.is_tensor(self.free_bits):
-            self.free_bits = self.free_bits.to(self.device)
+        self.free_bits = cfg.free_bits
         self.params = [p for p in self.model.parameters()]
         self.ema_params = [p for p in self.ema.parameters()]
         self.opt = torch.optim.Adamax(self.params, lr=cfg.lr, **self._fused())
-        if cfg.sync_free not in ("auto", "on", "off"):
-            raise ValueError(f"train config: sync_free={cfg.sync_free!r} must be 'auto', 'on' or 'off'")
         self.sync_free = cfg.sync_free == "on" or (cfg.sync_free == "auto" and self.device.type == "cuda")
-        if cfg.lr_schedule not in ("exp", "cosine"):
-            raise ValueError(f"train config: lr_schedule={cfg.lr_schedule!r} must be 'exp' or 'cosine'")
-        if cfg.amp not in ("auto", "bf16", "none"):
-            raise ValueError(f"train config: amp={cfg.amp!r} must be 'auto', 'bf16' or 'none'")
         self.amp = cfg.amp == "bf16"
         forward = self.model
         if self.distributed:  # broadcasts rank 0's parameters; averages gradients in backward
@@ -243,17 +156,6 @@ class Trainer:
         apart and return the unlabelled rest of the training split."""
         c, C = self.cfg, self.classes
         self.labelled, self.labelled_y, self.label_index = None, None, None
-        if c.ssl_consistency and not c.labels:
-            raise ValueError(f"train config: ssl_consistency={c.ssl_consistency} needs labels (--labels N): "
-                             "its scale is the labelled term's")
-        if c.ssl_teacher not in ("self", "ema"):
-            raise ValueError(f"train config: ssl_teacher must be 'self' or 'ema', got {c.ssl_teacher!r}")
-        if c.ssl_elastic < 0 or c.ssl_elastic_sigma <= 0 or not 0 <= c.ssl_thickness <= 1:
-            raise ValueError("train config: ssl_elastic must be >= 0, ssl_elastic_sigma > 0 and ssl_thickness "
-                             "in [0, 1]")
-        if not 0 < c.ssl_threshold <= 1 or c.ssl_consistency < 0 or c.ssl_consistency_batch < 1:
-            raise ValueError("train config: ssl_threshold must be in (0, 1], ssl_consistency >= 0 and "
-                             "ssl_consistency_batch >= 1")
         if not c.labels:
             return train
         if not C:
@@ -394,13 +296,13 @@ class Trainer:
             idx = torch.randint(len(self.train_data), (c.ssl_consistency_batch,), generator=g)
             x_c = self._augment(self.train_data[idx.to(self.train_data.device)], len(idx), slice(None), salt=2_000_003)
             move = lambda t: jitter(t, shift=c.ssl_shift, rotate=c.ssl_rotate, elastic=c.ssl_elastic,  # noqa: E731
-                                    sigma=c.ssl_elastic_sigma, thickness=c.ssl_thickness, generator=g)
+                                    sigma=c.ssl_elastic_sigma, generator=g)
             extra = dict(x_l_aug=move(x_l), x_c=x_c, x_c_aug=move(x_c), consistency=c.ssl_consistency,
                          threshold=c.ssl_threshold, teacher=self.ema if c.ssl_teacher == "ema" else None)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss, stats = objective(self.model, x, x_l, y_l, n_unlabelled=len(self.train_data), n_labelled=n_l,
                                     alpha=c.ssl_alpha * (len(self.train_data) + n_l),
-                                    free_bits=self.free_bits, q_from_unlabelled=self.step >= c.ssl_q_hold, **extra)
+                                    free_bits=self.free_bits, **extra)
         return loss.float(), stats
 
     @torch.no_grad()
@@ -487,13 +389,13 @@ class Trainer:
                 tensors[f"opt.{pid}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         name = f"tensors-{self.step:09d}.safetensors"
-        _atomic_write(d / name, lambda p: save_file(tensors, p))
+        atomic_write(d / name, lambda p: save_file(tensors, p))
         scalars = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "best_bpd": self.best_bpd,
                    "best_error": self.best_error if math.isfinite(self.best_error) else None,
                    "seconds": self.seconds, "kl_history": self.kl_history, "tensors": name,
                    "world_size": self.world, "param_groups": opt["param_groups"], "guard": guard_scalars,
                    "train_config": dataclasses.asdict(self.cfg), "model_config": self.model.config.to_dict()}
-        _atomic_write(d / "scalars.json", lambda p: Path(p).write_text(json.dumps(scalars)))
+        atomic_write(d / "scalars.json", lambda p: Path(p).write_text(json.dumps(scalars)))
         for old in d.glob("tensors*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)

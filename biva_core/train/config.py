@@ -1,0 +1,127 @@
+"""The training config: every key `python train.py --set key=value` takes, with its type and range
+checked when the config is made (a wrong value fails before any data is read)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str}
+
+# switches retired on 2026-12-07 (their off values, as older configs store them); what each
+# experiment found: docs/notes/2026-12-07-retired-switches.md
+RETIRED = {"free_bits_top": -1.0, "free_bits_top_levels": 0, "ssl_q_hold": 0, "ssl_thickness": 0.0}
+RETIRED_WHY = "what its experiments found is in docs/notes/2026-12-07-retired-switches.md"
+
+
+def _check(ok: bool, name: str, value, why: str) -> None:
+    if not ok:
+        raise ValueError(f"train config: {name}={value!r} {why}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200_000
+    batch_size: int = 48
+    lr: float = 2e-3
+    lr_decay: float = 0.999999       # per step, down to lr_min
+    lr_min: float = 1e-4
+    lr_schedule: str = "exp"         # "exp": lr * lr_decay^step; "cosine": lr to lr_min over `steps`
+    warmup: int = 200                # linear warm-up steps
+    free_bits: float = 2.0           # nats per latent group and image (training only)
+    # --init into another layout: copy the tensors whose name and shape match, keep the rest at
+    # their initial values (logged); false: every tensor must match
+    init_partial: bool = False
+    ema: float = 0.9995              # EMA decay, warmed up: min(ema, (1 + step) / (10 + step))
+    grad_clip: float = 200.0         # clip the global gradient norm to this
+    # the update guard (guard.py): skip an update whose norm exceeds skip_factor x the median of
+    # the recent accepted norms (skip_threshold until 20 were accepted) or is not finite; after
+    # max_skips skips in a row restore the last healthy state at half the learning rate; stop
+    # after max_rollbacks rollbacks with no healthy stretch between them
+    skip_threshold: float = 1000.0
+    skip_factor: float = 10.0
+    max_skips: int = 5
+    max_rollbacks: int = 3
+    # "bf16" autocast or "none". Measured on an H200 (docs/gpu_flagship.md) the step is bound by
+    # kernel launches and bf16 adds cast kernels, and on these CPU cores bf16 was slower on the
+    # face model's small convolutions: fp32 is the default everywhere
+    amp: str = "none"
+    channels_last: bool = False      # helps bf16 convolutions (CPU and GPU), not fp32 ones
+    compile: bool = False
+    # the update without a host sync (Trainer._guarded_update): "auto" = on CUDA only. On a CPU a
+    # sync costs nothing and the undo costs time (measured: 1.135x the step on celeba64_cpu, batch
+    # 16, 2 threads; benchmarks/guarded_step.py), so there the skip is a plain branch
+    sync_free: str = "auto"
+    fused: bool = True               # fused (CUDA) / foreach optimizer kernels
+    flip: bool = True                # random horizontal flips (faces, not digits)
+    binarize: bool = False           # dynamic binarization: 8-bit training images drawn as
+                                     # Bernoulli(intensity / 255) afresh at every use
+    seed: int = 0
+    log_every: int = 50
+    eval_every: int = 1000           # steps between validations (and best-weights saves)
+    eval_images: int = 1000          # valid images per validation (0 = all)
+    ckpt_minutes: float = 5.0        # resume state at least this often
+    max_minutes: float = 0.0         # stop after this wall time (0 = no limit)
+    num_threads: int = 0             # CPU threads (0 = all cores)
+    snapshots: bool = False          # also keep the best weights of every validation under
+                                     # snapshots/<step>/ (to measure a score against training time)
+    # semi-supervised training (a model with classes, spec section 5)
+    labels: int = 0                  # labelled training images, labels / classes per class (0 = none)
+    label_seed: int = 0              # the seed of their draw (semisupervised.draw_labels)
+    labelled_batch: int = 32         # labelled images in every batch, beside batch_size unlabelled
+    ssl_alpha: float = 0.1           # alpha = ssl_alpha * N of the classification term
+    # beyond spec section 5 (semisupervised.py): q(y | x) also learns from its own confident answers
+    # on unlabelled images, read through a random shift and rotation (FixMatch-style pseudo-labels)
+    ssl_consistency: float = 0.0     # its weight relative to the labelled term (0 = off, the spec)
+    ssl_threshold: float = 0.95      # the confidence max_y q(y | x) of a pseudo-label
+    ssl_consistency_batch: int = 64  # unlabelled images of the term per step (bottom-up passes only)
+    ssl_shift: float = 3.0           # the jitter: shift of up to this many pixels each way
+    ssl_rotate: float = 15.0         # and rotation of up to this many degrees
+    ssl_elastic: float = 0.0         # and an elastic distortion of this strength (pixels; 0 = none,
+    ssl_elastic_sigma: float = 4.0   # Simard et al. 2003 used 34 with this smoothing sigma on MNIST)
+    ssl_teacher: str = "self"        # who reads the pseudo-labels: "self" or "ema" (the EMA weights)
+    eval_error_images: int = 0       # valid images for the valid error (0 = eval_images; -1 = all)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v, want = getattr(self, f.name), TYPES[f.type]
+            if isinstance(v, bool) and want is not bool or not isinstance(v, want):
+                raise ValueError(f"train config: {f.name}={v!r} must be {f.type}")
+        _check(self.lr_schedule in ("exp", "cosine"), "lr_schedule", self.lr_schedule, "must be 'exp' or 'cosine'")
+        _check(self.amp in ("bf16", "none"), "amp", self.amp, "must be 'bf16' or 'none'")
+        _check(self.sync_free in ("auto", "on", "off"), "sync_free", self.sync_free, "must be 'auto', 'on' or 'off'")
+        _check(self.ssl_teacher in ("self", "ema"), "ssl_teacher", self.ssl_teacher, "must be 'self' or 'ema'")
+        for name in ("steps", "batch_size", "log_every", "eval_every", "labelled_batch", "ssl_consistency_batch",
+                     "max_skips"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+        for name in ("lr", "lr_min", "skip_threshold", "grad_clip", "ssl_elastic_sigma"):
+            _check(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
+        for name in ("warmup", "free_bits", "max_minutes", "num_threads", "labels", "eval_images",
+                     "ssl_consistency", "ssl_elastic", "ssl_alpha", "max_rollbacks"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        _check(0 < self.ema < 1, "ema", self.ema, "must be in (0, 1)")
+        _check(0 < self.lr_decay <= 1, "lr_decay", self.lr_decay, "must be in (0, 1]")
+        _check(0 < self.ssl_threshold <= 1, "ssl_threshold", self.ssl_threshold, "must be in (0, 1]")
+        _check(self.skip_factor > 1, "skip_factor", self.skip_factor, "must be > 1")
+        _check(self.eval_error_images >= -1, "eval_error_images", self.eval_error_images, "must be -1, 0 or more")
+        if self.ssl_consistency and not self.labels:
+            raise ValueError(f"train config: ssl_consistency={self.ssl_consistency} needs labels (--labels N): "
+                             "its scale is the labelled term's")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """From JSON (a shipped folder's train_config, --set values): unknown keys are refused; a
+        retired switch stored at its off value is dropped, one stored on is refused; the amp
+        "auto" of older runs meant fp32 ("none")."""
+        d = dict(d)
+        for key, off in RETIRED.items():
+            if key in d:
+                if d.pop(key) != off:
+                    raise ValueError(f"train config: {key} was retired (no shipped model used it; "
+                                     f"{RETIRED_WHY}); remove it from the config")
+        if d.get("amp") == "auto":
+            d["amp"] = "none"
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"train config: unknown key(s) {unknown}; known: {sorted(names)}")
+        return cls(**d)
