@@ -199,9 +199,10 @@ def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: i
     files = gr.File(file_count="multiple", label="images", elem_id="anom-files")
     use_examples = gr.Button("Use the examples (in- and out-of-distribution images)")
     with gr.Row():
-        k = gr.Dropdown(list(range(1, max_L)), value=[1], multiselect=True, label="k (LLR>k; several: Bonferroni "
-                        "over all)", elem_id="anom-k")
-        K = Number(1, minimum=1, maximum=MAX_K_SAMPLES, label="K importance samples (the reference's)",
+        # empty k and K = 0 mean the model's reference's: the API's defaults work for every model
+        k = gr.Dropdown(list(range(1, max_L)), value=[], multiselect=True, label="k (LLR>k; several: Bonferroni "
+                        "over all; empty: the reference's)", elem_id="anom-k")
+        K = Number(0, minimum=0, maximum=MAX_K_SAMPLES, label="K importance samples (0: the reference's)",
                    elem_id="anom-K")
         alpha = Slider(0.001, 0.2, value=0.05, step=0.001, label="alpha (flag when p < alpha)",
                        elem_id="anom-alpha")

@@ -413,7 +413,7 @@ class Studio:
         except ValueError:
             raise ValueError(f"k must be whole numbers between 1 and {L - 1}, got {k!r}") from None
         ks = tuple(check_int("k", j, 1, L - 1) for j in ks)
-        if K in (None, ""):
+        if K in (None, "") or (not isinstance(K, str) and K == 0):  # 0 or nothing: the reference's K
             K = ref.K if ref else 1
         K = check_int("K (importance samples)", K, 1, MAX_K_SAMPLES)
         prior = ref.prior if ref else "sample"   # how L^{>k} takes z_{<=k}: as the reference did

@@ -205,3 +205,38 @@ def test_every_output_has_a_name_and_one_default_temperature(client, server):
     assert len(temps) == 2 and set(temps) == {str(TEMPERATURE)}
     with pytest.raises(AppError, match="seed must be a whole number"):
         client.predict("celeba_tiny", 2, "0.8", 2.5, api_name="/sample")
+
+
+SHIPPED = sorted(p for p in (ROOT / "weights").iterdir() if (p / "reference.json").is_file())
+
+
+def example_for(folder: Path) -> Path:
+    own = sorted((folder / "examples").glob("*.png")) if (folder / "examples").is_dir() else []
+    return own[0] if own else sorted((ROOT / "studio" / "examples").glob("celeba_test_*.png"))[0]
+
+
+@pytest.fixture(scope="module")
+def shipped_client(tmp_path_factory):
+    studio = Studio(SHIPPED, workdir=tmp_path_factory.mktemp("shipped_out"))
+    demo = launch(studio, port=free_port(), concurrency=1, block=False)
+    yield Client(demo.local_url, verbose=False)
+    demo.close()
+    studio.close()
+
+
+def test_the_anomaly_endpoint_answers_with_its_defaults_for_every_shipped_model(shipped_client):
+    """Only the model and the images given: k, K and alpha are the model's reference's."""
+    from biva_core.detect.detector import Reference
+    for folder in SHIPPED:
+        ref = Reference.read(folder)
+        note, table, *_ = shipped_client.predict(folder.name, [handle_file(example_for(folder))], api_name="/anomaly")
+        assert len(table["data"]) == 1 and table["data"][0][1] in ("ANOMALY", "typical"), folder.name
+        assert [h for h in table["headers"] if h.startswith("LLR>")] == [f"LLR>{k} (nats)" for k in ref.default_ks]
+
+
+@pytest.mark.parametrize("field, args", [("alpha", (None, "nan")), ("alpha", (None, "inf")),
+                                         ("K (importance samples)", ("nan", 0.05))])
+def test_nan_and_inf_are_refused_by_name(client, field, args):
+    """nan and inf as text (a JSON float cannot be nan: clients refuse to send one)."""
+    with pytest.raises(AppError, match=f"^{re.escape(field)} must be a .*number"):
+        client.predict("celeba_tiny", [handle_file(faces()[0])], [1], *args, 0, False, api_name="/anomaly")

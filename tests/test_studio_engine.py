@@ -283,10 +283,13 @@ def test_anomaly_is_the_detector_with_the_reference_and_csv(studio, tmp_path):
         assert row[2] == float(f"{v.p[0]:.3g}") and row[-1] == round(float(v.atypicality[0]), 2)
         assert row[1] == ("ANOMALY" if v.flagged[0] else "typical")
     assert Image.open(joint.plot).height > 4 * Image.open(r.plot).height // 2   # five histograms against two
+    assert studio.anomaly("celeba_tiny", paths, None, 0, 0.05, 4, maps=False).rows == \
+        studio.anomaly("celeba_tiny", paths, list(entry.reference.default_ks), entry.reference.K, 0.05, 4,
+                       maps=False).rows          # no k and K = 0: the reference's
     no_ref = studio.anomaly("gray_tiny", paths, 1)
     assert no_ref.rows[0][1] == "n/a" and no_ref.rows[0][2] is None and "reference.json" in no_ref.note
     for args, message in [((0,), "k must"), ((3,), "k must"), (([1, 3],), "k must"), (("1, a",), "whole numbers"),
-                          ((1, 0), "K"), ((1, 2), "made with K=1"),
+                          ((1, -1), "K"), ((1, 2), "made with K=1"),
                           ((1, 1, 0.9), "alpha")]:
         with pytest.raises(ValueError, match=message):
             studio.anomaly("celeba_tiny", paths, *args)
