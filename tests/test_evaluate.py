@@ -175,7 +175,7 @@ def test_reference_direct_call():
 
 def test_other_sets_are_adapted_to_the_model():
     """A face model scores grey digits (repeated to RGB, resized) and a digit model RGB images."""
-    from biva_core.eval.evaluate import adapt
+    from biva_core.data.images import adapt
     grey = np.random.default_rng(0).integers(0, 256, (3, 1, 28, 28), dtype=np.uint8)
     rgb = adapt(grey, (3, 64, 64))
     assert rgb.shape == (3, 3, 64, 64) and (rgb[:, 0] == rgb[:, 2]).all()

@@ -151,3 +151,23 @@ def test_the_model_card_counts_the_whole_continued_record(tmp_path: Path) -> Non
                                                             "step_total": 25, "seconds_total": 136.0})
     c = card("w", folder, load_pretrained(folder), "no reference", tmp_path / "card")
     assert "step 25, 136 s" in c.markdown
+
+
+def test_an_export_warns_when_its_reference_is_too_small_to_flag_anything(tmp_path: Path) -> None:
+    """10 valid images give the spec's detector (m = 2 statistics) a smallest p of 4/11 = 0.36 > alpha:
+    the export says so and how many it needs; the detector's count is the least that can flag."""
+    from biva_core.detect.detector import Detector, Reference
+    model = live_model(tiny_config(), seed=5)
+    run = save_pretrained(model, tmp_path / "run", training={"step": 1})
+    x = images(tiny_config(), 11, seed=1)
+    said = []
+    out = export(run, tmp_path / "small", test_image=x[:1], valid_images=x[1:], draws=2, log=said.append)
+    det = Detector(Reference.read(out))
+    assert det.smallest_p == pytest.approx(min(1.0, 2 * det.statistics / 11))
+    warning = [m for m in said if m.startswith("WARNING")]
+    assert len(warning) == 1 and f"it needs at least {det.images_needed}" in warning[0]
+    n = det.images_needed
+    assert 2 * det.statistics / (n + 1) < det.alpha <= 2 * det.statistics / n
+    big = export(run, tmp_path / "big", test_image=x[:1], valid_images=images(tiny_config(), n, seed=2), draws=2,
+                 log=said.append)
+    assert len([m for m in said if m.startswith("WARNING")]) == 1 and Detector(Reference.read(big)).smallest_p < 0.05

@@ -406,3 +406,55 @@ def test_the_adaptive_threshold_skips_a_spike_and_keeps_a_steady_large_norm():
     assert float(g.decide(torch.tensor(1000.0), loss)) == 1.0 and int(g.in_a_row) == 0
     with pytest.raises(ValueError, match="skip_factor"):
         UpdateGuard(factor=1.0, threshold=1.0, max_skips=5, max_rollbacks=3, device=torch.device("cpu"))
+
+
+# ---------------------------------------------------------------- your own folder
+
+def own_folder(root: Path, n: int, size: int, grey: bool) -> Path:
+    """n images of size x size: smooth random colour fields (or grey ones, saved as RGB PNGs half
+    the time, as phone photos of prints are)."""
+    rng = np.random.default_rng(size + grey)
+    root.mkdir(parents=True)
+    for i in range(n):
+        small = rng.integers(0, 256, (4, 4, 1 if grey else 3), dtype=np.uint8)
+        image = Image.fromarray(small.squeeze(-1) if grey else small).resize((size, size), Image.BILINEAR)
+        (image.convert("RGB") if grey and i % 2 else image).save(root / f"img_{i:03d}.png")
+    return root
+
+
+@pytest.mark.parametrize("size, grey, want_size, want_L", [(28, True, 28, 6), (32, False, 32, 15),
+                                                            (64, True, 64, 20), (70, False, 64, 20)])
+def test_train_py_without_a_preset_fits_the_folder(tmp_path, monkeypatch, capsys, size, grey, want_size, want_L):
+    """`train.py --data folder --data-dir DIR --out OUT` alone: the auto preset reads the folder's
+    channels (grey folders make grey models) and size, splits valid images off, trains, and the run
+    loads as a model of that shape."""
+    from biva_core.train.cli import main
+    monkeypatch.setenv("BIVA_CACHE", str(tmp_path / "cache"))
+    folder = own_folder(tmp_path / "mine", 60, size, grey)
+    main(["--data", "folder", "--data-dir", str(folder), "--out", str(tmp_path / "run"), "--steps", "2",
+          "--batch-size", "2", "--no-progress", "--set", "num_threads=1", "eval_every=2", "eval_images=4",
+          "log_every=1"])
+    err = capsys.readouterr().err
+    assert f"auto preset: {'grey' if grey else 'RGB'} images of about {size} px -> a {want_size}x{want_size} model " \
+           f"with L = {want_L} levels" in err
+    model = load_pretrained(tmp_path / "run")
+    assert model.config.image_shape == (1 if grey else 3, want_size, want_size) and model.config.L == want_L
+
+
+def test_a_preset_takes_the_folders_channels_and_other_data_needs_a_preset(tmp_path, monkeypatch, capsys):
+    from biva_core.train.cli import main
+    monkeypatch.setenv("BIVA_CACHE", str(tmp_path / "cache"))
+    folder = own_folder(tmp_path / "rgb", 40, 8, grey=False)
+    args = ["--preset", "tiny", "--data", "folder", "--data-dir", str(folder), "--steps", "1", "--batch-size", "2",
+            "--no-progress", "--set", "num_threads=1", "eval_every=1", "eval_images=2"]
+    main(["--out", str(tmp_path / "a"), *args, "image_shape=[1,8,8]"])   # asked for grey: converted
+    assert load_pretrained(tmp_path / "a").config.image_shape == (1, 8, 8)
+    grey = own_folder(tmp_path / "grey", 40, 8, grey=True)
+    main(["--out", str(tmp_path / "b"), *args, "--data-dir", str(grey)])   # a grey folder: a grey model
+    assert load_pretrained(tmp_path / "b").config.image_shape == (1, 8, 8)
+    assert "tiny: grey folder, so image_shape=[1, 8, 8]" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--preset is required for --data mnist"):
+        main(["--data", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match="too small for a model"):
+        main(["--data", "folder", "--data-dir", str(own_folder(tmp_path / "tiny", 5, 8, grey=True)),
+              "--out", str(tmp_path / "d")])

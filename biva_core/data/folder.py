@@ -49,3 +49,19 @@ def decode(root: Path, files: list[Path], split: str, size: int, *, progress: bo
 def source(root: Path, split: str, image_size: int) -> Source:
     files = list_images(root)
     return Source(files, lambda progress: decode(root, files, split, image_size, progress=progress))
+
+
+def inspect(root: Path, *, sample: int = 256) -> tuple[int, int]:
+    """(channels, size) of a folder's images, from up to `sample` of them spread over the sorted
+    list: 1 channel when every one is grey (a grey mode, or RGB whose channels agree within 2
+    levels), else 3; size is the median of their shorter sides."""
+    files = list_images(root)
+    chosen = files[:: max(1, len(files) // sample)][:sample]
+    grey, sides = True, []
+    for path in chosen:
+        image = open_image(path.read_bytes(), str(path))
+        sides.append(min(image.size))
+        if grey and image.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L"):
+            rgb = np.asarray(to_rgb(image).resize((32, 32)), dtype=np.int16)
+            grey = int(np.abs(rgb - rgb[..., :1]).max()) <= 2
+    return (1 if grey else 3), int(np.median(sides))

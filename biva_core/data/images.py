@@ -69,3 +69,18 @@ def decode_all(items: Sequence[T], decode_one: Callable[[T], np.ndarray], shape:
                 out[i] = hwc.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
             bar.update(len(batch))
     return out
+
+
+def adapt(arr: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 (N, C, H, W) images in another set's form -> the model's (C, H, W), converted as
+    uploads are (biva_core.data.prepare): grey to RGB and RGB to luma by PIL, other sizes resized
+    (Lanczos), so a face model can score MNIST and a digit model faces."""
+    c, h, w = shape
+
+    def one(a: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+        image = image.convert("L" if c == 1 else "RGB")
+        if image.size != (w, h):
+            image = image.resize((w, h), Image.LANCZOS)
+        return np.asarray(image).reshape(h, w, c).transpose(2, 0, 1)
+    return np.ascontiguousarray(np.stack([one(a) for a in arr])) if len(arr) else np.zeros((0, c, h, w), np.uint8)

@@ -460,6 +460,23 @@ class Detector:
         """m, the number of statistics combined."""
         return 1 + len(self.ks) + len(self.codecs)
 
+    @property
+    def smallest_p(self) -> float:
+        """The smallest p any image can get from this reference: 1 / (N + 1) for the joint density,
+        min(1, 2m / (N + 1)) by Bonferroni over m two-sided tails. The detector can flag nothing
+        when it is >= alpha."""
+        n = len(self.ref.bpd)
+        return 1 / (n + 1) if self.combine == "density" else min(1.0, 2 * self.statistics / (n + 1))
+
+    @property
+    def images_needed(self) -> int:
+        """The fewest reference images with which this detector can flag at its alpha."""
+        top = 1 if self.combine == "density" else 2 * self.statistics
+        n = max(1, math.floor(top / self.alpha) - 1)
+        while top / (n + 1) >= self.alpha:  # smallest_p < alpha
+            n += 1
+        return n
+
     def test(self, bpd, llr, *, compressed=None, l0=None, lk=None) -> Verdicts:
         """bpd: (B,); llr: {k: (B,)} for each of the detector's ks (an array when it has one k);
         compressed: {codec: (B,)} the images' bits/dim under each of the detector's codecs

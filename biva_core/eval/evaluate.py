@@ -165,26 +165,11 @@ def ks_words(k) -> str:
 
 # ---------------------------------------------------------------- data
 
-def adapt(arr: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """uint8 (N, C, H, W) images in another set's form -> the model's (C, H, W), converted as
-    uploads are (biva_core.data.prepare): grey to RGB and RGB to luma by PIL, other sizes resized
-    (Lanczos), so a face model can score MNIST and a digit model faces."""
-    from PIL import Image
-    c, h, w = shape
-
-    def one(a: np.ndarray) -> np.ndarray:
-        image = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
-        image = image.convert("L" if c == 1 else "RGB")
-        if image.size != (w, h):
-            image = image.resize((w, h), Image.LANCZOS)
-        return np.asarray(image).reshape(h, w, c).transpose(2, 0, 1)
-    return np.ascontiguousarray(np.stack([one(a) for a in arr])) if len(arr) else np.zeros((0, c, h, w), np.uint8)
-
-
 def load_images(dataset: str, split: str, data_dir: str | None, model: BIVA, *, limit: int | None = None) -> Tensor:
     """A split as float (N, C, H, W) in [0, 1], in the form the model was trained on; a set of
     another shape is adapted to the model's (`adapt`)."""
     from biva_core.data import BINARY, load_split
+    from biva_core.data.images import adapt
     cfg = model.config
     arr = load_split(dataset, split, data_dir, image_size=cfg.image_shape[1], progress=False)
     if limit:

@@ -146,6 +146,12 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
         log(f"reference.json over {len(valid_images)} valid images, K={K}, prior={prior}, k in {ref.ks}, "
             f"detector k={list(ref.default_ks)}{f', complexity {list(ref.complexity)}' if ref.complexity else ''}, "
             f"combined by {ref.combine}")
+        from biva_core.detect.detector import Detector
+        det = Detector(ref)
+        if det.smallest_p >= det.alpha:
+            log(f"WARNING: a reference of {len(valid_images)} valid images is too small for its detector to flag "
+                f"anything at alpha = {det.alpha:g} (the smallest p it can give is {det.smallest_p:.3g}): it needs "
+                f"at least {det.images_needed} (--reference-images, and that many valid images)")
     return out
 
 

@@ -84,3 +84,66 @@ def kl_per_latent_plot(history: list[tuple[int, list[float]]], names: list[str],
     """The paper's Fig. 2: log KL (nats) of each latent over training steps."""
     series = {name: [(step, math.log(max(kl[j], 1e-4))) for step, kl in history] for j, name in enumerate(names)}
     line_chart(series, path, title="KL per latent (valid split)", xlabel="step", ylabel="log KL (nats)")
+
+
+def _colour(t: float) -> tuple[int, int, int]:
+    """A dark-blue -> green -> yellow scale for t in [0, 1] (viridis-like, by linear pieces)."""
+    stops = [(0.0, (68, 1, 84)), (0.25, (59, 82, 139)), (0.5, (33, 145, 140)), (0.75, (94, 201, 98)),
+             (1.0, (253, 231, 37))]
+    t = min(1.0, max(0.0, t))
+    for (t0, c0), (t1, c1) in zip(stops, stops[1:]):
+        if t <= t1:
+            u = (t - t0) / (t1 - t0)
+            return tuple(round(a + (b - a) * u) for a, b in zip(c0, c1))
+    return stops[-1][1]
+
+
+def kl_heatmaps(panels: dict[str, tuple[list[float], list[str], list[list[float]]]], path: str | os.PathLike, *,
+                title: str, xlabel: str = "training hours", note: str = "") -> None:
+    """The paper's Figure 2 as pictures: for each named panel (hours, latent names bottom-up, KL rows
+    [time][latent] in nats) a map of log10 KL per latent (rows, the top latent on top) against time
+    (columns), all panels on one colour scale with its bar; latents below 0.1 nats read as collapsed."""
+    finite = [v for _, _, rows in panels.values() for r in rows for v in r if v > 0 and math.isfinite(v)]
+    lo, hi = -1.0, max(1.0, math.log10(max(finite)) if finite else 1.0)
+    cell_h, plot_w, left, gap = 12, 360, 90, 100
+    heights = [len(names) * cell_h for _, names, _ in panels.values()]
+    w = left + len(panels) * (plot_w + gap) + 90
+    h = 70 + (max(heights) if heights else 0) + 60
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    big, small = ImageFont.load_default(size=15), ImageFont.load_default(size=11)
+    d.text((left, 8), title, fill="black", font=big)
+    if note:
+        d.text((left, 28), note, fill="#444", font=small)
+    top = 60
+    for p, (name, (hours, names, rows)) in enumerate(panels.items()):
+        x0 = left + p * (plot_w + gap)
+        d.text((x0, top - 16), name, fill="black", font=big)
+        n_lat, n_t = len(names), len(rows)
+        t_max = max(hours) if hours else 1.0
+        for i, row in enumerate(rows):
+            xa = x0 + round(plot_w * (hours[i - 1] if i else 0.0) / t_max)
+            xb = max(xa + 1, x0 + round(plot_w * hours[i] / t_max))
+            for j, v in enumerate(row[:n_lat]):
+                y = top + (n_lat - 1 - j) * cell_h
+                t = (math.log10(v) - lo) / (hi - lo) if v > 0 and math.isfinite(v) else 0.0
+                d.rectangle([xa, y, xb, y + cell_h - 1], fill=_colour(t))
+        for j, label in enumerate(names):
+            if n_lat <= 24 or j % 2 == 0:
+                d.text((x0 - 4, top + (n_lat - 1 - j) * cell_h), label, fill="black", font=small, anchor="ra")
+        base = top + n_lat * cell_h
+        d.line([x0, base, x0 + plot_w, base], fill="black")
+        for f in (0.0, 0.5, 1.0):
+            d.text((x0 + plot_w * f, base + 4), f"{t_max * f:.2g}", fill="black", font=small, anchor="ma")
+        d.text((x0 + plot_w / 2, base + 20), xlabel, fill="black", font=small, anchor="ma")
+        if n_t == 0:
+            d.text((x0 + 10, top + 10), "no KL logged yet", fill="black", font=small)
+    # the colour bar: log10 KL in nats
+    bx, by, bh = w - 70, top, max(heights) if heights else 100
+    for i in range(bh):
+        d.line([bx, by + bh - 1 - i, bx + 14, by + bh - 1 - i], fill=_colour(i / max(1, bh - 1)))
+    for v in range(math.ceil(lo), math.floor(hi) + 1):
+        y = by + bh - 1 - (v - lo) / (hi - lo) * (bh - 1)
+        d.text((bx + 18, y - 6), f"{10 ** v:g}", fill="black", font=small)
+    d.text((bx - 4, by + bh + 6), "KL (nats)", fill="black", font=small)
+    img.save(path)

@@ -188,14 +188,15 @@ def cifar10() -> ModelConfig:
                        dropout_q=0.2, dropout_p=0.0)
 
 
-def faces64(widths: list[tuple[int, int]], dropout_q: float = 0.1) -> ModelConfig:
+def faces64(widths: list[tuple[int, int]], dropout_q: float = 0.1,
+            image_shape: tuple[int, int, int] = (3, 64, 64)) -> ModelConfig:
     """A 64x64x3 face model with one gated block per stream and level and 8-channel conv latents.
 
     widths: (levels, channels) per resolution from 32x32 down (the stem halves 64 to 32, each
     later group halves again), e.g. [(3, 64), (6, 96), (6, 128), (5, 128)] for 32/16/8/4.
     """
     spec = [(1, c, 8, 2 if i == 0 else 1, False) for n, c in widths for i in range(n)]
-    return ModelConfig(image_shape=(3, 64, 64), likelihood="dmol", mixtures=10,
+    return ModelConfig(image_shape=image_shape, likelihood="dmol", mixtures=10,
                        levels=_levels(spec), dropout_q=dropout_q, dropout_p=0.0)
 
 
@@ -275,6 +276,37 @@ def tiny() -> ModelConfig:
     """A few thousand parameters for tests: 3 levels on 8x8 RGB."""
     spec = [(1, 16, 4, 2, False), (1, 16, 4, 1, False), (1, 16, 4, 2, False)]
     return ModelConfig(image_shape=(3, 8, 8), likelihood="dmol", mixtures=3, levels=_levels(spec))
+
+
+# ---------------------------------------------------------------- the auto preset
+
+AUTO_SIZES = (64, 32, 28, 16)  # a folder's images are resized to the largest of these they reach
+
+
+def auto_size(native: int) -> int:
+    """The model size for images whose shorter side is `native` pixels (never upsampled)."""
+    for size in AUTO_SIZES:
+        if native >= size:
+            return size
+    raise ValueError(f"images of {native} pixels are too small for a model: the auto preset needs at least "
+                     f"{AUTO_SIZES[-1]} (give --preset and --set image_shape=... to try anyway)")
+
+
+def auto(channels: int, native: int) -> ModelConfig:
+    """A layout for a user's own images by their channels and size (docs/own_images.md): 64 -> `celeba64_cpu` (L = 20); 32 -> L = 15 at 16/8/4 (48/64/64 channels); 28 and 16
+    -> `fashion_mnist`'s L = 6 at size/2 and size/4. A mixture of discretized logistics, 10
+    components for colour and 5 for grey."""
+    if channels not in (1, 3):
+        raise ValueError(f"the auto preset takes grey (1 channel) or RGB (3) images, got {channels} channels")
+    size = auto_size(native)
+    shape = (channels, size, size)
+    if size == 64:
+        cfg = celeba64_cpu().replace(image_shape=shape)
+    elif size == 32:
+        cfg = faces64([(4, 48), (6, 64), (5, 64)], image_shape=shape)
+    else:
+        cfg = fashion_mnist().replace(image_shape=shape)
+    return cfg.replace(mixtures=10 if channels == 3 else 5)
 
 
 PRESETS = {

@@ -37,8 +37,35 @@ def parse_value(text: str):
         return text
 
 
-def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+def folder_model(args: argparse.Namespace, log=print) -> dict:
+    """The model config for `--data folder`: the auto preset from the images' channels and size
+    without --preset; with one, the preset with the folder's channels (unless --set image_shape)."""
+    from biva_core.data import dataset_root
+    from biva_core.data.folder import inspect
+    from biva_core.model.config import auto
+    channels, native = inspect(dataset_root("folder", args.data_dir))
+    kind = "grey" if channels == 1 else "RGB"
+    if args.preset is None:
+        cfg = auto(channels, native)
+        log(f"auto preset: {kind} images of about {native} px -> a {cfg.image_shape[1]}x{cfg.image_shape[2]} "
+            f"model with L = {cfg.L} levels, likelihood {cfg.likelihood} ({cfg.mixtures} components)")
+        return cfg.to_dict()
     model = preset(args.preset).to_dict()
+    if not any(item.startswith("image_shape=") for item in args.set) and model["image_shape"][0] != channels:
+        model["image_shape"] = [channels, *model["image_shape"][1:]]
+        log(f"{args.preset}: {kind} folder, so image_shape={model['image_shape']} "
+            f"(--set image_shape=[C,H,W] to choose another)")
+    return model
+
+
+def build_configs(args: argparse.Namespace, log=print) -> tuple[ModelConfig, TrainConfig]:
+    if args.preset is None and args.data != "folder":
+        raise SystemExit(f"--preset is required for --data {args.data} (without it, --data folder picks one "
+                         f"from the images); presets: {', '.join(sorted(PRESETS))}")
+    try:
+        model = folder_model(args, log) if args.data == "folder" else preset(args.preset).to_dict()
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"data: {e}") from None
     train = dataclasses.asdict(TrainConfig())
     train["flip"] = args.data not in DIGITS
     train["binarize"] = args.data.endswith("_binary")  # dynamic binarization of the 8-bit images
@@ -64,7 +91,8 @@ def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
 def main(argv: list[str] | None = None) -> None:
     from biva_core.data import DATASETS, base_dataset, load_labels, load_split
     ap = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", required=True, choices=sorted(PRESETS))
+    ap.add_argument("--preset", choices=sorted(PRESETS), help="the model layout; with --data folder it may be "
+                    "left out: the auto preset picks one by the images' size and channels")
     ap.add_argument("--data", required=True, choices=DATASETS)
     ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"), help="default: $BIVA_DATA")
     ap.add_argument("--out", required=True)
@@ -81,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.data_dir is None:
         raise SystemExit("--data-dir is required when $BIVA_DATA is not set")
-    model_cfg, train_cfg = build_configs(args)
+    model_cfg, train_cfg = build_configs(args, log=lambda m: print(m, file=sys.stderr))
     size = model_cfg.image_shape[1]
     try:
         # binarize=true draws the training images from their 8-bit intensities at every step
@@ -90,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
         valid = load_split(args.data, "valid", args.data_dir, image_size=size, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"data: {e}") from None
+    if args.data == "folder" and tuple(train.shape[1:]) != model_cfg.image_shape:  # RGB files, a grey model
+        from biva_core.data.images import adapt
+        train, valid = adapt(train, model_cfg.image_shape), adapt(valid, model_cfg.image_shape)
     if tuple(train.shape[1:]) != model_cfg.image_shape:
         raise SystemExit(f"data: {args.data} images are {tuple(train.shape[1:])}, the model expects "
                          f"{model_cfg.image_shape}; choose another --preset or --set image_shape=...")
