@@ -223,11 +223,16 @@ def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: i
     return [k, K, alpha]
 
 
-def runs_tab(studio: Studio, model: gr.Dropdown) -> None:
+def runs_tab(studio: Studio, model: gr.Dropdown, demo: gr.Blocks) -> None:
     """A training run, live: plots refreshed every few seconds (gr.Timer) from the run folder,
     which is only read; one click serves its best weights in the other tabs."""
     def choices():
         return gr.update(choices=studio.runs())
+
+    def on_page(current):
+        """Every page load lists the runs as they are now (a run started after the studio shows)."""
+        found = studio.runs()
+        return gr.update(choices=found, value=current if current in found else (found[0] if found else None))
 
     def view(folder):
         if not folder:
@@ -269,6 +274,7 @@ def runs_tab(studio: Studio, model: gr.Dropdown) -> None:
     run.change(view, run, outputs, api_name="run")
     again.click(choices, None, run, api_name="runs")
     load_btn.click(load, run, model, api_name="load_run")
+    demo.load(on_page, run, run, **PRIVATE)
 
 
 def model_tab(studio: Studio, model: gr.Dropdown, clear: list) -> list[gr.Component]:
@@ -367,7 +373,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
             with gr.Tab("Model", id="model"):
                 card_outputs = model_tab(studio, model, clear)
             with gr.Tab("Runs", id="runs"):
-                runs_tab(studio, model)
+                runs_tab(studio, model, demo)
         per_model = [ks, *detector_controls, interp_k, *level_temps, *card_outputs, *clear]
         model.change(on_model, model, per_model, **PRIVATE)
         demo.load(on_model, model, per_model, **PRIVATE)

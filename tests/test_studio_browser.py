@@ -251,3 +251,30 @@ def test_runs_tab_follows_a_training_run(browser, training_run, tmp_path):
         page.close()
         demo.close()
         studio.close()
+
+
+@pytest.mark.skipif(bool(SHOTS), reason="the screenshot run serves one model")
+def test_a_run_started_after_the_studio_is_listed_on_the_next_page_load(browser, tmp_path):
+    import json
+    from studio.app import launch
+    from studio.engine import Studio
+    from studio_weights import make_weights
+    dirs = make_weights(tmp_path / "weights")
+    root = tmp_path / "runs"
+    root.mkdir()
+    studio = Studio([dirs["celeba_tiny"]], workdir=tmp_path / "out", runs=root)
+    demo = launch(studio, port=free_port(), block=False)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        (root / "late").mkdir()      # started after the studio: no Refresh clicked
+        rows = [{"step": s, "bpd": 6.0 - s / 100, "seconds": 5.0 * s, "images_per_s": 9.0} for s in (5, 10)]
+        (root / "late" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        page.goto(demo.local_url)
+        open_tab(page, "Runs")
+        shows_text(page, "#run-status", "late")
+        shows_text(page, "#run-status", "step 10")
+    finally:
+        page.close()
+        demo.close()
+        studio.close()
