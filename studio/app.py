@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 
@@ -226,13 +227,19 @@ def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: i
 def runs_tab(studio: Studio, model: gr.Dropdown, demo: gr.Blocks) -> None:
     """A training run, live: plots refreshed every few seconds (gr.Timer) from the run folder,
     which is only read; one click serves its best weights in the other tabs."""
+    def labelled(found: list[str]) -> list[tuple[str, str]]:
+        """(name under the runs folder, folder): the page names a run, not the server's path."""
+        root = Path(studio.runs_root) if studio.runs_root else None
+        return [(Path(f).relative_to(root).as_posix() if root and Path(f).is_relative_to(root) and Path(f) != root
+                 else Path(f).name, f) for f in found]
+
     def choices():
-        return gr.update(choices=studio.runs())
+        return gr.update(choices=labelled(studio.runs()))
 
     def on_page(current):
         """Every page load lists the runs as they are now (a run started after the studio shows)."""
         found = studio.runs()
-        return gr.update(choices=found, value=current if current in found else (found[0] if found else None))
+        return gr.update(choices=labelled(found), value=current if current in found else (found[0] if found else None))
 
     def view(folder):
         if not folder:
@@ -253,7 +260,7 @@ def runs_tab(studio: Studio, model: gr.Dropdown, demo: gr.Blocks) -> None:
                 "refresh every few seconds while a run trains; the studio only reads the folder.")
     runs = studio.runs()
     with gr.Row():
-        run = gr.Dropdown(runs, value=runs[0] if runs else None, label="run", elem_id="run-choice", scale=3)
+        run = gr.Dropdown(labelled(runs), value=runs[0] if runs else None, label="run", elem_id="run-choice", scale=3)
         again = gr.Button("Refresh the list")
         load_btn = gr.Button("Load its best weights into the other tabs", variant="primary")
     status = gr.Markdown(label="run status", elem_id="run-status")

@@ -274,6 +274,8 @@ def test_a_run_started_after_the_studio_is_listed_on_the_next_page_load(browser,
         open_tab(page, "Runs")
         shows_text(page, "#run-status", "late")
         shows_text(page, "#run-status", "step 10")
+        assert page.locator("#run-choice input").input_value() == "late"   # its name, not the server's path
+        assert str(tmp_path) not in page.locator("#run-status").inner_text()
     finally:
         page.close()
         demo.close()
