@@ -364,8 +364,10 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
     with gr.Blocks(title="BIVA Studio", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
+            # custom values: a run loaded later (Runs tab) is a model the API may name; the engine tells
+            # an unknown name
             model = gr.Dropdown(names, value=loaded[0] if loaded else names[0], label="model", scale=2,
-                                elem_id="model")
+                                allow_custom_value=True, elem_id="model")
             gr.Markdown("Not loaded: " + "; ".join(f"**{n}**: {studio.entries[n].error}" for n in broken)
                         if broken else f"{len(loaded)} model(s) loaded.")
         with gr.Tabs():

@@ -240,3 +240,26 @@ def test_nan_and_inf_are_refused_by_name(client, field, args):
     """nan and inf as text (a JSON float cannot be nan: clients refuse to send one)."""
     with pytest.raises(AppError, match=f"^{re.escape(field)} must be a .*number"):
         client.predict("celeba_tiny", [handle_file(faces()[0])], [1], *args, 0, False, api_name="/anomaly")
+
+
+def test_a_run_loaded_in_the_runs_tab_is_usable_through_the_api(dirs, tmp_path):
+    """load_run serves a run's best weights under a new name; /sample then takes that name (it was
+    refused as "not in the list of choices"), and an unknown name is told as such."""
+    import shutil
+    runs = tmp_path / "runs"
+    shutil.copytree(dirs["celeba_tiny"], runs / "mine")
+    (runs / "mine" / "metrics.jsonl").write_text('{"step": 1, "bpd": 7.0, "seconds": 1.0}\n')
+    studio = Studio([dirs["celeba_tiny"]], workdir=tmp_path / "out", runs=runs)
+    demo = launch(studio, port=free_port(), block=False)
+    try:
+        c = Client(demo.local_url, verbose=False)
+        c.predict(str(runs / "mine"), api_name="/load_run")
+        name = next(n for n in studio.names if n != "celeba_tiny")
+        fresh = Client(demo.local_url, verbose=False)   # another caller: the model list as served
+        paths = fresh.predict(name, 2, "0.8", 0, api_name="/sample")[0]
+        assert len(paths) == 2
+        with pytest.raises(AppError, match="no_such_model"):
+            c.predict("no_such_model", 2, "0.8", 0, api_name="/sample")
+    finally:
+        demo.close()
+        studio.close()
