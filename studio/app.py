@@ -108,7 +108,7 @@ def reconstruct_tab(studio: Studio, model: gr.Dropdown, examples: Callable, clea
                          elem_id="recon-table")
     use_examples.click(examples, model, files, **PRIVATE)
     go.click(reconstruct, [model, files], [gallery, table], api_name="reconstruct", show_progress_on=[gallery])
-    clear += [gallery, table]
+    clear += [files, gallery, table]   # the inputs too: a face model must not run on the digits left
 
 
 def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: int, clear: list):
@@ -176,7 +176,7 @@ def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L:
     go.click(resample, [model, file_a, ks, draws, temperature, seed], [grid, crop, seed], api_name="resample",
              show_progress_on=[grid])
     go_mix.click(mix, [model, file_a, file_b, ks], mixed, api_name="mix")
-    clear += [grid, crop, mixed, interpolated]
+    clear += [file_a, file_b, grid, crop, mixed, interpolated]
     return ks, interp_k, level_temps
 
 
@@ -220,7 +220,7 @@ def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: i
     # one progress bar (per image, with the time left), on the table
     go.click(anomaly, [model, files, k, K, alpha, seed, maps], [note, table, plot, gallery, csv], api_name="anomaly",
              show_progress_on=[table])
-    clear += [note, table, plot, gallery, csv]
+    clear += [files, note, table, plot, gallery, csv]
     return [k, K, alpha]
 
 
@@ -309,7 +309,7 @@ def model_tab(studio: Studio, model: gr.Dropdown, clear: list) -> list[gr.Compon
     table = gr.Dataframe(label="per latent", interactive=False, headers=list(LatentReport.headers),
                          elem_id="lat-table")
     go.click(latents, [model, files], [chart, table, note], api_name="latents", show_progress_on=[chart])
-    clear += [chart, table, note]
+    clear += [files, chart, table, note]
     return [card, levels, config, curves, kl_plot, samples]
 
 
@@ -334,7 +334,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
             c = studio.model_card(model)
         return c.markdown, c.levels, c.config, c.curves, c.kl_plot, c.samples
 
-    clear: list[gr.Component] = []   # every tab's outputs: emptied when the model changes
+    clear: list[gr.Component] = []   # every tab's inputs and outputs: emptied when the model changes
 
     def on_model(model):
         """Per-model controls (the choices of k depend on L), the model card, and the previous

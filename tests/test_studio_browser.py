@@ -189,7 +189,18 @@ def test_corrupt_upload_shows_the_error_and_the_page_keeps_working(page, tmp_pat
 
 @pytest.mark.skipif(bool(SHOTS), reason="the screenshot run serves one model")
 def test_switching_models_clears_the_outputs(page):
-    """Samples of one model do not stay on the page once another model is chosen."""
+    """Samples of one model do not stay on the page once another model is chosen, and neither do the
+    uploads meant for it (a grey model would otherwise score the faces left from before)."""
+    face = ROOT / "studio" / "examples" / "celeba_test_182676.png"
+    open_tab(page, "Reconstruct")
+    page.locator("#recon-files input[type=file]").set_input_files(str(face))
+    listed(page, "#recon-files", "celeba_test_182676.png")
+    page.locator("#model input").click()
+    page.get_by_role("option", name="gray_tiny").click()
+    page.wait_for_function("() => !document.querySelector('#recon-files').textContent.includes('celeba_test_182676')")
+    page.locator("#model input").click()
+    page.get_by_role("option", name="celeba_tiny").click()
+    open_tab(page, "Sample")
     click(page, "Sample")
     images_shown(page, "#sample-gallery", 4)
     page.locator("#model input").click()
