@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import load_pretrained  # noqa: E402
-from biva_core.detect.detector import Detector, build_reference, scores_per_image  # noqa: E402
+from biva_core.detect import Detector, build_reference, scores_per_image  # noqa: E402
 from biva_core.eval.evaluate import auroc, load_images  # noqa: E402
 from biva_core.model import PRIOR_WORDS, PRIORS  # noqa: E402
 from biva_core.io.plots import line_chart  # noqa: E402

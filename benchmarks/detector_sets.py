@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import load_pretrained  # noqa: E402
-from biva_core.detect.detector import (CODECS, COMBINES, Detector, Reference, build_reference, compressed_bits_per_dim,  # noqa: E402
+from biva_core.detect import (CODECS, COMBINES, Detector, Reference, build_reference, compressed_bits_per_dim,  # noqa: E402
                                 scores_per_image)
 from biva_core.eval.evaluate import auroc, load_images, load_model_folder  # noqa: E402
 from biva_core.model import PRIORS  # noqa: E402

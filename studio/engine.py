@@ -33,7 +33,7 @@ from biva_core.io.plots import grid_image
 from . import card, draw
 from .images import Prepared, binarization, header_pixels, is_face, prepare, show_crop, to_pil, upscale
 from .params import check_float, check_int, check_seed, default_ks, derive, parse_ks, parse_temperature
-from biva_core.detect.detector import ALPHA, Detector, Reference, as_ks, compressed_bits_per_dim
+from biva_core.detect import ALPHA, Detector, Reference, as_ks, compressed_bits_per_dim
 
 Progress = Callable[[float, str], None]
 CHUNK = 8                      # images per forward pass: progress granularity and seed unit
@@ -399,7 +399,7 @@ class Studio:
     def anomaly(self, name: str, files: Sequence[str] | str | None, k=None, K: int | None = None,
                 alpha: float = ALPHA, seed: int | None = 0, maps: bool = True,
                 progress: Progress = _quiet, complexity=None, combine: str | None = None) -> "Anomalies":
-        """The detector of spec section 6 (biva_core.detect.detector) for each image: two-sided p-values of
+        """The detector of spec section 6 (biva_core.detect) for each image: two-sided p-values of
         bits/dim and LLR^{>k} (k: one level or several, e.g. [1, 19] or "1, 19") against the model's
         reference.json (made with K importance samples: another K is refused), combined; flagged when
         p < alpha, ranked by -log10 p; with `complexity` (a codec or several; default: the reference's)

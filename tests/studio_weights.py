@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from biva_core import save_pretrained
-from biva_core.detect.detector import build_reference
+from biva_core.detect import build_reference
 
 from conftest import images, live_model, tiny_config
 

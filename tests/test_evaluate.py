@@ -14,7 +14,7 @@ import torch
 
 from biva_core import BIVA, LevelConfig, ModelConfig
 from biva_core.io.checkpoint import save_pretrained
-from biva_core.detect.detector import Reference, build_reference
+from biva_core.detect import Reference, build_reference
 from biva_core.eval.evaluate import auroc, load_images, run
 
 from conftest import images, live_model, tiny_config

@@ -131,7 +131,7 @@ SHIPPED = sorted(p for p in (Path(__file__).parents[1] / "weights").glob("*") if
 def test_shipped_folders_are_complete(folder: Path) -> None:
     """Every shipped model: fp16 shards of at most 16 MiB that load, a reference of at least 100
     valid images the studio reads, the training log and the pictures the README points at."""
-    from biva_core.detect.detector import Reference
+    from biva_core.detect import Reference
     files = sorted(folder.glob("model*.safetensors"))
     assert files and all(f.stat().st_size <= 16 * 2**20 for f in files)
     assert all(t.dtype == torch.float16 for f in files for t in load_file(f).values() if t.is_floating_point())
@@ -156,7 +156,7 @@ def test_the_model_card_counts_the_whole_continued_record(tmp_path: Path) -> Non
 def test_an_export_warns_when_its_reference_is_too_small_to_flag_anything(tmp_path: Path) -> None:
     """10 valid images give the spec's detector (m = 2 statistics) a smallest p of 4/11 = 0.36 > alpha:
     the export says so and how many it needs; the detector's count is the least that can flag."""
-    from biva_core.detect.detector import Detector, Reference
+    from biva_core.detect import Detector, Reference
     model = live_model(tiny_config(), seed=5)
     run = save_pretrained(model, tmp_path / "run", training={"step": 1})
     x = images(tiny_config(), 11, seed=1)

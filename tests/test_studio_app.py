@@ -226,7 +226,7 @@ def shipped_client(tmp_path_factory):
 
 def test_the_anomaly_endpoint_answers_with_its_defaults_for_every_shipped_model(shipped_client):
     """Only the model and the images given: k, K and alpha are the model's reference's."""
-    from biva_core.detect.detector import Reference
+    from biva_core.detect import Reference
     for folder in SHIPPED:
         ref = Reference.read(folder)
         note, table, *_ = shipped_client.predict(folder.name, [handle_file(example_for(folder))], api_name="/anomaly")

@@ -17,7 +17,7 @@ from studio.__main__ import main
 from studio.engine import Studio, discover
 from studio.images import CELEBA_ALIGNED, crop_box, prepare
 from studio.params import default_ks, derive, parse_ks, parse_temperature
-from biva_core.detect.detector import Detector, Reference, compressed_bits_per_dim
+from biva_core.detect import Detector, Reference, compressed_bits_per_dim
 
 from studio_weights import make_weights, tensor_of_png, write_bad_files
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from biva_core.model.bounds import bits_per_dim
-from biva_core.detect.detector import (ALPHA, CODECS, COMBINES, REFERENCE_FILE, Detector, Reference, as_codecs, as_ks, batches,
+from biva_core.detect import (ALPHA, CODECS, COMBINES, REFERENCE_FILE, Detector, Reference, as_codecs, as_ks, batches,
                        build_reference, reference_from_scores, scores_per_image)
 from biva_core.model import BIVA, PRIOR_WORDS, PRIORS
 

@@ -30,7 +30,7 @@ import torch
 from biva_core.io.files import atomic_write
 from biva_core.io.checkpoint import (CheckpointError, load_pretrained, read_config, read_metrics, save_pretrained,
                          training_totals)
-from biva_core.detect.detector import CODECS, COMBINES
+from biva_core.detect import CODECS, COMBINES
 from biva_core.model import BIVA, PRIORS
 from biva_core.io.plots import save_grid, save_samples
 
@@ -106,10 +106,10 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
     grid; valid_images: (N, C, H, W) for reference.json, the detector's reference (ks, default
     1..L-1, with K importance samples and `prior`; detector_k its default k, or several; complexity: the lossless
     codec(s) whose bits/dim the detector subtracts by default (None: off); combine: how it combines its
-    statistics by default (biva_core.detect.detector.COMBINES); continues: the
+    statistics by default (biva_core.detect.COMBINES); continues: the
     shipped folder the run was warm-started from, whose record it extends; from_step: the run's step
     at which `continues` was exported from it, when the run resumed a copy of that run)."""
-    from biva_core.detect.detector import build_reference
+    from biva_core.detect import build_reference
     run, out = Path(run), Path(out)
     source = source if source is not None else load_pretrained(run)
     info = {**(source.training_info or {}), "exported_from": str(run)}
@@ -146,7 +146,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
         log(f"reference.json over {len(valid_images)} valid images, K={K}, prior={prior}, k in {ref.ks}, "
             f"detector k={list(ref.default_ks)}{f', complexity {list(ref.complexity)}' if ref.complexity else ''}, "
             f"combined by {ref.combine}")
-        from biva_core.detect.detector import Detector
+        from biva_core.detect import Detector
         det = Detector(ref)
         if det.smallest_p >= det.alpha:
             log(f"WARNING: a reference of {len(valid_images)} valid images is too small for its detector to flag "
