@@ -1,4 +1,4 @@
-"""One lent-GPU session for the CelebA-64 flagship, under a hard wall-clock deadline.
+"""One lent-GPU call for the CelebA-64 flagship, under a hard wall-clock deadline.
 
     python gpu/flagship_run.py --data carry --out $OUT --deadline 540
 

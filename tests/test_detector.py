@@ -314,7 +314,7 @@ def test_reference_round_trip_and_errors(tmp_path):
                                          combine="density").write(tmp_path / "4" / "reference.json"))
     assert two.complexity == ("png", "jpeg2000") and two.combine == "density" and Detector(two).joint is not None
     assert json.loads((tmp_path / "4" / "reference.json").read_text())["detector"]["complexity"] == ["png", "jpeg2000"]
-    old = {**data, "detector": {"k": 1, "complexity": "png"}}          # session 19's files: one codec as a string
+    old = {**data, "detector": {"k": 1, "complexity": "png"}}          # references before commit e8d4e65: one codec as a string
     (tmp_path / "5").mkdir()
     (tmp_path / "5" / "reference.json").write_text(json.dumps(old))
     assert Reference.read(tmp_path / "5").complexity == ("png",) and Reference.read(tmp_path / "5").combine == "bonferroni"

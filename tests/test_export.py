@@ -99,7 +99,7 @@ def test_a_resumed_copy_of_the_exported_run_is_not_counted_twice(tmp_path: Path)
     run = save_pretrained(model, tmp_path / "run", training={"step": 30, "seconds": 172.0})
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
         {"step": 20, "seconds": 100.0, "valid_bpd": 7.0},
-        {"step": 20, "seconds": 112.0, "best_valid_bpd": 7.0},  # the earlier session's stop
+        {"step": 20, "seconds": 112.0, "best_valid_bpd": 7.0},  # the earlier run's stop
         {"step": 30, "seconds": 172.0, "valid_bpd": 6.0, "raw_valid_bpd": 6.1}]))
 
     out = export(run, tmp_path / "out", continues=earlier, from_step=20, log=lambda m: None)
