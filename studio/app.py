@@ -11,7 +11,8 @@ comma form "0, 2, 5".
     resample(model, file, ks, draws, temperature, seed)              -> grid, crop, seed
     mix(model, file_a, file_b, ks)                                   -> grid
     interpolate(model, file_a, file_b, k, steps, temperature, seed)   -> grid
-    anomaly(model, files, k, importance_samples, alpha, seed, maps)  -> note, table, histograms, maps, csv
+    anomaly(model, files, k, importance_samples, alpha, seed, maps)  -> note, table, histograms, maps, csv,
+                                                                        verdicts (HTML)
     latents(model, files)                                            -> chart, table, note
     model_card(model)                                                -> {markdown, levels, config, ...}
 """
@@ -23,13 +24,15 @@ from pathlib import Path
 
 import gradio as gr
 
+from . import anomaly as report
 from .card import LatentReport
-from .engine import (EXAMPLES, MAX_DRAWS, MAX_K_SAMPLES, MAX_SAMPLES, TEMPERATURE, Reconstructions, Studio,
-                     anomaly_headers)
+from .engine import (EXAMPLES, MAX_DRAWS, MAX_K_SAMPLES, MAX_SAMPLES, TEMPERATURE, Reconstructions, Studio)
 from .fields import LevelsK, Number, Slider
 from .params import default_ks, new_seed
 
-CSS = ".pixelated img, img.pixelated { image-rendering: pixelated; }"
+CSS = """.pixelated img, img.pixelated { image-rendering: pixelated; }
+.anom-summary td { vertical-align: middle; padding: 4px 10px; } .anom-summary td:nth-child(3) { font-size: 1.1em; }
+.anom-name { font-size: 0.8em; color: #555; }"""
 INTRO = """# BIVA Studio
 Very deep hierarchical VAEs ([BIVA](https://arxiv.org/abs/1902.02102)): sample, reconstruct, redraw
 the hierarchy level by level, and score images for anomalies
@@ -181,46 +184,54 @@ def hierarchy_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L:
 
 
 def anomaly_tab(studio: Studio, model: gr.Dropdown, examples: Callable, max_L: int, clear: list) -> list[gr.Component]:
-    """The detector's controls; returns (k, K, alpha) for the model switch to set to the reference's."""
+    """The detector: a verdict per image first, every statistic one click away; returns (k, K,
+    alpha) for the model switch to set to the reference's."""
     def anomaly(model, files, k, importance_samples, alpha, seed, maps, progress=gr.Progress()):
         with user_errors():
             r = studio.anomaly(model, files, k, importance_samples, alpha, seed, maps, progress=_progress(progress))
         _warn(r.skipped)
-        return r.note, _table(r.headers, r.rows), r.plot, r.maps, r.csv
+        return r.note, _table(r.headers, r.rows), r.plot, r.maps, r.csv, r.html
 
-    gr.Markdown("A two-sided test of typicality (spec section 6): the bits/dim of L>0 and LLR>k = L>0 - L>k "
-                "(Havtorn et al. 2021) of each image are compared with the model's reference images on **both** "
-                "sides: a digit is atypically *simple* for a face model, noise atypically complex. The p-values "
-                "are combined (Bonferroni; with several k, over bits/dim and every LLR>k); an image is flagged "
-                "when p < alpha, so at most about alpha of ordinary images are flagged. K must be the reference's. "
-                "A model's reference may add statistics (bits/dim minus a lossless codec's bits/dim: the image's "
-                "complexity taken out) and test them all jointly (a kernel density of the reference's statistics, "
-                "the face model's default; docs/detector.md): the table then has a column per statistic and the "
-                "plot the joint atypicality on top.")
+    gr.Markdown("Is an image like the ones this model was trained on? Each image gets a verdict in words, its "
+                "p-value (flagged when p < alpha: about alpha of ordinary images are flagged) and the statistic "
+                "that decided. Beside it, where its bits go: bits per pixel with every latent inferred, and with the "
+                "lowest levels drawn from the prior (bright where the upper levels cannot explain the image).")
     files = gr.File(file_count="multiple", label="images", elem_id="anom-files")
     use_examples = gr.Button("Use the examples (in- and out-of-distribution images)")
-    with gr.Row():
-        # empty k and K = 0 mean the model's reference's: the API's defaults work for every model
-        k = gr.Dropdown(list(range(1, max_L)), value=[], multiselect=True, label="k (LLR>k; several: Bonferroni "
-                        "over all; empty: the reference's)", elem_id="anom-k")
-        K = Number(0, minimum=0, maximum=MAX_K_SAMPLES, label="K importance samples (0: the reference's)",
-                   elem_id="anom-K")
-        alpha = Slider(0.001, 0.2, value=0.05, step=0.001, label="alpha (flag when p < alpha)",
-                       elem_id="anom-alpha")
-        seed = Number(0, label="seed", minimum=0, info="a whole number")
-        maps = gr.Checkbox(True, label="pixel maps")
+    with gr.Accordion("test settings (empty k and K = 0: the model's reference's)", open=False):
+        with gr.Row():
+            k = gr.Dropdown(list(range(1, max_L)), value=[], multiselect=True, label="k (LLR>k; several: one "
+                            "statistic each; empty: the reference's)", elem_id="anom-k")
+            K = Number(0, minimum=0, maximum=MAX_K_SAMPLES, label="K importance samples (0: the reference's)",
+                       elem_id="anom-K")
+            alpha = Slider(0.001, 0.2, value=0.05, step=0.001, label="alpha (flag when p < alpha)",
+                           elem_id="anom-alpha")
+            seed = Number(0, label="seed", minimum=0, info="a whole number")
+            maps = gr.Checkbox(True, label="pixel maps")
     go = gr.Button("Score", variant="primary")
-    note = gr.Markdown(label="verdict", elem_id="anom-note")
-    table = gr.Dataframe(label="verdicts", interactive=False, headers=anomaly_headers([1]), elem_id="anom-table")
-    plot = _image("anom-plot", label="reference distributions and the images", show_label=False)
-    gallery = gr.Gallery(label="where in the image: bits per pixel with z from the posterior, and with z<=k "
-                         "from the prior", columns=1, height="auto", elem_id="anom-maps", elem_classes="pixelated")
-    csv = gr.File(label="download (CSV)", elem_id="anom-csv")
+    summary = gr.HTML(label="verdicts", elem_id="anom-summary")
+    with gr.Accordion("details: every statistic, the reference's histograms, the pixel maps, CSV", open=False):
+        gr.Markdown("A two-sided test of typicality (spec section 6): the bits/dim of L>0 and LLR>k = L>0 - L>k "
+                    "(Havtorn et al. 2021) of each image are compared with the model's reference images on **both** "
+                    "sides: a digit is atypically *simple* for a face model, noise atypically complex. A model's "
+                    "reference may add statistics (bits/dim minus a lossless codec's bits/dim: the image's "
+                    "complexity taken out) and test them jointly (a kernel density of the reference's statistics, the "
+                    "face model's default; docs/detector.md): then an image can be flagged while each statistic alone "
+                    "is typical, when no reference image shows that combination. Otherwise the p-values are combined "
+                    "by Bonferroni. K must be the reference's.")
+        note = gr.Markdown(label="verdict", elem_id="anom-note")
+        table = gr.Dataframe(label="every statistic", interactive=False, headers=report.headers([1]),
+                             elem_id="anom-table")
+        plot = _image("anom-plot", label="reference distributions and the images", show_label=False)
+        gallery = gr.Gallery(label="where in the image: bits per pixel with z from the posterior, and with z<=k "
+                             "from the prior", columns=1, height="auto", object_fit="contain", elem_id="anom-maps",
+                             elem_classes="pixelated")
+        csv = gr.File(label="download (CSV)", elem_id="anom-csv")
     use_examples.click(lambda model: examples(model, ood=True), model, files, **PRIVATE)
-    # one progress bar (per image, with the time left), on the table
-    go.click(anomaly, [model, files, k, K, alpha, seed, maps], [note, table, plot, gallery, csv], api_name="anomaly",
-             show_progress_on=[table])
-    clear += [files, note, table, plot, gallery, csv]
+    # one progress bar (per image, with the time left), on the verdicts
+    go.click(anomaly, [model, files, k, K, alpha, seed, maps], [note, table, plot, gallery, csv, summary],
+             api_name="anomaly", show_progress_on=[summary])
+    clear += [files, note, table, plot, gallery, csv, summary]
     return [k, K, alpha]
 
 

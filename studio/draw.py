@@ -62,17 +62,23 @@ def labelled_grid(rows: Sequence[tuple[str, Sequence[Image.Image]]], *, header: 
     return grid
 
 
-def side_by_side(images: Sequence[Image.Image], *, pad: int = 6, caption: str = "") -> Image.Image:
-    """Images left to right, bottoms aligned, with an optional caption underneath."""
+def side_by_side(images: Sequence[Image.Image], *, pad: int = 6, caption: str = "",
+                 titles: Sequence[str] = ()) -> Image.Image:
+    """Images left to right, bottoms aligned, each under its title (when given), with an optional
+    caption underneath."""
     h = max(i.height for i in images)
+    top = 16 if titles else 0
     w = sum(i.width for i in images) + pad * (len(images) + 1)
-    out = Image.new("RGB", (w, h + 2 * pad + (18 if caption else 0)), BACKGROUND)
+    out = Image.new("RGB", (w, top + h + 2 * pad + (18 if caption else 0)), BACKGROUND)
+    d = ImageDraw.Draw(out)
     x = pad
-    for image in images:
-        out.paste(image.convert("RGB"), (x, pad + h - image.height))
+    for j, image in enumerate(images):
+        out.paste(image.convert("RGB"), (x, top + pad + h - image.height))
+        if j < len(titles) and titles[j]:
+            d.text((x, 3), titles[j], fill=INK, font=font(11))
         x += image.width + pad
     if caption:
-        ImageDraw.Draw(out).text((pad, h + pad + 2), caption, fill=INK, font=font(13))
+        d.text((pad, top + h + pad + 2), caption, fill=INK, font=font(13))
     return out
 
 

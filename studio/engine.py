@@ -11,7 +11,6 @@ Seeds: an action draws its images in chunks of CHUNK; chunk c uses the seed deri
 """
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import tempfile
@@ -27,13 +26,15 @@ import torch
 from PIL import Image
 
 from biva_core import BIVA, load_pretrained
+from biva_core.data import NOUNS
 from biva_core.model import PRIOR_WORDS
 from biva_core.io.plots import grid_image
 
+from . import anomaly as report
 from . import card, draw
 from .images import Prepared, binarization, header_pixels, is_face, prepare, show_crop, to_pil, upscale
 from .params import check_float, check_int, check_seed, default_ks, derive, parse_ks, parse_temperature
-from biva_core.detect import ALPHA, Detector, Reference, as_ks, compressed_bits_per_dim
+from biva_core.detect import ALPHA, Detector, Reference, as_ks, findings, scores_per_image
 
 Progress = Callable[[float, str], None]
 CHUNK = 8                      # images per forward pass: progress granularity and seed unit
@@ -77,6 +78,7 @@ class Entry:
     error: str | None = None
     face: bool = False
     binarize: str = "threshold"      # how uploads are binarized for a Bernoulli model
+    noun: str = "image"              # what one of its images shows ("face"): verdicts in words
     reference: Reference | None = None
     reference_error: str | None = None
     cache: dict = field(default_factory=dict)
@@ -137,6 +139,7 @@ class Studio:
         else:
             entry.face = is_face(name, entry.model.training_info) and entry.model.config.image_shape[0] == 3
             entry.binarize = binarization(entry.model.training_info)
+            entry.noun = NOUNS.get(str((entry.model.training_info or {}).get("dataset")), "face" if entry.face else "image")
             try:
                 entry.reference = Reference.read(directory)
             except ValueError as err:
@@ -398,7 +401,7 @@ class Studio:
 
     def anomaly(self, name: str, files: Sequence[str] | str | None, k=None, K: int | None = None,
                 alpha: float = ALPHA, seed: int | None = 0, maps: bool = True,
-                progress: Progress = _quiet, complexity=None, combine: str | None = None) -> "Anomalies":
+                progress: Progress = _quiet, complexity=None, combine: str | None = None) -> report.Anomalies:
         """The detector of spec section 6 (biva_core.detect) for each image: two-sided p-values of
         bits/dim and LLR^{>k} (k: one level or several, e.g. [1, 19] or "1, 19") against the model's
         reference.json (made with K importance samples: another K is refused), combined; flagged when
@@ -427,92 +430,40 @@ class Studio:
                                  "choose among those")
             detector = Detector(ref, k=ks, alpha=alpha, complexity=complexity, combine=combine)
             detector.check_K(K)
-        codecs = detector.codecs if detector is not None else ()
-        density = detector is not None and detector.combine == "density"
         preps, skipped = self._prepare_all(entry, files)
         out = self._outdir("anomaly")
-        l0, bpd, cls, comp = [], [], [], {c: [] for c in codecs}
-        llr, lk = {j: [] for j in ks}, {j: [] for j in ks}
+        n, t0 = len(preps), time.time()
+
+        def scored(done: int, total: int) -> None:
+            left = f", about {(time.time() - t0) / done * (total - done):.0f} s left" if done < total else ""
+            progress(done / total * (0.7 if maps else 1.0), f"scored {done} of {total} images{left}")
+
+        progress(0.0, f"scoring {n} images")
+        x = torch.stack([p.x for p in preps])
+        # one image a batch, image i with its own seed: an image's scores do not depend on the others
+        s = scores_per_image(entry.model, x, list(ks), K, batch_size=1, seed_of=lambda i: derive(seed, i),
+                             elbo=False, on_batch=scored, prior=prior)
+        classes = [w for p in preps for w in class_words(entry.model, p.x[None])]
         panels = []
-        t0, n = time.time(), len(preps)
-        for i, p in enumerate(preps):
-            left = "" if i == 0 else f", about {(time.time() - t0) / i * (n - i):.0f} s left"
-            progress(i / n, f"scoring image {i + 1} of {n}{left}")
-            x = p.x[None]
-            s = entry.model.scores(x, list(ks), K=K, seed=derive(seed, i), prior=prior)
-            cls.extend(class_words(entry.model, x))
-            l0.append(float(s.l0[0]))
-            bpd.append(float(s.bpd[0]))
-            for c in codecs:
-                comp[c].append(float(compressed_bits_per_dim(x, c)[0]))
-            for j in ks:
-                llr[j].append(float(s.llr[j][0]))
-                lk[j].append(float(s.lk[j][0]))
-            if maps:
+        if maps:
+            for i, p in enumerate(preps):
+                progress(0.7 + 0.3 * i / n, f"pixel map {i + 1} of {n}")
                 panels.append(self._pixel_panel(entry, p, ks[-1], derive(seed, i, 1), out / f"{i:02d}_map.png", prior))
-        v = detector.test(bpd, llr, compressed=comp) if detector else None
-        sides = v.tails(ref) if v is not None else None
-        rows, marks_bpd, marks_joint = [], [], []
-        marks_cc, marks_llr = {c: [] for c in codecs}, {j: [] for j in ks}
-        for i, p in enumerate(preps):
-            flagged = bool(v.flagged[i]) if v is not None else False
-            verdict = ("ANOMALY" if flagged else "typical") if v is not None else "n/a"
-            rows.append([p.name, verdict,
-                         float(f"{v.p[i]:.3g}") if v is not None else None,
-                         round(float(v.score[i]), 2) if v is not None else None,
-                         f"{v.p_bpd[i]:.3g} ({sides[0][i]})" if v is not None else None,
-                         *[f"{v.p_llr[j][i]:.3g} ({sides[1][j][i]})" if v is not None else None for j in ks],
-                         *[f"{v.p_cc[c][i]:.3g} ({sides[2][c][i]})" for c in codecs],
-                         round(bpd[i], 4), *[round(llr[j][i], 1) for j in ks], round(l0[i], 1),
-                         *[round(lk[j][i], 1) for j in ks], *[round(float(v.cc[c][i]), 4) for c in codecs],
-                         *([round(float(v.atypicality[i]), 2)] if density else []), *cls[i:i + 1]])
-            marks_bpd.append((bpd[i], str(i + 1), flagged))
-            if density:
-                marks_joint.append((float(v.atypicality[i]), str(i + 1), flagged))
-            for c in codecs:
-                marks_cc[c].append((float(v.cc[c][i]), str(i + 1), flagged))
-            for j in ks:
-                marks_llr[j].append((llr[j][i], str(i + 1), flagged))
-        headers = anomaly_headers(ks, codecs, density) + (["class: q(y | x)"] if entry.model.config.classes else [])
-        # Bonferroni: one statistic alone flags beyond these quantiles; density: one alone is atypical at alpha
-        q = alpha / 2 if density else alpha / (2 * (detector.statistics if detector else 2))
-        tails = lambda r: tuple(np.quantile(r, [q, 1 - q])) if r is not None else None  # noqa: E731
-        shaded = "shaded: atypical alone at alpha" if density else "shaded: where one statistic alone flags"
-        words = self._ref_words(entry)
-        if density:   # on a log scale above the reference's least atypical image: noise lies thousands beyond
-            a0 = float(detector.joint.ref_atypicality.min())
-            lift = lambda a: float(np.sign(a - a0) * np.log10(1 + abs(a - a0)))  # noqa: E731
-            joint = [lift(a) for a in detector.joint.ref_atypicality]
-            marks_joint = [(lift(a), label, f) for a, label, f in marks_joint]
-        plot = draw.stack([
-            *([draw.histogram(joint, marks_joint, tails=(None, float(np.quantile(joint, 1 - alpha))),
-                              title=f"atypicality, all statistics at once (log10(1 + a - min)): reference {words}, "
-                                    "each left out")] if density else []),
-            draw.histogram(ref.bpd.tolist() if ref else [], marks_bpd, tails=tails(ref.bpd) if ref else None,
-                           title=f"bits/dim of L>0: reference {words} and the images (numbered as in the table)"),
-            *[draw.histogram(ref.llr[j].tolist() if ref else [], marks_llr[j], tails=tails(ref.llr[j]) if ref else None,
-                             title=f"LLR>{j} (nats): reference {words}; {shaded}")
-              for j in ks],
-            *[draw.histogram((ref.bpd - ref.compressed[c]).tolist(), marks_cc[c], tails=tails(ref.bpd - ref.compressed[c]),
-                             title=f"bits/dim - {c} bits/dim (the image's complexity taken out): reference {words}")
-              for c in codecs]])
-        tag = "_".join(map(str, ks))
-        plot_path = out / f"{name}_anomaly_k{tag}.png"
-        plot.save(plot_path)
-        csv_path = out / f"{name}_anomaly_k{tag}.csv"
-        write_csv(csv_path, headers, rows)
-        if v is not None:
-            llrs = ", ".join(f"LLR>{j}" for j in ks) + "".join(f", bits/dim - {c} bits/dim" for c in codecs)
-            how = "p of their joint density" if density else "combined two-sided p"
-            notes = [f"**{int(v.flagged.sum())} of {len(rows)} images flagged** ({how} < {alpha:g}: "
-                     f"bits/dim, {llrs}, each atypically low or high against {ref.images} {ref.split} images, "
-                     f"K={ref.K}{f'; LLR with z<=k {PRIOR_WORDS[prior]}' if prior == 'mode' else ''})."]
-        else:
-            notes = ["No reference distribution (reference.json) for this model: scores only, no verdicts."]
-        notes += [f"Skipped {s}" for s in skipped]
+        v = detector.test_scores(s) if detector is not None else None
+        names = [p.name for p in preps]
+        stem = out / f"{name}_anomaly_k{'_'.join(map(str, ks))}"
+        plot_path, csv_path = stem.with_suffix(".png"), stem.with_suffix(".csv")
+        report.histograms(s, v, detector, ref, ks, alpha, self._ref_words(entry)).save(plot_path)
+        columns = report.headers(ks, v.codecs if v is not None else (), v is not None and v.atypicality is not None)
+        columns += ["class: q(y | x)"] if entry.model.config.classes else []
+        table = report.rows(names, s, v, ref, ks, classes)
+        report.write_csv(csv_path, columns, table)
+        items = report.summary(names, v, findings(v, ref, entry.noun) if v is not None else [])
+        pictures = [Image.open(path) for path, _ in panels] or [upscale(to_pil(p.x), 96) for p in preps]
         progress(1.0, "done")
-        return Anomalies(headers, rows, str(plot_path), str(csv_path), " ".join(notes), skipped,
-                         [(str(path), caption) for path, caption in panels])
+        return report.Anomalies(columns, table, str(plot_path), str(csv_path), report.note(v, ref, ks, alpha, skipped),
+                                skipped, [(str(path), caption) for path, caption in panels], items,
+                                report.summary_html(items, pictures))
 
     def _pixel_panel(self, entry: Entry, p: Prepared, k: int, seed: int, path: Path,
                      prior: str = "sample") -> tuple[Path, str]:
@@ -525,7 +476,8 @@ class Studio:
         a, b = post["bits"][0].cpu().numpy(), low["bits"][0].cpu().numpy()
         vmax = float(np.quantile(np.concatenate([a.ravel(), b.ravel()]), 0.99)) or 1.0
         panel = draw.side_by_side([upscale(to_pil(p.x), 128), draw.heat(a, vmax), draw.heat(b, vmax),
-                                   draw.colour_bar(vmax)])
+                                   draw.colour_bar(vmax)],
+                                  titles=["input", "bits/pixel, z from q", f"bits/pixel, z<={k} from p", "scale"])
         panel.save(path)
         caption = (f"{p.name}: input | bits per pixel, z from q: {a.sum():.0f} + KL {float(post['kl_bits'][0]):.0f} "
                    f"bits | z<={k} {PRIOR_WORDS[prior]}: {b.sum():.0f} + KL>{k} {float(low['kl_bits'][0]):.0f} bits")
@@ -611,17 +563,6 @@ class Hierarchy:
     seed: int
 
 
-@dataclass
-class Anomalies:
-    headers: list[str]
-    rows: list[list]
-    plot: str
-    csv: str
-    note: str
-    skipped: list[str]
-    maps: list[tuple[str, str]] = field(default_factory=list)   # (pixel-map panel, caption)
-
-
 def class_words(model: BIVA, x: torch.Tensor) -> list[str]:
     """q(y | x) of each image in words, its two likeliest classes: "7 (0.98), 1 (0.01)"; [] for a
     model without classes."""
@@ -630,19 +571,3 @@ def class_words(model: BIVA, x: torch.Tensor) -> list[str]:
     probs = model.classify(x).cpu()
     top = probs.topk(min(2, probs.shape[1]), dim=1)
     return [", ".join(f"{int(c)} ({float(v):.2f})" for v, c in zip(vs, cs)) for vs, cs in zip(top.values, top.indices)]
-
-
-def anomaly_headers(ks: Sequence[int], codecs: Sequence[str] = (), density: bool = False) -> list[str]:
-    """The Anomaly table's columns; codecs: the complexity statistics' when the detector tests them;
-    density: the detector combines by the joint density (a column for the atypicality)."""
-    return ["image", "verdict", "p", "-log10 p", "p bits/dim (side)", *[f"p LLR>{k} (side)" for k in ks],
-            *[f"p bits/dim - {c} (side)" for c in codecs], "bits/dim", *[f"LLR>{k} (nats)" for k in ks],
-            "L>0 (nats)", *[f"L>{k} (nats)" for k in ks], *[f"bits/dim - {c} bits/dim" for c in codecs],
-            *(["atypicality"] if density else [])]
-
-
-def write_csv(path: Path, headers: Sequence[str], rows: Sequence[Sequence]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(headers)
-        writer.writerows(["" if v is None else v for v in row] for row in rows)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from biva_core.detect import (Detector, JointDensity, Reference, as_codecs, binomial_interval, build_reference,
-                                combine, compressed_bits_per_dim, tail_p, two_sided_p)
+                              combine, compressed_bits_per_dim, findings, tail_p, two_sided_p)
 
 from conftest import images, live_model, tiny_config
 
@@ -190,6 +190,29 @@ def test_density_combination_flags_a_combination_no_reference_image_shows():
         Detector(ref, combine="fisher")
     with pytest.raises(ValueError, match=r"pass compressed=\{codec: bits/dim\}"):
         Detector(ref).test([4.0], [1000.0], compressed=[5.0])
+
+
+def test_each_verdict_names_its_side_and_the_statistic_that_decided():
+    """Beyond each tail of each statistic the words say which way; typical images are "typical face";
+    an image flagged by the joint density while every statistic alone is typical is described as
+    a combination, naming two statistics."""
+    ref = correlated_reference(2000, seed=2)
+    bpd = [4.0, 1.0, 9.0, 4.0, 4.0, 4.0]
+    llr = [1000.0, 1000.0, 1000.0, 3000.0, 1000.0, 1000.0]
+    png = [5.0, 2.0, 10.0, 5.0, 5.0 + 0.8, 1.0]
+    jpeg = [4.5, 1.5, 9.5, 4.5, 4.5 - 0.8, 4.5]
+    v = Detector(ref).test(bpd, llr, compressed={"png": png, "jpeg2000": jpeg})
+    words = findings(v, ref, noun="face")
+    assert [f.flagged for f in words] == v.flagged.tolist() == [False, True, True, True, True, True]
+    assert words[0].words == "typical face" and words[0].statistic == ""
+    assert (words[1].words, words[1].statistic, words[1].side) == ("atypically simple for this model", "bits/dim", "low")
+    assert (words[2].words, words[2].statistic, words[2].side) == ("atypically complex for this model", "bits/dim", "high")
+    assert (words[3].statistic, words[3].side) == ("LLR>1", "high") and "more detail in levels 1-1" in words[3].words
+    assert words[4].side == "together" and "no face has them together" in words[4].words
+    assert words[4].statistic == "bits/dim - png bits/dim with bits/dim - jpeg2000 bits/dim"
+    # typical bits/dim, an image PNG finds far simpler than a face of those bits/dim
+    assert (words[5].statistic, words[5].side) == ("bits/dim - png bits/dim", "high")
+    assert words[5].words == "atypically complex for this model, for what PNG makes of it"
 
 
 @pytest.mark.parametrize("prior", ["sample", "mode"])

@@ -102,9 +102,13 @@ def test_reconstruct_resample_mix(client):
 
 
 def test_anomaly_latents_and_card(client):
-    note, table, plot, maps, csv_path = client.predict("celeba_tiny", [handle_file(p) for p in faces()], [1], 1, 0.05,
-                                                       0, True, api_name="/anomaly")
+    note, table, plot, maps, csv_path, verdicts = client.predict("celeba_tiny", [handle_file(p) for p in faces()], [1], 1,
+                                                                 0.05, 0, True, api_name="/anomaly")
     assert len(table["data"]) == 3 and table["headers"][1] == "verdict" and table["headers"][7] == "LLR>1 (nats)"
+    # the five-second view: one row per image, its picture inside the page, a verdict in words
+    assert verdicts.count("class='anom-row'") == 3 and verdicts.count("<img") == 3
+    assert all(f"alt='{Path(p).name}'" in verdicts for p in faces())
+    assert all(("typical face" in verdicts) or ("ANOMALY" in verdicts) for _ in faces())
     note2, table2, *_ = client.predict("celeba_tiny", [handle_file(p) for p in faces()], [1, 2], 1, 0.05, 0, False,
                                        api_name="/anomaly")        # several k: a column per k
     assert table2["headers"][5:7] == ["p LLR>1 (side)", "p LLR>2 (side)"] and "LLR>1, LLR>2" in note2

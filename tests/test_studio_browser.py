@@ -145,13 +145,20 @@ def test_every_tab_puts_images_on_the_page(page):
     click(page, "Use the examples (in- and out-of-distribution images)")
     listed(page, "#anom-files", "ood_mnist_7.png")
     click(page, "Score")
+    images_shown(page, "#anom-summary")       # a row per image: the image, its map, the verdict in words
+    shows_text(page, "#anom-summary", "ood_mnist_7.png")
+    shows_text(page, "#anom-summary", "atypically simple for this model" if SHOTS else "verdict")
+    examples = [p for p in (ROOT / "studio" / "examples").glob("*.png")]   # the face examples, in and out
+    assert page.locator("#anom-summary tr.anom-row").count() == len(examples) == 11
+    screenshot(page, "4_anomaly")
+    page.get_by_text("details: every statistic").click()
     images_shown(page, "#anom-plot")
     images_shown(page, "#anom-maps")
     shows_text(page, "#anom-table", "ood_mnist_7.png")
     shows_text(page, "#anom-table", "ANOMALY" if SHOTS else "verdict")  # the face model flags the digits
     page.locator("#anom-csv a").first.wait_for()
     assert "flagged" in page.locator("#anom-note").inner_text()
-    screenshot(page, "4_anomaly")
+    screenshot(page, "4_anomaly_details")
 
     open_tab(page, "Model")
     shows_text(page, "#model-card", "parameters")

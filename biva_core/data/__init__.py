@@ -39,6 +39,9 @@ DATASETS = ("celeba", "binarized_mnist", "mnist", "fashion_mnist", "mnist_binary
             "cifar10", "folder")
 BINARY = ("binarized_mnist", "mnist_binary", "fashion_mnist_binary")  # values {0, 1}
 SPLITS = ("train", "valid", "test")
+# what one image of a data set shows, for verdicts in words ("typical face"); others: "image"
+NOUNS = {"celeba": "face", "binarized_mnist": "digit", "mnist": "digit", "mnist_binary": "digit",
+         "fashion_mnist": "garment", "fashion_mnist_binary": "garment", "cifar10": "photo"}
 _NATIVE_SHAPE = {"binarized_mnist": (1, 28, 28), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
                  "mnist_binary": (1, 28, 28), "fashion_mnist_binary": (1, 28, 28),
                  "cifar10": (3, 32, 32)}
@@ -132,5 +135,5 @@ def load_labels(dataset: str, split: str, data_dir: str | os.PathLike | None = N
     return mnist.read_labels(dataset_root(dataset, data_dir), split)
 
 
-__all__ = ["BINARY", "DATASETS", "LABELLED", "SPLITS", "base_dataset", "dataset_root", "image_shape",
+__all__ = ["BINARY", "DATASETS", "LABELLED", "NOUNS", "SPLITS", "base_dataset", "dataset_root", "image_shape",
            "load_labels", "load_split"]

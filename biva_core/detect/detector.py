@@ -128,7 +128,7 @@ class Finding:
 
 def findings(v: Verdicts, ref: Reference, noun: str = "image") -> list[Finding]:
     """Each image's verdict in words. A flagged image is described by its most atypical statistic
-    (smallest two-sided p, then the farthest from the reference's mean in its standard deviations):
+    (smallest two-sided p; among equal p the first of bits/dim, LLR^{>k}, the codecs' statistics):
     low bits/dim is "atypically simple for this model" (a digit for a face model), high "atypically
     complex" (noise); bits/dim - a codec's bits/dim likewise, for the image's complexity;
     LLR^{>k} says how much the levels <= k hold that the levels above do not predict. With
@@ -144,7 +144,7 @@ def findings(v: Verdicts, ref: Reference, noun: str = "image") -> list[Finding]:
         if not flagged:
             out.append(Finding(False, f"typical {noun}", "", ""))
             continue
-        j = min(range(len(stats)), key=lambda j: (p[i, j], -abs(z[i, j])))
+        j = min(range(len(stats)), key=lambda j: (p[i, j], j))
         name, side = stats[j][0], "low" if z[i, j] < 0 else "high"
         if p[i, j] >= v.alpha:                      # no statistic is atypical alone: the combination is
             a, b = sorted(np.argsort(-np.abs(z[i]))[:2])
@@ -158,8 +158,8 @@ def findings(v: Verdicts, ref: Reference, noun: str = "image") -> list[Finding]:
                                      f"predict for a {noun}", name, side))
         else:
             words = "atypically simple for this model" if side == "low" else "atypically complex for this model"
-            if name != "bits/dim":
-                words += f", for its {name.split(' - ')[1].split()[0]} size"
+            if name != "bits/dim":   # bits/dim - a codec's: for an image the codec finds this complex
+                words += f", for what {name.split(' - ')[1].split()[0].upper()} makes of it"
             out.append(Finding(True, words, name, side))
     return out
 
