@@ -168,6 +168,34 @@ def test_block_defaults_to_gated_and_bottleneck_needs_four_channels() -> None:
         ModelConfig.from_dict({**d, "block": "bottleneck"})
 
 
+def test_retired_model_switches_load_when_off_and_are_refused_when_on() -> None:
+    """class_posterior, class_means and class_everywhere left with their code: a config that stores
+    them off (the shipped ones do) loads as the same model; one that stores one on is refused by name."""
+    from biva_core.model.config import RETIRED
+    d = {**_tiny_dict(), "classes": 2}
+    assert ModelConfig.from_dict({**d, **RETIRED}) == ModelConfig.from_dict(d)
+    for key in RETIRED:
+        with pytest.raises(ValueError, match=f"config: {key} was retired.*docs/notes/2026-12-07-retired-switches.md"):
+            ModelConfig.from_dict({**d, key: True})
+        with pytest.raises(ValueError, match=key):
+            ModelConfig.from_dict({**d, key: 0})                # not the stored off value: refused too
+
+
+def cli_configs(*items: str, labels: int | None = None):
+    """train.py's --preset mnist_ssl --data mnist_binary --set ITEMS, as configs (no data read)."""
+    import argparse
+    from biva_core.train.cli import build_configs
+    args = argparse.Namespace(preset="mnist_ssl", data="mnist_binary", data_dir=None, set=list(items), steps=None,
+                              batch_size=None, max_minutes=None, labels=labels)
+    return build_configs(args, log=lambda m: None)
+
+
+def test_train_py_refuses_a_retired_model_switch_by_name() -> None:
+    assert cli_configs("class_means=false")[0] == preset("mnist_ssl")
+    with pytest.raises(SystemExit, match="class_everywhere was retired"):
+        cli_configs("class_everywhere=true")
+
+
 def test_bernoulli_needs_one_channel() -> None:
     with pytest.raises(ValueError, match="likelihood"):
         preset("tiny").replace(likelihood="bernoulli")

@@ -16,10 +16,8 @@ from conftest import images, live_model, tiny_config
 CLASSES = 3
 
 
-def class_model(kind: str = "dmol", classes: int = CLASSES, variant: str = "biva", posterior: bool = False,
-                means: bool = False, everywhere: bool = False) -> BIVA:
-    return live_model(tiny_config(variant, kind).replace(classes=classes, class_posterior=posterior,
-                                                         class_means=means, class_everywhere=everywhere))
+def class_model(kind: str = "dmol", classes: int = CLASSES, variant: str = "biva") -> BIVA:
+    return live_model(tiny_config(variant, kind).replace(classes=classes))
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -39,11 +37,9 @@ def test_unlabelled_bound_is_logsumexp_at_the_softmax_and_below_it_otherwise():
         assert (gap > 0).all(), gap
 
 
-@pytest.mark.parametrize("variant,posterior,means,everywhere", [
-    ("biva", False, False, False), ("lvae+", False, False, False), ("biva", True, False, False),
-    ("biva", False, True, False), ("biva", False, False, True), ("lvae+", False, False, True)])
-def test_model_U_equals_log_sum_exp_of_class_bounds_when_q_is_their_softmax(variant, posterior, means, everywhere):
-    model = class_model(variant=variant, posterior=posterior, means=means, everywhere=everywhere)
+@pytest.mark.parametrize("variant", ["biva", "lvae+", "lvae"])
+def test_model_U_equals_log_sum_exp_of_class_bounds_when_q_is_their_softmax(variant):
+    model = class_model(variant=variant)
     x = images(model.config, 4)
     with torch.no_grad():
         bounds_xy, logits = model.class_bounds(x, generator=gen(2))               # (4, C)
@@ -77,41 +73,19 @@ def test_every_class_is_scored_with_the_same_noise(variant):
 
 @pytest.mark.parametrize("variant", ["biva", "lvae+"])
 @torch.no_grad()
-def test_with_class_posterior_only_the_top_posterior_reads_y(variant):
-    """class_posterior: q(z_L | x, y) moves with y for the same image and the same bottom-up pass;
-    without it the top posterior is one for every class. A model without classes refuses it."""
-    for posterior in (False, True):
-        model = class_model(variant=variant, posterior=posterior)
-        bu = model.bottom_up(model.prepare(images(model.config, 2))[0], generator=gen(6))
-        assert (bu.q_top is None) == posterior
-        tops = [model.top_down(bu, y=torch.full((2,), c), generator=gen(7)).q[-1][0] for c in range(CLASSES)]
-        assert all(torch.equal(tops[0], t) for t in tops) != posterior
-    with pytest.raises(ValueError, match="class_posterior"):
-        tiny_config().replace(class_posterior=True)
-
-
-@pytest.mark.parametrize("variant", ["biva", "lvae+"])
-@torch.no_grad()
-def test_with_class_means_the_classes_differ_by_the_top_prior_alone_when_the_path_ignores_y(variant):
-    """class_means: p(z_L | y) = N(m_y, I). With y's columns of the top-down input zeroed, L(x, c) -
-    L(x, 0) is log N(z_L; m_c, I) - log N(z_L; m_0, I) for the shared draw of z_L, and a prior draw
-    of class c centres on m_c. A model without classes refuses the option."""
-    model = class_model(variant=variant, means=True)
-    C, x = CLASSES, images(model.config, 4)
-    model.gen_zin[model.config.L - 2].proj.weight[:, -C:] = 0
-    every, _ = model.class_bounds(x, generator=gen(3))
-    g = gen(3)  # class_bounds' draws, replayed: its bottom-up pass, then the tied top-down pass
-    bu = model.bottom_up(model.prepare(x)[0], generator=g).repeat(C)
-    z = model.top_down(bu, generator=g, y=torch.arange(C).repeat(4), tie=C).z[-1].view(4, C, -1)[:, 0]
-    m = model.class_mean.flatten(1)                                             # (C, d)
-    log_n = -0.5 * ((z[:, None] - m[None]) ** 2).sum(-1)                        # (4, C), up to a constant
-    torch.testing.assert_close(every - every[:, :1], log_n - log_n[:, :1], rtol=1e-4, atol=1e-3)
-    draws = model.top_down(None, k=model.config.L, batch=4000, y=torch.full((4000,), 2), generator=gen(8)).z[-1]
-    torch.testing.assert_close(draws.mean(0), model.class_mean[2], rtol=0, atol=0.1)
-    with pytest.raises(ValueError, match="class_means"):
-        tiny_config().replace(class_means=True)
-    with pytest.raises(ValueError, match="class_everywhere"):
-        tiny_config().replace(class_everywhere=True)
+def test_y_joins_at_the_top_alone_and_the_top_posterior_does_not_read_it(variant):
+    """Spec section 5: the top-down path starts from [z_L, y] and y enters nowhere else (only the
+    input of the level below the top is wider than in a model without classes), and q(z_L | x) is
+    one posterior for every class: the same image and bottom-up pass give the same q(z_L | x)."""
+    model = class_model(variant=variant)
+    plain = live_model(tiny_config(variant))
+    L = model.config.L
+    width = lambda m: [m.gen_zin[j].proj.weight.shape[1] for j in range(L - 1)] + [m.out_zin.proj.weight.shape[1]]  # noqa: E731
+    assert [a - b for a, b in zip(width(model), width(plain))] == [0] * (L - 2) + [CLASSES] + [0]
+    assert [p.shape for p in model.q_top_head.parameters()] == [p.shape for p in plain.q_top_head.parameters()]
+    bu = model.bottom_up(model.prepare(images(model.config, 2))[0], generator=gen(6))
+    tops = [model.top_down(bu, y=torch.full((2,), c), generator=gen(7)).q[-1][0] for c in range(CLASSES)]
+    assert all(torch.equal(tops[0], t) for t in tops)
 
 
 def test_with_one_class_the_objective_is_the_ordinary_elbo_and_its_free_bits_loss():
@@ -243,31 +217,8 @@ def test_label_draw_is_balanced_seeded_and_refuses_short_classes():
 # ---------------------------------------------------------------- operations with a class
 
 @pytest.mark.parametrize("variant", ["biva", "lvae+"])
-@torch.no_grad()
-def test_with_class_everywhere_y_reaches_every_level_through_its_own_input(variant):
-    """class_everywhere: y joins z at every level and at the output. With y's columns of the top's
-    input zeroed the classes' bounds still differ (the lower levels read y); with every level's y
-    columns zeroed they are equal (one shared draw for all classes), so y has no other way in.
-    The spec's model (y at the top only) has y columns at the top alone."""
-    model = class_model(variant=variant, everywhere=True)
-    C, x, L = CLASSES, images(model.config, 3), model.config.L
-    inputs = [model.gen_zin[j].proj for j in range(L - 1)] + [model.out_zin.proj]
-    inputs[L - 2].weight[:, -C:] = 0
-    some, _ = model.class_bounds(x, generator=gen(3))
-    assert (some - some[:, :1]).abs().amax() > 1e-3
-    for proj in inputs:
-        proj.weight[:, -C:] = 0
-    none, _ = model.class_bounds(x, generator=gen(3))
-    torch.testing.assert_close(none - none[:, :1], torch.zeros_like(none), rtol=0, atol=1e-4)
-    top_only = class_model(variant=variant)
-    widths = [top_only.gen_zin[j].proj.weight.shape[1] for j in range(L - 1)] + [top_only.out_zin.proj.weight.shape[1]]
-    assert [p.weight.shape[1] - w for p, w in zip(inputs, widths)] == [C] * (L - 2) + [0] + [C]
-
-
-@pytest.mark.parametrize("posterior,means,everywhere", [(False, False, False), (True, False, False),
-                                                        (False, True, False), (False, False, True)])
-def test_operations_with_classes(posterior, means, everywhere):
-    model = class_model(posterior=posterior, means=means, everywhere=everywhere)
+def test_operations_with_classes(variant):
+    model = class_model(variant=variant)
     x = images(model.config, 2)
     probs = model.classify(x)
     assert probs.shape == (2, CLASSES) and torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-6)
@@ -294,15 +245,13 @@ def test_operations_with_classes(posterior, means, everywhere):
         live_model(tiny_config()).sample(2, label=0)
 
 
-@pytest.mark.parametrize("posterior,means,everywhere", [(False, False, False), (True, False, False),
-                                                        (False, True, False), (False, False, True)])
-def test_a_model_with_classes_saves_and_loads_exactly(tmp_path, posterior, means, everywhere):
-    model = class_model(posterior=posterior, means=means, everywhere=everywhere)
+@pytest.mark.parametrize("variant", ["biva", "lvae+"])
+def test_a_model_with_classes_saves_and_loads_exactly(tmp_path, variant):
+    model = class_model(variant=variant)
     save_pretrained(model, tmp_path)
     again = load_pretrained(tmp_path)
     x = images(model.config, 2)
-    assert again.config.classes == CLASSES and again.config.class_posterior == posterior
-    assert again.config.class_means == means and again.config.class_everywhere == everywhere
+    assert again.config == model.config and again.config.classes == CLASSES
     assert torch.equal(model.iw_bound(x, K=2, seed=1), again.iw_bound(x, K=2, seed=1))
     assert torch.equal(model.classify(x), again.classify(x))
     assert torch.equal(model.sample(2, seed=3, label=1), again.sample(2, seed=3, label=1))

@@ -30,7 +30,7 @@ from biva_core.model.bounds import floor_kl
 from biva_core.model.config import ModelConfig
 from biva_core.model.layers import BLOCKS, GaussianHead, LatentIn, Stack, down, up
 from biva_core.model.operations import Operations
-from biva_core.model.passes import PRIORS, Boundary, BottomUp, Gaussian, TopDown
+from biva_core.model.passes import PRIORS, Boundary, BottomUp, TopDown
 
 class BIVA(Operations, nn.Module):
     def __init__(self, config: ModelConfig):
@@ -65,11 +65,7 @@ class BIVA(Operations, nn.Module):
                 Stack(lv[j].blocks, ch[j], aux_channels=ch[j], dropout=cfg.dropout_q, block=cfg.block)
                 for j in range(L))
         top_in = 2 * ch[-1] if self.biva else ch[-1]
-        self.q_top_head = GaussianHead(top_in + (cfg.classes if cfg.class_posterior else 0), lv[-1].latent, hw[-1],
-                                       dense=lv[-1].dense)
-        if cfg.class_means:  # p(z_L | y) = N(m_y, I), the means spread at N(0, I) to start
-            top_shape = (lv[-1].latent,) + (() if lv[-1].dense else hw[-1])
-            self.class_mean = nn.Parameter(torch.randn(cfg.classes, *top_shape))
+        self.q_top_head = GaussianHead(top_in, lv[-1].latent, hw[-1], dense=lv[-1].dense)
         if cfg.classes:  # q(y | x): the top features, flattened, through a small MLP
             self.classifier = nn.Sequential(nn.ELU(), nn.Flatten(), nn.Linear(top_in * hw[-1][0] * hw[-1][1], 128),
                                             nn.ELU(), nn.Linear(128, cfg.classes))
@@ -77,7 +73,7 @@ class BIVA(Operations, nn.Module):
         # ---- top-down (generative) path, shared by inference; gen_*[j] computes d_{j+1}
         # the top-down path starts from [z_L, y] when there is a class
         self.gen_zin = nn.ModuleList(
-            LatentIn(z_down[j + 1] + (cfg.classes if self._class_at(j + 1) else 0), ch[j + 1], hw[j + 1],
+            LatentIn(z_down[j + 1] + (cfg.classes if j + 1 == L - 1 else 0), ch[j + 1], hw[j + 1],
                      dense=lv[j + 1].dense)
             for j in range(L - 1))
         self.gen_up_z = nn.ModuleList(up(ch[j + 1], ch[j], lv[j + 1].stride) for j in range(L - 1))
@@ -96,7 +92,7 @@ class BIVA(Operations, nn.Module):
             GaussianHead(ch[j], lv[j].latent, hw[j], dense=lv[j].dense) for j in range(L - 1))
 
         # ---- p(x | z): reads z_1 and d_1 at level 1's resolution
-        self.out_zin = LatentIn(z_down[0] + (cfg.classes if self._class_at(0) else 0), ch[0], hw[0], dense=lv[0].dense)
+        self.out_zin = LatentIn(z_down[0], ch[0], hw[0], dense=lv[0].dense)
         self.out_stack = Stack(lv[0].blocks, ch[0], aux_channels=ch[0] if self.skip else 0, dropout=cfg.dropout_p,
                                block=cfg.block)
         self.out_up = up(ch[0], ch[0], lv[0].stride)
@@ -147,7 +143,7 @@ class BIVA(Operations, nn.Module):
             for j in range(L):
                 b = self.bu_stacks[j](self.bu_down[j](b))
                 feats.append(b)
-            return BottomUp(z_bu, log_q_bu, q_bu, feats[:-1], self.top_posterior(feats[-1]), feats[-1])
+            return BottomUp(z_bu, log_q_bu, q_bu, feats[:-1], self.q_top_head(feats[-1])[0], feats[-1])
         b, t = self.bu_stem(h), self.td_stem(h)
         for j in range(L):
             if j > 0:
@@ -164,25 +160,12 @@ class BIVA(Operations, nn.Module):
                 z_bu[j], log_q_bu[j] = z, lik.gaussian_log_prob(z, mean, scale)
                 feats.append(t)
         top = torch.cat([b, t], dim=1)
-        return BottomUp(z_bu, log_q_bu, q_bu, feats, self.top_posterior(top), top)
-
-    def top_posterior(self, top: Tensor, y: Tensor | None = None) -> Gaussian | None:
-        """q(z_L | x) from the top features, or q(z_L | x, y) for a model with class_posterior
-        (None until y is known)."""
-        if not self.config.class_posterior:
-            return self.q_top_head(top)[0]
-        return None if y is None else self.q_top_head(self.with_class(top, y))[0]
+        return BottomUp(z_bu, log_q_bu, q_bu, feats, self.q_top_head(top)[0], top)
 
     def class_logits(self, bu: BottomUp) -> Tensor:
         """Logits of q(y | x), (B, C), from the top level's bottom-up features."""
         assert self.config.classes, "this model has no class variable (classes = 0)"
         return self.classifier(bu.top).float()
-
-    def _class_at(self, i: int) -> bool:
-        """Whether y joins z_{i+1} on its way down (i = L - 1: the top; i = 0: into the output):
-        at the top only (spec section 5), or at every level with class_everywhere."""
-        cfg = self.config
-        return bool(cfg.classes) and (i == cfg.L - 1 or cfg.class_everywhere)
 
     def with_class(self, z: Tensor, y: Tensor | None) -> Tensor:
         """[z_L, y]: the top latent with the class appended as channels (broadcast over a map).
@@ -197,17 +180,6 @@ class BIVA(Operations, nn.Module):
         if z.dim() == 4:
             y = y[:, :, None, None].expand(-1, -1, *z.shape[2:])
         return torch.cat([z, y], dim=1)
-
-    def top_prior_mean(self, z: Tensor, y: Tensor | None) -> Tensor:
-        """The mean of p(z_L | y): 0, or m_y for a model with class_means (y: labels (B,) or class
-        weights (B, C), which mix the means)."""
-        if not self.config.class_means:
-            return torch.zeros_like(z)
-        C = self.config.classes
-        if y is None:
-            raise ValueError(f"this model has a class variable ({C} classes): pass y")
-        w = F.one_hot(y.long(), C) if y.dim() == 1 else y
-        return (w.to(self.class_mean.dtype) @ self.class_mean.flatten(1)).view_as(z).to(z.dtype)
 
     # ------------------------------------------------------------------ the top-down pass
 
@@ -245,20 +217,20 @@ class BIVA(Operations, nn.Module):
             if k < L and fixed is not None:
                 z = fixed[-1]
             elif k < L:
-                mean, scale = qs[-1] = bu.q_top if bu.q_top is not None else self.top_posterior(bu.top, y)
+                mean, scale = qs[-1] = bu.q_top
                 z = mean if q_mean else draw(mean, scale)
                 log_q[-1] = lik.gaussian_log_prob(z, mean, scale)
             else:
                 shape = (batch, cfg.levels[-1].latent) + (() if cfg.levels[-1].dense else cfg.resolutions()[-1])
                 dev = self.out_conv.weight.device
-                mean = self.top_prior_mean(torch.zeros(shape, device=dev), y)
+                mean = torch.zeros(shape, device=dev)                      # p(z_L) = N(0, I)
                 z = draw(mean, torch.ones_like(mean), temps[-1])
-            log_p[-1] = lik.gaussian_log_prob(z, self.top_prior_mean(z, y), torch.ones_like(z))
+            log_p[-1] = lik.gaussian_log_prob(z, torch.zeros_like(z), torch.ones_like(z))
             zs[-1], d, first = z, None, L - 1
             if keep == L - 1:
                 boundary = Boundary(L - 1, z, d, y)
         for j in range(first - 1, -1, -1):
-            zin = self.with_class(z, y) if self._class_at(j + 1) else z
+            zin = self.with_class(z, y) if self.config.classes and j + 1 == L - 1 else z  # [z_L, y]
             a = self.gen_up_z[j](self.gen_zin[j](zin))
             d = self.gen_stacks[j](a, self.gen_up_d[j](d) if d is not None and self.skip else None)
             priors = self.p_heads[j](d)
@@ -294,7 +266,7 @@ class BIVA(Operations, nn.Module):
                 log_p[j], zs[j] = lik.gaussian_log_prob(z, p_mean, p_scale), z
             if keep == j:
                 boundary = Boundary(j, z, d, y)
-        h = self.out_stack(self.out_zin(self.with_class(z, y) if self._class_at(0) else z), d if self.skip else None)
+        h = self.out_stack(self.out_zin(z), d if self.skip else None)
         px = self.out_conv(F.elu(self.out_up(h)))
         return TopDown(px, log_q, log_p, zs, qs, boundary)
 

@@ -13,6 +13,11 @@ VARIANTS = ("biva", "lvae", "lvae+")
 LIKELIHOODS = ("bernoulli", "dmol")
 BLOCKS = ("gated", "bottleneck")  # the residual block of every stack (biva_core/layers.py)
 
+# switches retired on 2026-12-07 with their code (their off values, as older configs store them);
+# what each experiment found: docs/notes/2026-12-07-retired-switches.md
+RETIRED = {"class_posterior": False, "class_means": False, "class_everywhere": False}
+RETIRED_WHY = "what its experiments found is in docs/notes/2026-12-07-retired-switches.md"
+
 
 @dataclass(frozen=True)
 class LevelConfig:
@@ -49,17 +54,6 @@ class ModelConfig:
     # C > 0: a class y joins the model (spec section 5, semi-supervised): the top-down path starts
     # from [z_L, y], p(y) uniform, q(y | x) reads the top level's bottom-up features. 0 = none
     classes: int = 0
-    # with classes: q(z_L | x, y), the top latent's posterior reads the class beside the top
-    # features (M2's q(z | x, y)), so z_L can hold the style of a class instead of the class;
-    # measured on MNIST with 100 labels: no lower error in 300 steps (docs/semisupervised_variants.md)
-    class_posterior: bool = False
-    # with classes: p(z_L | y) = N(m_y, I), one learned mean per class, instead of the spec's
-    # p(z_L) = N(0, I) (a Gaussian mixture over z_L, as in GMM-VAEs): a z_L that holds the class
-    # then costs less under the right y, so L(x, y) depends on y and U(x) can teach q(y | x)
-    class_means: bool = False
-    # with classes: y joins the latent at every level of the top-down path and at the output, not
-    # only at the top (as M2's p(x | y, z) reads y directly), so the class can shape every scale
-    class_everywhere: bool = False
     # "gated": 3x3 convs at full width (the paper's); "bottleneck": 1x1 to channels / 4, two 3x3,
     # 1x1 back (VDVAE's design, ~14x fewer multiply-adds per block), gated the same way
     block: str = "gated"
@@ -87,9 +81,6 @@ class ModelConfig:
         _check(self.block != "bottleneck" or min(lv.channels for lv in self.levels) >= 4, "block", self.block,
                "bottleneck needs >= 4 channels at every level (it runs at channels / 4)")
         _check(self.classes >= 0, "classes", self.classes, "must be >= 0 (0 = no class variable)")
-        for option in ("class_posterior", "class_means", "class_everywhere"):
-            _check(not getattr(self, option) or self.classes > 0, option, getattr(self, option),
-                   "needs a class variable (classes > 0)")
         _check(len(self.levels) >= 2, "levels", len(self.levels), "needs at least 2 levels")
         size = h
         for i, lv in enumerate(self.levels):
@@ -125,6 +116,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        """From JSON (a folder's config.json, --set values): unknown keys are refused by name; a
+        retired switch stored at its off value is dropped, one stored on is refused."""
+        if isinstance(d, dict):
+            d = dict(d)
+            for key, off in RETIRED.items():
+                if key in d and d.pop(key) is not off:
+                    raise ValueError(f"config: {key} was retired (no shipped model used it; {RETIRED_WHY}); "
+                                     "remove it from the config")
         return _from_dict(cls, d, "model")
 
     def replace(self, **changes) -> "ModelConfig":

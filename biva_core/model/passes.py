@@ -21,7 +21,7 @@ class BottomUp:
     log_q_bu: list[Tensor | None]    # log q(z_i^BU | .) per image, (B,)
     q_bu: list[Gaussian | None]
     feats: list[Tensor]              # TD-inference features (BIVA) or BU features (LVAE)
-    q_top: Gaussian | None           # None when q(z_L | x, y) needs the class (class_posterior)
+    q_top: Gaussian                  # q(z_L | x)
     top: Tensor                      # the features q(z_L | .) and q(y | x) read, (B, c, h, w)
 
     def repeat(self, n: int) -> "BottomUp":

@@ -24,7 +24,7 @@ import torch
 import torch.distributed
 
 from biva_core.train import distributed as dist
-from biva_core.model.config import PRESETS, ModelConfig, preset
+from biva_core.model.config import PRESETS, RETIRED as RETIRED_MODEL_KEYS, ModelConfig, preset
 from biva_core.train.trainer import TrainConfig, Trainer
 
 DIGITS = ("binarized_mnist", "mnist", "fashion_mnist", "mnist_binary", "fashion_mnist_binary")
@@ -73,7 +73,7 @@ def build_configs(args: argparse.Namespace, log=print) -> tuple[ModelConfig, Tra
         if "=" not in item:
             raise SystemExit(f"--set {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        if key in model:
+        if key in model or key in RETIRED_MODEL_KEYS:  # a retired one: ModelConfig says why it is refused
             model[key] = parse_value(value)
         elif key in train:
             train[key] = parse_value(value)
