@@ -6,7 +6,7 @@ model name, numbers, text and image file paths; the fields (fields.py) pass what
 to the engine, whose parser names the field a bad value was given to. ks: a list [0, 2, 5] or the
 comma form "0, 2, 5".
 
-    sample(model, count, temperature, seed)                          -> gallery, zip, seed
+    sample(model, count, temperature, seed, class)                   -> gallery, zip, seed
     reconstruct(model, files)                                        -> gallery, table
     resample(model, file, ks, draws, temperature, seed)              -> grid, crop, seed
     mix(model, file_a, file_b, ks)                                   -> grid
@@ -69,27 +69,32 @@ def _image(elem_id: str | None = None, **kw) -> gr.Image:
 # ---------------------------------------------------------------------- tabs
 
 
-def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> None:
-    def sample(model, count, temperature, seed, progress=gr.Progress()):
+def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> gr.Dropdown:
+    """Returns the class picker, which the model switch fills (hidden for a model without classes)."""
+    def sample(model, count, temperature, seed, label="all", progress=gr.Progress()):
         with user_errors():
-            r = studio.sample(model, count, temperature, seed, progress=_progress(progress))
-        return r.gallery, r.archive, r.seed
+            r = studio.sample(model, count, temperature, seed, progress=_progress(progress), label=label)
+        # one class row a line when every class is drawn: each row readable at the page's width
+        return gr.Gallery(r.gallery, columns=1 if r.class_rows else 8), r.archive, r.seed
 
     with gr.Row():
         count = Slider(1, MAX_SAMPLES, value=16, step=1, label="count", info="of every class, for a model with classes")
         temperature = gr.Textbox(str(TEMPERATURE), label="temperature",
                                  info="one value, or one per level (comma list, bottom-up)")
         seed = Number(0, label="seed", minimum=0, info="a whole number")
+        label = gr.Dropdown(["all"], value="all", label="class", info="a model with classes: one class or all",
+                            visible=False, allow_custom_value=True, elem_id="sample-class")
     with gr.Row():
         go = gr.Button("Sample", variant="primary")
         fresh = gr.Button("New seed")
     gallery = gr.Gallery(label="samples (lossless PNG)", format="png", columns=8, height="auto", fit_columns=False,
                          object_fit="contain", elem_classes="pixelated", elem_id="sample-gallery")
     archive = gr.File(label="download all (zip)", elem_id="sample-zip")
-    inputs, outputs = [model, count, temperature, seed], [gallery, archive, seed]
+    inputs, outputs = [model, count, temperature, seed, label], [gallery, archive, seed]
     clear += [gallery, archive]
     go.click(sample, inputs, outputs, api_name="sample", show_progress_on=[gallery])
     fresh.click(new_seed, None, seed, **PRIVATE).then(sample, inputs, outputs, **PRIVATE)
+    return label
 
 
 def reconstruct_tab(studio: Studio, model: gr.Dropdown, examples: Callable, clear: list) -> None:
@@ -355,12 +360,13 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
         if entry is None or entry.error is not None:
             why = entry.error if entry else "unknown model"
             return (gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), *[gr.update() for _ in level_temps],
-                    f"**{model} could not be loaded:** {why}", "", "", None, None, [], *empty)
-        L = entry.L
+                    gr.update(), f"**{model} could not be loaded:** {why}", "", "", None, None, [], *empty)
+        L, C = entry.L, entry.model.config.classes
         d = studio.detector_defaults(model)
         return (gr.update(choices=list(range(L + 1)), value=default_ks(L)),
                 gr.update(choices=d["ks"], value=d["k"]), gr.update(value=d["K"]), gr.update(value=d["alpha"]),
                 gr.update(maximum=L - 1, value=0), *[gr.update(visible=i < L) for i in range(len(level_temps))],
+                gr.update(choices=["all", *range(C)], value="all", visible=C > 0),
                 *card(model), *empty)
 
     def model_card(model: str) -> dict:
@@ -383,7 +389,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                         if broken else f"{len(loaded)} model(s) loaded.")
         with gr.Tabs():
             with gr.Tab("Sample", id="sample"):
-                sample_tab(studio, model, clear)
+                class_pick = sample_tab(studio, model, clear)
             with gr.Tab("Reconstruct", id="reconstruct"):
                 reconstruct_tab(studio, model, examples, clear)
             with gr.Tab("Hierarchy", id="hierarchy"):
@@ -394,7 +400,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                 card_outputs = model_tab(studio, model, clear)
             with gr.Tab("Runs", id="runs"):
                 runs_tab(studio, model, demo)
-        per_model = [ks, *detector_controls, interp_k, *level_temps, *card_outputs, *clear]
+        per_model = [ks, *detector_controls, interp_k, *level_temps, class_pick, *card_outputs, *clear]
         model.change(on_model, model, per_model, **PRIVATE)
         demo.load(on_model, model, per_model, **PRIVATE)
         gr.api(model_card, api_name="model_card")

@@ -263,16 +263,25 @@ class Studio:
     # ------------------------------------------------------------------ 1 sample
 
     def sample(self, name: str, n: int = 16, temperature: str | float = TEMPERATURE, seed: int | None = 0,
-               progress: Progress = _quiet) -> "Samples":
+               progress: Progress = _quiet, label: int | str | None = None) -> "Samples":
         """n images from the prior, every prior scale times the temperature (one value or one per
         level, bottom-up). Writes each image as a lossless PNG, a grid and a zip of them all.
-        A model with classes draws n images of every class: one row per class."""
+        A model with classes draws n images of every class, one row per class, or of the one class
+        `label` (a class number; None or "all": every class). A class draws the same images
+        whether alone or among all."""
         entry = self.entry(name)
         n = check_int("count", n, 1, MAX_SAMPLES)
         temps = parse_temperature(temperature, entry.L)
         seed = check_seed(seed)
+        C = entry.model.config.classes
+        if label in (None, "", "all"):
+            label = None
+        elif not C:
+            raise ValueError(f"{name} has no classes: leave the class empty (or all)")
+        else:
+            label = check_int("class", label, 0, C - 1)
         out = self._outdir("sample")
-        classes = list(range(entry.model.config.classes)) or [None]
+        classes = [label] if label is not None else (list(range(C)) or [None])
         images: list[torch.Tensor] = []
         for y in classes:
             for c, start, stop in chunks(n, "sampling" if y is None else f"sampling class {y}", progress):
@@ -281,16 +290,18 @@ class Studio:
         x = torch.cat(images)
         paths = []
         for i, img in enumerate(x):
-            tag = "" if classes[0] is None else f"class{i // n}_"
+            tag = "" if classes[0] is None else f"class{classes[i // n]}_"
             paths.append(out / f"{name}_seed{seed}_{tag}{i % n if tag else i:02d}.png")
             to_pil(img).save(paths[-1])
         grid = out / f"{name}_seed{seed}_grid.png"
         grid_image(x, nrow=n if classes[0] is not None else None).save(grid)
         rows = []
-        for y in classes if classes[0] is not None else []:
+        for j, y in enumerate(classes if classes[0] is not None and len(classes) > 1 else []):
             rows.append((str(out / f"{name}_seed{seed}_class{y}_row.png"), f"class {y}"))
-            upscale(grid_image(x[y * n:(y + 1) * n], nrow=n), 128).save(rows[-1][0])
-        settings = {"model": name, "count": n, "temperature": temps, "seed": seed}
+            # at most 8 a line: a row stays tall enough to read when the page fits it to its width
+            upscale(grid_image(x[j * n:(j + 1) * n], nrow=min(n, 8)), 128).save(rows[-1][0])
+        settings = {"model": name, "count": n, "temperature": temps, "seed": seed,
+                    **({"class": label} if label is not None else {})}
         archive = out / f"{name}_seed{seed}_samples.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
             for p in [*paths, grid]:

@@ -298,3 +298,38 @@ def test_a_run_started_after_the_studio_is_listed_on_the_next_page_load(browser,
         page.close()
         demo.close()
         studio.close()
+
+
+def test_a_model_with_classes_has_a_class_picker_and_readable_class_rows(browser, tmp_path):
+    """The class picker shows for a model with classes only; all classes come as one row per class,
+    each row drawn at least 60 px high on the page; one picked class comes as its images."""
+    from biva_core import save_pretrained
+    from conftest import live_model, tiny_config
+    from studio.app import launch
+    from studio.engine import Studio
+    from studio_weights import make_weights
+    dirs = make_weights(tmp_path / "weights")
+    digits = save_pretrained(live_model(tiny_config(kind="bernoulli").replace(classes=3), seed=7), tmp_path / "digits")
+    studio = Studio([dirs["gray_tiny"], digits], workdir=tmp_path / "out")
+    demo = launch(studio, port=free_port(), block=False)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(demo.local_url)
+        page.get_by_role("button", name="Sample", exact=True).wait_for()
+        assert not page.locator("#sample-class").is_visible()        # gray_tiny has no classes
+        page.locator("#model input").click()
+        page.get_by_role("option", name="digits").click()
+        page.locator("#sample-class").wait_for(state="visible")
+        click(page, "Sample")
+        assert images_shown(page, "#sample-gallery", 3) == 3            # a row per class
+        heights = page.eval_on_selector_all("#sample-gallery img", "imgs => imgs.map(i => i.getBoundingClientRect().height)")
+        assert min(heights) >= 60, heights
+        page.locator("#sample-class input").click()
+        page.get_by_role("option", name="2", exact=True).click()
+        click(page, "Sample")
+        page.wait_for_function("() => document.querySelectorAll('#sample-gallery img').length === 16")
+    finally:
+        page.close()
+        demo.close()
+        studio.close()
