@@ -69,13 +69,13 @@ def _image(elem_id: str | None = None, **kw) -> gr.Image:
 # ---------------------------------------------------------------------- tabs
 
 
-def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> gr.Dropdown:
-    """Returns the class picker, which the model switch fills (hidden for a model without classes)."""
+def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> tuple[gr.Dropdown, gr.Gallery]:
+    """Returns the class picker, which the model switch fills (hidden for a model without classes),
+    and the gallery, which it shows one class row a line for such a model (readable at the page's width)."""
     def sample(model, count, temperature, seed, label="all", progress=gr.Progress()):
         with user_errors():
             r = studio.sample(model, count, temperature, seed, progress=_progress(progress), label=label)
-        # one class row a line when every class is drawn: each row readable at the page's width
-        return gr.Gallery(r.gallery, columns=1 if r.class_rows else 8), r.archive, r.seed
+        return r.gallery, r.archive, r.seed
 
     with gr.Row():
         count = Slider(1, MAX_SAMPLES, value=16, step=1, label="count", info="of every class, for a model with classes")
@@ -94,7 +94,7 @@ def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> gr.Dropdown:
     clear += [gallery, archive]
     go.click(sample, inputs, outputs, api_name="sample", show_progress_on=[gallery])
     fresh.click(new_seed, None, seed, **PRIVATE).then(sample, inputs, outputs, **PRIVATE)
-    return label
+    return label, gallery
 
 
 def reconstruct_tab(studio: Studio, model: gr.Dropdown, examples: Callable, clear: list) -> None:
@@ -360,13 +360,13 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
         if entry is None or entry.error is not None:
             why = entry.error if entry else "unknown model"
             return (gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), *[gr.update() for _ in level_temps],
-                    gr.update(), f"**{model} could not be loaded:** {why}", "", "", None, None, [], *empty)
+                    gr.update(), gr.update(), f"**{model} could not be loaded:** {why}", "", "", None, None, [], *empty)
         L, C = entry.L, entry.model.config.classes
         d = studio.detector_defaults(model)
         return (gr.update(choices=list(range(L + 1)), value=default_ks(L)),
                 gr.update(choices=d["ks"], value=d["k"]), gr.update(value=d["K"]), gr.update(value=d["alpha"]),
                 gr.update(maximum=L - 1, value=0), *[gr.update(visible=i < L) for i in range(len(level_temps))],
-                gr.update(choices=["all", *range(C)], value="all", visible=C > 0),
+                gr.update(choices=["all", *range(C)], value="all", visible=C > 0), gr.update(columns=1 if C else 8),
                 *card(model), *empty)
 
     def model_card(model: str) -> dict:
@@ -389,7 +389,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                         if broken else f"{len(loaded)} model(s) loaded.")
         with gr.Tabs():
             with gr.Tab("Sample", id="sample"):
-                class_pick = sample_tab(studio, model, clear)
+                class_pick, sample_gallery = sample_tab(studio, model, clear)
             with gr.Tab("Reconstruct", id="reconstruct"):
                 reconstruct_tab(studio, model, examples, clear)
             with gr.Tab("Hierarchy", id="hierarchy"):
@@ -400,7 +400,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                 card_outputs = model_tab(studio, model, clear)
             with gr.Tab("Runs", id="runs"):
                 runs_tab(studio, model, demo)
-        per_model = [ks, *detector_controls, interp_k, *level_temps, class_pick, *card_outputs, *clear]
+        per_model = [ks, *detector_controls, interp_k, *level_temps, class_pick, sample_gallery, *card_outputs, *clear]
         model.change(on_model, model, per_model, **PRIVATE)
         demo.load(on_model, model, per_model, **PRIVATE)
         gr.api(model_card, api_name="model_card")

@@ -296,7 +296,7 @@ class Studio:
         grid = out / f"{name}_seed{seed}_grid.png"
         grid_image(x, nrow=n if classes[0] is not None else None).save(grid)
         rows = []
-        for j, y in enumerate(classes if classes[0] is not None and len(classes) > 1 else []):
+        for j, y in enumerate(classes if classes[0] is not None else []):
             rows.append((str(out / f"{name}_seed{seed}_class{y}_row.png"), f"class {y}"))
             # at most 8 a line: a row stays tall enough to read when the page fits it to its width
             upscale(grid_image(x[j * n:(j + 1) * n], nrow=min(n, 8)), 128).save(rows[-1][0])

@@ -302,7 +302,7 @@ def test_a_run_started_after_the_studio_is_listed_on_the_next_page_load(browser,
 
 def test_a_model_with_classes_has_a_class_picker_and_readable_class_rows(browser, tmp_path):
     """The class picker shows for a model with classes only; all classes come as one row per class,
-    each row drawn at least 60 px high on the page; one picked class comes as its images."""
+    each row drawn at least 60 px high on the page; one picked class comes as its one row."""
     from biva_core import save_pretrained
     from conftest import live_model, tiny_config
     from studio.app import launch
@@ -328,7 +328,12 @@ def test_a_model_with_classes_has_a_class_picker_and_readable_class_rows(browser
         page.locator("#sample-class input").click()
         page.get_by_role("option", name="2", exact=True).click()
         click(page, "Sample")
-        page.wait_for_function("() => document.querySelectorAll('#sample-gallery img').length === 16")
+        page.wait_for_function("() => document.querySelectorAll('#sample-gallery img').length === 1")
+        page.locator("#model input").click()
+        page.get_by_role("option", name="gray_tiny").click()
+        page.locator("#sample-class").wait_for(state="hidden")
+        click(page, "Sample")
+        assert images_shown(page, "#sample-gallery", 16) == 16         # images again, 8 a line
     finally:
         page.close()
         demo.close()

@@ -475,9 +475,9 @@ def test_a_model_with_classes_samples_a_row_per_class_and_shows_q_y(tmp_path):
             want = model.sample(2, temperature=0.7, seed=derive(5, 0, y), label=y)
             got = torch.stack([tensor_of_png(p) for p in r.paths[2 * y:2 * y + 2]])
             assert torch.allclose(got, want, atol=0.51 / 255)                  # Bernoulli means, as 8-bit PNGs
-        # one class alone: the same images as its row among all, shown as images, not as a row
+        # one class alone: the same images as among all, in its one row
         one = s.sample("digits_ssl", 2, "0.7", 5, label="2")
-        assert one.class_rows == [] and len(one.paths) == 2 and one.gallery == one.paths
+        assert [c for _, c in one.gallery] == ["class 2"] and len(one.paths) == 2
         assert all(torch.equal(tensor_of_png(a), tensor_of_png(b)) for a, b in zip(one.paths, r.paths[4:6]))
         # a class row stays readable at the page's width: 16 images in two lines of 8 (as wide as 4 are high)
         big = s.sample("digits_ssl", 16, "0.7", 5)
