@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from biva_core.model.config import ModelConfig  # noqa: E402
 from biva_core.io.plots import line_chart  # noqa: E402
-from biva_core.train.trainer import TrainConfig  # noqa: E402
+from biva_core.train.config import TrainConfig, flatten  # noqa: E402
 
 
 def curve(run: Path, max_step: int) -> list[tuple[int, float, float]]:
@@ -31,11 +31,11 @@ def curve(run: Path, max_step: int) -> list[tuple[int, float, float]]:
 
 
 def settings(run: Path) -> dict:
-    """The run's model and training config, keys it predates at their defaults."""
+    """The run's model and training config, keys it predates at their defaults; the training keys
+    flat (ssl.alpha, ssl.consistency.weight), an older run's ssl_alpha under that name too."""
     info = json.loads((run / "config.json").read_text())
-    defaults = {f.name: f.default for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)
-                if f.default is not dataclasses.MISSING}
-    return {**defaults, **info["model"], **info["training"]["train_config"]}
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
+    return {**defaults, **flatten(TrainConfig().to_dict()), **info["model"], **flatten(info["training"]["train_config"])}
 
 
 def short(key: str, value) -> str:
@@ -69,7 +69,7 @@ def main() -> None:
         curves[name] = [(s, 100 * e) for s, _, e in c]
     out = Path(args.out)
     line_chart(curves, out.with_suffix(".png"), title="MNIST, 100 labels: valid error (EMA) by variant",
-               xlabel=f"training step (base: batch {base['batch_size']} unlabelled + {base['labelled_batch']} labelled)", ylabel="valid error (%)")
+               xlabel=f"training step (base: batch {base['batch_size']} unlabelled + {base['ssl.labelled_batch']} labelled)", ylabel="valid error (%)")
     command = "python benchmarks/ssl_variants.py --runs " + " ".join(args.runs) + \
         f" --out {args.out} --max-step {args.max_step}"
     out.with_suffix(".md").write_text(

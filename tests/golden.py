@@ -81,6 +81,7 @@ def shipped(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _tiny_run(out: Path, *, classes: bool) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    from biva_core.train.config import Consistency, SemiSupervised
     from biva_core.train.trainer import TrainConfig, Trainer
     from conftest import tiny_config
     rng = np.random.default_rng(0)
@@ -90,8 +91,9 @@ def _tiny_run(out: Path, *, classes: bool) -> tuple[dict[str, torch.Tensor], lis
         valid = rng.integers(0, 2, (8, 1, 8, 8), dtype=np.uint8)
         labels = dict(train_labels=np.arange(40) % 2, valid_labels=np.arange(8) % 2)
         cfg = TrainConfig(steps=20, batch_size=4, warmup=3, log_every=5, eval_every=10, eval_images=8,
-                          ckpt_minutes=1e9, flip=False, num_threads=1, labels=4, labelled_batch=4,
-                          ssl_consistency=1.0, ssl_consistency_batch=4, ssl_threshold=0.5, ssl_teacher="ema")
+                          ckpt_minutes=1e9, flip=False, num_threads=1,
+                          ssl=SemiSupervised(labels=4, labelled_batch=4, consistency=Consistency(
+                              weight=1.0, batch=4, threshold=0.5, teacher="ema")))
     else:
         model_cfg = tiny_config().replace(dropout_q=0.2, dropout_p=0.2)
         train = rng.integers(0, 256, (40, 3, 8, 8), dtype=np.uint8)

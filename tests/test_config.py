@@ -221,7 +221,7 @@ def test_train_config_checks_types_and_ranges_when_made():
     for bad, key in ((dict(snapshots=1), "snapshots"), (dict(steps=2.5), "steps"), (dict(lr="fast"), "lr"),
                      (dict(flip="yes"), "flip"), (dict(lr_schedule="linear"), "lr_schedule"),
                      (dict(amp="auto"), "amp"), (dict(ema=1.0), "ema"), (dict(batch_size=0), "batch_size"),
-                     (dict(skip_factor=1.0), "skip_factor"), (dict(ssl_consistency=1.0), "ssl_consistency")):
+                     (dict(skip_factor=1.0), "skip_factor"), (dict(ssl={"alpha": 1.0}), "ssl")):
         with pytest.raises(ValueError, match=f"train config: {key}="):
             TrainConfig(**bad)
     assert TrainConfig(lr=1).lr == 1  # a JSON whole number is a float
@@ -236,6 +236,60 @@ def test_retired_training_switches_load_when_off_and_are_refused_when_on():
     for key in RETIRED:
         with pytest.raises(ValueError, match=f"{key} was retired.*docs/notes/2026-12-07-retired-switches.md"):
             TrainConfig.from_dict({key: 1})
+
+
+def test_the_semi_supervised_configs_round_trip_through_json_and_name_their_bad_keys():
+    from biva_core.train.config import Consistency, SemiSupervised, TrainConfig
+    cfg = TrainConfig(ssl=SemiSupervised(labels=100, alpha=1.0, consistency=Consistency(weight=1.0, teacher="ema")))
+    stored = json.loads(json.dumps(cfg.to_dict()))
+    assert stored["ssl"]["consistency"]["teacher"] == "ema" and TrainConfig.from_dict(stored) == cfg
+    assert TrainConfig.from_dict({"ssl": {"consistency": {"weight": 1}, "labels": 4}}).ssl.consistency.weight == 1
+    for bad, key in (({"ssl": {"alfa": 1}}, r"\['ssl.alfa'\]"), ({"ssl": {"consistency": {"wieght": 1}}}, "ssl.consistency.wieght"),
+                     ({"ssl": 3}, "ssl must be a JSON object"), ({"ssl": {"alpha": "1"}}, "ssl.alpha='1' must be float"),
+                     ({"ssl": {"labelled_batch": 0}}, "ssl.labelled_batch=0"),
+                     ({"ssl": {"consistency": {"batch": 2.0}}}, "ssl.consistency.batch=2.0 must be int"),
+                     ({"ssl": {"consistency": {"shift": -1}}}, "ssl.consistency.shift=-1")):
+        with pytest.raises(ValueError, match=key):
+            TrainConfig.from_dict(bad)
+    with pytest.raises(ValueError, match="ssl=.* must be SemiSupervised"):
+        TrainConfig(ssl={"alpha": 1.0})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.ssl.consistency.weight = 0.0
+
+
+def test_an_older_configs_flat_semi_supervised_keys_load_into_the_sub_configs():
+    """Runs and shipped folders saved before the sub-configs store ssl_alpha, ssl_consistency, labels,
+    ...: they load to the same config as the nested keys (so those runs resume as they were)."""
+    from biva_core.train.config import LEGACY, TrainConfig, flatten
+    stored = json.loads((Path(__file__).resolve().parents[1] / "weights" / "mnist_ssl100" / "config.json")
+                        .read_text())["training"]["train_config"]
+    assert set(LEGACY) <= set(stored)                                  # the shipped folder predates them
+    ssl = TrainConfig.from_dict(stored).ssl
+    assert (ssl.labels, ssl.labelled_batch, ssl.alpha) == (stored["labels"], stored["labelled_batch"], stored["ssl_alpha"])
+    c = ssl.consistency
+    assert (c.weight, c.threshold, c.batch, c.shift, c.rotate, c.elastic, c.elastic_sigma, c.teacher) == tuple(
+        stored[k] for k in ("ssl_consistency", "ssl_threshold", "ssl_consistency_batch", "ssl_shift", "ssl_rotate",
+                            "ssl_elastic", "ssl_elastic_sigma", "ssl_teacher"))
+    new = TrainConfig.from_dict(stored).to_dict()
+    assert {LEGACY.get(k, k): v for k, v in stored.items() if k in LEGACY} == \
+        {k: v for k, v in flatten(new).items() if k in LEGACY.values()}
+    with pytest.raises(ValueError, match="ssl_alpha and ssl.alpha are one key, given twice"):
+        TrainConfig.from_dict({"ssl_alpha": 1.0, "ssl": {"alpha": 1.0}})
+
+
+def test_train_py_takes_the_semi_supervised_keys_dotted_and_by_their_older_flat_names():
+    from biva_core.train.config import Consistency, SemiSupervised
+    flat = cli_configs("ssl_alpha=1", "ssl_consistency=1", "ssl_teacher=ema", "labelled_batch=8", labels=100)[1]
+    dotted = cli_configs("ssl.alpha=1", "ssl.consistency.weight=1", "ssl.consistency.teacher=ema",
+                         "ssl.labelled_batch=8", labels=100)[1]
+    assert flat == dotted and flat.ssl == SemiSupervised(labels=100, labelled_batch=8, alpha=1.0,
+                                                         consistency=Consistency(weight=1.0, teacher="ema"))
+    assert cli_configs("labels=20", "ssl.consistency={\"weight\": 2}")[1].ssl.consistency == Consistency(weight=2.0)
+    for items, message in ((("ssl.alfa=1",), r"unknown key\(s\) \['ssl.alfa'\]"), (("sll_alpha=1",), "--set sll_alpha: unknown"),
+                           (("ssl_consistency=1",), "ssl.consistency.weight=1 needs labels"),
+                           (("ssl_q_hold=200",), "ssl_q_hold was retired"), (("steps.x=1",), "steps=200000 has no keys")):
+        with pytest.raises(SystemExit, match=message):
+            cli_configs(*items)
 
 
 @pytest.mark.parametrize("folder", sorted(p for p in (Path(__file__).resolve().parents[1] / "weights").iterdir()

@@ -9,6 +9,7 @@ import torch
 from biva_core import BIVA
 from biva_core.io.checkpoint import load_pretrained, save_pretrained
 from biva_core.train.semisupervised import consistency_term, draw_labels, error_rate, jitter, objective, unlabelled_bound
+from biva_core.train.config import Consistency, SemiSupervised
 from biva_core.train.trainer import TrainConfig, Trainer
 
 from conftest import images, live_model, tiny_config
@@ -275,8 +276,8 @@ def test_a_tiny_model_learns_to_classify_a_separable_toy_set_from_four_labels(tm
     # alpha = 10 N: four labels among 400 images need a strong classification term (at the spec's
     # 0.1 N this toy stays at 25-40% error after 150 steps: measured)
     tc = TrainConfig(steps=60, batch_size=16, lr=3e-3, warmup=10, log_every=20, eval_every=30,
-                     eval_images=200, ckpt_minutes=1e9, flip=False, num_threads=1, labels=4,
-                     labelled_batch=4, free_bits=0.0, ssl_alpha=10.0)
+                     eval_images=200, ckpt_minutes=1e9, flip=False, num_threads=1, free_bits=0.0,
+                     ssl=SemiSupervised(labels=4, labelled_batch=4, alpha=10.0))
     t = Trainer(cfg, tc, train, valid, tmp_path, log=lambda m: None, train_labels=train_y, valid_labels=valid_y)
     assert len(t.labelled) == 4 and np.bincount(t.labelled_y.numpy()).tolist() == [2, 2]
     assert len(t.train_data) == 396                                     # the labelled four are kept apart
@@ -293,9 +294,9 @@ def test_training_with_the_consistency_term_logs_its_share_of_confident_images(t
     cfg = tiny_config(kind="bernoulli").replace(classes=2)
     train, train_y = toy_set(100, 0)
     tc = TrainConfig(steps=4, batch_size=8, lr=3e-3, warmup=1, log_every=2, eval_every=4, eval_images=20,
-                     ckpt_minutes=1e9, flip=False, num_threads=1, labels=4, labelled_batch=4, free_bits=0.0,
-                     ssl_alpha=10.0, ssl_consistency=1.0, ssl_threshold=0.5, ssl_consistency_batch=6, ssl_shift=1,
-                     ssl_rotate=0)
+                     ckpt_minutes=1e9, flip=False, num_threads=1, free_bits=0.0,
+                     ssl=SemiSupervised(labels=4, labelled_batch=4, alpha=10.0, consistency=Consistency(
+                         weight=1.0, threshold=0.5, batch=6, shift=1, rotate=0)))
     Trainer(cfg, tc, train, train[:20], tmp_path, log=lambda m: None, train_labels=train_y,
             valid_labels=train_y[:20]).run(progress=False)
     import json
@@ -312,21 +313,20 @@ def test_training_with_an_ema_teacher_elastic_views_and_the_whole_valid_split_fo
     train, train_y = toy_set(100, 0)
     valid, valid_y = toy_set(50, 1)
     tc = TrainConfig(steps=2, batch_size=8, lr=3e-3, warmup=1, log_every=1, eval_every=2, eval_images=20,
-                     eval_error_images=-1, ckpt_minutes=1e9, flip=False, num_threads=1, labels=4, labelled_batch=4,
-                     free_bits=0.0, ssl_alpha=10.0, ssl_consistency=1.0, ssl_threshold=0.5,
-                     ssl_consistency_batch=6, ssl_shift=1, ssl_rotate=0, ssl_elastic=2,
-                     ssl_teacher="ema")
+                     eval_error_images=-1, ckpt_minutes=1e9, flip=False, num_threads=1, free_bits=0.0,
+                     ssl=SemiSupervised(labels=4, labelled_batch=4, alpha=10.0, consistency=Consistency(
+                         weight=1.0, threshold=0.5, batch=6, shift=1, rotate=0, elastic=2, teacher="ema")))
     t = Trainer(cfg, tc, train, valid, tmp_path, log=lambda m: None, train_labels=train_y, valid_labels=valid_y)
     t.run(progress=False)
     import json
     row = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1]
     assert row["valid_images"] == 20 and row["valid_error_images"] == 50 == row["raw_valid_error_images"]
     assert row["valid_error"] == pytest.approx(error_rate(t.ema, valid, valid_y), abs=1e-12)
-    for bad, match in ((dict(ssl_teacher="mean"), "ssl_teacher"), (dict(ssl_elastic=-1.0), "ssl_elastic"),
-                       (dict(ssl_threshold=1.5), "ssl_threshold")):
+    for bad, match in ((dict(teacher="mean"), "ssl.consistency.teacher="),
+                       (dict(elastic=-1.0), "ssl.consistency.elastic="),
+                       (dict(threshold=1.5), "ssl.consistency.threshold=")):
         with pytest.raises(ValueError, match=match):
-            Trainer(cfg, TrainConfig(num_threads=1, labels=4, ssl_consistency=1.0, **bad), train, valid, tmp_path,
-                    log=lambda m: None, train_labels=train_y)
+            TrainConfig(num_threads=1, ssl=SemiSupervised(labels=4, consistency=Consistency(weight=1.0, **bad)))
 
 
 def json_of(path):
@@ -337,11 +337,10 @@ def json_of(path):
 def test_labels_need_a_model_with_classes(tmp_path):
     x, y = toy_set(20, 0)
     with pytest.raises(ValueError, match="needs a model with classes"):
-        Trainer(tiny_config(kind="bernoulli"), TrainConfig(labels=4, num_threads=1), x, x, tmp_path,
-                log=lambda m: None, train_labels=y)
-    with pytest.raises(ValueError, match="ssl_consistency=1.0 needs labels"):
-        Trainer(tiny_config(kind="bernoulli").replace(classes=2), TrainConfig(ssl_consistency=1.0, num_threads=1),
-                x, x, tmp_path, log=lambda m: None, train_labels=y)
-    with pytest.raises(ValueError, match="multiple of the 2 classes"):
-        Trainer(tiny_config(kind="bernoulli").replace(classes=2), TrainConfig(labels=3, num_threads=1), x, x,
+        Trainer(tiny_config(kind="bernoulli"), TrainConfig(ssl=SemiSupervised(labels=4), num_threads=1), x, x,
                 tmp_path, log=lambda m: None, train_labels=y)
+    with pytest.raises(ValueError, match=r"ssl.consistency.weight=1.0 needs labels \(ssl.labels, --labels N\)"):
+        SemiSupervised(consistency=Consistency(weight=1.0))
+    with pytest.raises(ValueError, match="ssl.labels=3 must be a multiple of the 2 classes"):
+        Trainer(tiny_config(kind="bernoulli").replace(classes=2), TrainConfig(ssl=SemiSupervised(labels=3), num_threads=1),
+                x, x, tmp_path, log=lambda m: None, train_labels=y)

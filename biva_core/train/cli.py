@@ -8,14 +8,14 @@
     python train.py --preset mnist_ssl --data mnist_binary --labels 100 --out runs/ssl   # semi-supervised
 
 `--set key=value` changes a model-config key (image_shape, likelihood, mixtures, levels,
-dropout_q, dropout_p, variant, classes, block) or a training key (see TrainConfig); values are JSON
-(strings may go bare). `--init DIR` starts from a pretrained folder's weights with a fresh
+dropout_q, dropout_p, variant, classes, block) or a training key (see TrainConfig; the
+semi-supervised ones by their dotted names, ssl.alpha=1 ssl.consistency.weight=1, or by the flat
+names of older configs, ssl_alpha=1 ssl_consistency=1); values are JSON (strings may go bare). `--init DIR` starts from a pretrained folder's weights with a fresh
 optimizer (`--set init_partial=true` for another layout: the tensors that match are copied). SIGINT / SIGTERM (Ctrl-C, a scheduler's kill) save the state and exit cleanly.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -25,6 +25,7 @@ import torch.distributed
 
 from biva_core.train import distributed as dist
 from biva_core.model.config import PRESETS, RETIRED as RETIRED_MODEL_KEYS, ModelConfig, preset
+from biva_core.train.config import LEGACY, RETIRED as RETIRED_TRAIN_KEYS, flatten, set_key
 from biva_core.train.trainer import TrainConfig, Trainer
 
 DIGITS = ("binarized_mnist", "mnist", "fashion_mnist", "mnist_binary", "fashion_mnist_binary")
@@ -66,23 +67,24 @@ def build_configs(args: argparse.Namespace, log=print) -> tuple[ModelConfig, Tra
         model = folder_model(args, log) if args.data == "folder" else preset(args.preset).to_dict()
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"data: {e}") from None
-    train = dataclasses.asdict(TrainConfig())
+    train = TrainConfig().to_dict()
     train["flip"] = args.data not in DIGITS
     train["binarize"] = args.data.endswith("_binary")  # dynamic binarization of the 8-bit images
-    for item in args.set:
-        if "=" not in item:
-            raise SystemExit(f"--set {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        if key in model or key in RETIRED_MODEL_KEYS:  # a retired one: ModelConfig says why it is refused
-            model[key] = parse_value(value)
-        elif key in train:
-            train[key] = parse_value(value)
-        else:
-            raise SystemExit(f"--set {key}: unknown key; model keys {sorted(model)}, training keys {sorted(train)}")
-    for key in ("steps", "batch_size", "max_minutes", "labels"):
-        if getattr(args, key) is not None:
-            train[key] = getattr(args, key)
     try:
+        for item in args.set:
+            if "=" not in item:
+                raise SystemExit(f"--set {item!r}: expected key=value")
+            key, value = item.split("=", 1)
+            if key in model or key in RETIRED_MODEL_KEYS:  # a retired key: from_dict says why it is refused
+                model[key] = parse_value(value)
+            elif key.split(".")[0] in train or key in LEGACY or key in RETIRED_TRAIN_KEYS:
+                set_key(train, key, parse_value(value))
+            else:
+                raise SystemExit(f"--set {key}: unknown key; model keys {sorted(model)}, training keys "
+                                 f"{sorted(flatten(train))} (or the flat names of older configs: {sorted(LEGACY)})")
+        for key in ("steps", "batch_size", "max_minutes", "labels"):
+            if getattr(args, key) is not None:
+                set_key(train, key, getattr(args, key))
         return ModelConfig.from_dict(model), TrainConfig.from_dict(train)
     except (TypeError, ValueError) as e:
         raise SystemExit(str(e)) from None

@@ -1,21 +1,91 @@
 """The training config: every key `python train.py --set key=value` takes, with its type and range
-checked when the config is made (a wrong value fails before any data is read)."""
+checked when the config is made (a wrong value fails before any data is read).
+
+The semi-supervised objective (spec section 5) and its consistency term have typed configs of their
+own, nested as `ssl` and `ssl.consistency`: `--set ssl.alpha=1 ssl.consistency.weight=1`. Configs
+saved before stored their keys flat (`ssl_alpha`, `ssl_consistency`, `labels`, ...): those still
+load, and still work with --set (LEGACY maps each to its place)."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str}
+SCALARS = {"int": int, "float": (int, float), "bool": bool, "str": str}
 
 # switches retired on 2026-12-07 (their off values, as older configs store them); what each
 # experiment found: docs/notes/2026-12-07-retired-switches.md
 RETIRED = {"free_bits_top": -1.0, "free_bits_top_levels": 0, "ssl_q_hold": 0, "ssl_thickness": 0.0}
 RETIRED_WHY = "what its experiments found is in docs/notes/2026-12-07-retired-switches.md"
 
+# the flat keys of configs saved before the semi-supervised keys were nested -> where they are now
+LEGACY = {"labels": "ssl.labels", "label_seed": "ssl.label_seed", "labelled_batch": "ssl.labelled_batch",
+          "ssl_alpha": "ssl.alpha", "ssl_consistency": "ssl.consistency.weight",
+          "ssl_threshold": "ssl.consistency.threshold", "ssl_consistency_batch": "ssl.consistency.batch",
+          "ssl_shift": "ssl.consistency.shift", "ssl_rotate": "ssl.consistency.rotate",
+          "ssl_elastic": "ssl.consistency.elastic", "ssl_elastic_sigma": "ssl.consistency.elastic_sigma",
+          "ssl_teacher": "ssl.consistency.teacher"}
+
 
 def _check(ok: bool, name: str, value, why: str) -> None:
     if not ok:
         raise ValueError(f"train config: {name}={value!r} {why}")
+
+
+def _check_types(cfg, where: str) -> None:
+    """Every field of the config `cfg` holds its annotated type (a whole number passes as a float);
+    `where` is the fields' dotted prefix ("ssl." ...), for the message."""
+    for f in dataclasses.fields(cfg):
+        v, want = getattr(cfg, f.name), SCALARS.get(f.type) or SUBCONFIGS[f.type]
+        if isinstance(v, bool) and want is not bool or not isinstance(v, want):
+            raise ValueError(f"train config: {where}{f.name}={v!r} must be {f.type}")
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """`ssl.consistency`, beyond spec section 5 (semisupervised.py): q(y | x) also learns from its own
+    confident answers on unlabelled images, read through a random shift and rotation (FixMatch-style
+    pseudo-labels)."""
+    weight: float = 0.0          # relative to the labelled term (0 = off, the spec)
+    threshold: float = 0.95      # the confidence max_y q(y | x) of a pseudo-label
+    batch: int = 64              # unlabelled images of the term per step (bottom-up passes only)
+    shift: float = 3.0           # the jitter: shift of up to this many pixels each way
+    rotate: float = 15.0         # and rotation of up to this many degrees
+    elastic: float = 0.0         # and an elastic distortion of this strength (pixels; 0 = none,
+    elastic_sigma: float = 4.0   # Simard et al. 2003 used 34 with this smoothing sigma on MNIST)
+    teacher: str = "self"        # who reads the pseudo-labels: "self" or "ema" (the EMA weights)
+
+    def __post_init__(self) -> None:
+        w = "ssl.consistency."
+        _check_types(self, w)
+        _check(self.teacher in ("self", "ema"), w + "teacher", self.teacher, "must be 'self' or 'ema'")
+        _check(self.batch >= 1, w + "batch", self.batch, "must be at least 1")
+        _check(self.elastic_sigma > 0, w + "elastic_sigma", self.elastic_sigma, "must be > 0")
+        for name in ("weight", "shift", "rotate", "elastic"):
+            _check(getattr(self, name) >= 0, w + name, getattr(self, name), "must be >= 0")
+        _check(0 < self.threshold <= 1, w + "threshold", self.threshold, "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class SemiSupervised:
+    """`ssl`: the semi-supervised objective of a model with classes (spec section 5,
+    semisupervised.objective), J = sum_labelled [L(x, y) + alpha log q(y | x)] + sum_unlabelled U(x)
+    with alpha = `alpha` N, and its consistency term."""
+    labels: int = 0              # labelled training images, labels / classes per class (0 = none)
+    label_seed: int = 0          # the seed of their draw (semisupervised.draw_labels)
+    labelled_batch: int = 32     # labelled images in every batch, beside batch_size unlabelled
+    alpha: float = 0.1           # alpha = ssl.alpha * N of the classification term
+    consistency: Consistency = dataclasses.field(default_factory=Consistency)
+
+    def __post_init__(self) -> None:
+        _check_types(self, "ssl.")
+        _check(self.labels >= 0, "ssl.labels", self.labels, "must be >= 0")
+        _check(self.labelled_batch >= 1, "ssl.labelled_batch", self.labelled_batch, "must be at least 1")
+        _check(self.alpha >= 0, "ssl.alpha", self.alpha, "must be >= 0")
+        _check(not self.consistency.weight or self.labels, "ssl.consistency.weight", self.consistency.weight,
+               "needs labels (ssl.labels, --labels N): its scale is the labelled term's")
+
+
+SUBCONFIGS = {"Consistency": Consistency, "SemiSupervised": SemiSupervised}  # field annotation -> class
 
 
 @dataclass(frozen=True)
@@ -64,54 +134,37 @@ class TrainConfig:
     num_threads: int = 0             # CPU threads (0 = all cores)
     snapshots: bool = False          # also keep the best weights of every validation under
                                      # snapshots/<step>/ (to measure a score against training time)
-    # semi-supervised training (a model with classes, spec section 5)
-    labels: int = 0                  # labelled training images, labels / classes per class (0 = none)
-    label_seed: int = 0              # the seed of their draw (semisupervised.draw_labels)
-    labelled_batch: int = 32         # labelled images in every batch, beside batch_size unlabelled
-    ssl_alpha: float = 0.1           # alpha = ssl_alpha * N of the classification term
-    # beyond spec section 5 (semisupervised.py): q(y | x) also learns from its own confident answers
-    # on unlabelled images, read through a random shift and rotation (FixMatch-style pseudo-labels)
-    ssl_consistency: float = 0.0     # its weight relative to the labelled term (0 = off, the spec)
-    ssl_threshold: float = 0.95      # the confidence max_y q(y | x) of a pseudo-label
-    ssl_consistency_batch: int = 64  # unlabelled images of the term per step (bottom-up passes only)
-    ssl_shift: float = 3.0           # the jitter: shift of up to this many pixels each way
-    ssl_rotate: float = 15.0         # and rotation of up to this many degrees
-    ssl_elastic: float = 0.0         # and an elastic distortion of this strength (pixels; 0 = none,
-    ssl_elastic_sigma: float = 4.0   # Simard et al. 2003 used 34 with this smoothing sigma on MNIST)
-    ssl_teacher: str = "self"        # who reads the pseudo-labels: "self" or "ema" (the EMA weights)
+    # semi-supervised training (a model with classes, spec section 5): the keys ssl.*
+    ssl: SemiSupervised = dataclasses.field(default_factory=SemiSupervised)
     eval_error_images: int = 0       # valid images for the valid error (0 = eval_images; -1 = all)
 
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            v, want = getattr(self, f.name), TYPES[f.type]
-            if isinstance(v, bool) and want is not bool or not isinstance(v, want):
-                raise ValueError(f"train config: {f.name}={v!r} must be {f.type}")
+    def __post_init__(self) -> None:
+        _check_types(self, "")
         _check(self.lr_schedule in ("exp", "cosine"), "lr_schedule", self.lr_schedule, "must be 'exp' or 'cosine'")
         _check(self.amp in ("bf16", "none"), "amp", self.amp, "must be 'bf16' or 'none'")
         _check(self.sync_free in ("auto", "on", "off"), "sync_free", self.sync_free, "must be 'auto', 'on' or 'off'")
-        _check(self.ssl_teacher in ("self", "ema"), "ssl_teacher", self.ssl_teacher, "must be 'self' or 'ema'")
-        for name in ("steps", "batch_size", "log_every", "eval_every", "labelled_batch", "ssl_consistency_batch",
-                     "max_skips"):
+        for name in ("steps", "batch_size", "log_every", "eval_every", "max_skips"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
-        for name in ("lr", "lr_min", "skip_threshold", "grad_clip", "ssl_elastic_sigma"):
+        for name in ("lr", "lr_min", "skip_threshold", "grad_clip"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
-        for name in ("warmup", "free_bits", "max_minutes", "num_threads", "labels", "eval_images",
-                     "ssl_consistency", "ssl_elastic", "ssl_alpha", "max_rollbacks"):
+        for name in ("warmup", "free_bits", "max_minutes", "num_threads", "eval_images", "max_rollbacks"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         _check(0 < self.ema < 1, "ema", self.ema, "must be in (0, 1)")
         _check(0 < self.lr_decay <= 1, "lr_decay", self.lr_decay, "must be in (0, 1]")
-        _check(0 < self.ssl_threshold <= 1, "ssl_threshold", self.ssl_threshold, "must be in (0, 1]")
         _check(self.skip_factor > 1, "skip_factor", self.skip_factor, "must be > 1")
         _check(self.eval_error_images >= -1, "eval_error_images", self.eval_error_images, "must be -1, 0 or more")
-        if self.ssl_consistency and not self.labels:
-            raise ValueError(f"train config: ssl_consistency={self.ssl_consistency} needs labels (--labels N): "
-                             "its scale is the labelled term's")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """From JSON (a shipped folder's train_config, --set values): unknown keys are refused; a
-        retired switch stored at its off value is dropped, one stored on is refused; the amp
-        "auto" of older runs meant fp32 ("none")."""
+        """From JSON (a run's or a shipped folder's train_config, --set values): unknown keys are
+        refused by name; an older config's flat keys (LEGACY) go to their places under `ssl`; a
+        retired switch stored at its off value is dropped, one stored on is refused; the amp "auto"
+        of older runs meant fp32 ("none")."""
+        if not isinstance(d, dict):
+            raise ValueError(f"train config: must be a JSON object, got {type(d).__name__}")
         d = dict(d)
         for key, off in RETIRED.items():
             if key in d:
@@ -120,8 +173,47 @@ class TrainConfig:
                                      f"{RETIRED_WHY}); remove it from the config")
         if d.get("amp") == "auto":
             d["amp"] = "none"
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"train config: unknown key(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        for key in sorted(LEGACY.keys() & d.keys()):
+            if LEGACY[key] in flatten({k: v for k, v in d.items() if k not in LEGACY}):
+                raise ValueError(f"train config: {key} and {LEGACY[key]} are one key, given twice")
+            set_key(d, key, d.pop(key))
+        return _build(cls, d, "")
+
+
+def _build(cls, d: dict, where: str):
+    """The config `cls` from its JSON object: unknown keys refused by name, the sub-configs built
+    from their objects; `where` is the dotted prefix of its keys."""
+    if not isinstance(d, dict):
+        raise ValueError(f"train config: {where[:-1]} must be a JSON object, got {d!r}")
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(types))
+    if unknown:
+        raise ValueError(f"train config: unknown key(s) {[where + k for k in unknown]}; "
+                         f"known: {sorted(where + k for k in types)}")
+    return cls(**{k: _build(SUBCONFIGS[types[k]], v, f"{where}{k}.") if types[k] in SUBCONFIGS else v
+                  for k, v in d.items()})
+
+
+def set_key(d: dict, key: str, value) -> None:
+    """Set one key of a train config's JSON object `d` (as `to_dict` gives it): a top-level key, a
+    dotted one (ssl.alpha, ssl.consistency.weight) or an older flat one (ssl_alpha). The objects
+    on the way are copied, not changed in place; a key nothing knows is left to `from_dict` to name."""
+    *path, leaf = LEGACY.get(key, key).split(".")
+    node = d
+    for i, name in enumerate(path):
+        inner = node.get(name, {})
+        if not isinstance(inner, dict):
+            raise ValueError(f"train config: {'.'.join(path[:i + 1])}={inner!r} has no keys (it is not an object)")
+        node[name] = dict(inner)
+        node = node[name]
+    node[leaf] = value
+
+
+def flatten(d: dict, where: str = "") -> dict:
+    """A train config's JSON object with the sub-configs' keys as dotted names ({"ssl.alpha": 0.1,
+    ...}) and an older config's flat keys under their names now; nothing is checked."""
+    out = {}
+    for k, v in d.items():
+        key = where + k if where else LEGACY.get(k, k)
+        out.update(flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out

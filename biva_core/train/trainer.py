@@ -27,7 +27,6 @@ needs the state folder on a file system every node sees.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import os
@@ -152,19 +151,19 @@ class Trainer:
             torch.manual_seed(cfg.seed + 1_000_003 * self.rank)
 
     def _split_labelled(self, train: np.ndarray, train_labels: np.ndarray | None) -> np.ndarray:
-        """With labels = n: draw n / classes labelled images per class (label_seed), keep them
-        apart and return the unlabelled rest of the training split."""
-        c, C = self.cfg, self.classes
+        """With ssl.labels = n: draw n / classes labelled images per class (ssl.label_seed), keep
+        them apart and return the unlabelled rest of the training split."""
+        c, C = self.cfg.ssl, self.classes
         self.labelled, self.labelled_y, self.label_index = None, None, None
         if not c.labels:
             return train
         if not C:
-            raise ValueError(f"train config: labels={c.labels} needs a model with classes "
+            raise ValueError(f"train config: ssl.labels={c.labels} needs a model with classes "
                              "(a preset such as mnist_ssl, or --set classes=C)")
         if train_labels is None or len(train_labels) != len(train):
-            raise ValueError("train config: labels > 0 needs one label per training image")
+            raise ValueError("train config: ssl.labels > 0 needs one label per training image")
         if c.labels % C or len(np.unique(train_labels)) != C:
-            raise ValueError(f"train config: labels={c.labels} must be a multiple of the {C} classes, "
+            raise ValueError(f"train config: ssl.labels={c.labels} must be a multiple of the {C} classes, "
                              f"and the data must have {C} classes (found {len(np.unique(train_labels))})")
         from biva_core.train.semisupervised import draw_labels
         idx = draw_labels(train_labels, c.labels // C, c.label_seed)
@@ -204,11 +203,10 @@ class Trainer:
         return self._augment(self.train_data[idx], b, part)
 
     def labelled_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """labelled_batch labelled images and their labels, drawn afresh each step (seed, step)."""
+        """ssl.labelled_batch labelled images and their labels, drawn afresh each step (seed, step)."""
         g = torch.Generator().manual_seed(self.cfg.seed * 15_485_863 + self.step)
-        n = len(self.labelled)
-        idx = torch.randperm(n, generator=g)[:self.cfg.labelled_batch] if self.cfg.labelled_batch <= n else \
-            torch.randint(n, (self.cfg.labelled_batch,), generator=g)
+        n, b = len(self.labelled), self.cfg.ssl.labelled_batch
+        idx = torch.randperm(n, generator=g)[:b] if b <= n else torch.randint(n, (b,), generator=g)
         x = self._augment(self.labelled[idx], len(idx), slice(None), salt=1_000_003)
         return x, self.labelled_y[idx].to(self.device)
 
@@ -284,25 +282,27 @@ class Trainer:
                 "kl": kl_t, **extra}
 
     def _ssl_loss(self, x: torch.Tensor):
-        """-J / (N D) of semisupervised.objective for this batch (unlabelled x, and labelled_batch
+        """-J / (N D) of semisupervised.objective for this batch (unlabelled x, and ssl.labelled_batch
         labelled images when there are labels); U(x) stands for the ELBO in the logs."""
         from biva_core.train.semisupervised import jitter, objective
-        c = self.cfg
+        ssl, cc = self.cfg.ssl, self.cfg.ssl.consistency
         n_l = 0 if self.labelled is None else len(self.labelled)
         x_l, y_l = self.labelled_batch() if n_l else (None, None)
-        extra = {}
-        if c.ssl_consistency > 0 and n_l:   # beyond the spec: pseudo-labels on jittered unlabelled images
-            g = torch.Generator().manual_seed(c.seed * 32_452_843 + self.step)
-            idx = torch.randint(len(self.train_data), (c.ssl_consistency_batch,), generator=g)
+        with_c = cc.weight > 0 and n_l > 0
+        x_l_aug = x_c = x_c_aug = None
+        if with_c:   # beyond the spec: pseudo-labels on jittered unlabelled images
+            g = torch.Generator().manual_seed(self.cfg.seed * 32_452_843 + self.step)
+            idx = torch.randint(len(self.train_data), (cc.batch,), generator=g)
             x_c = self._augment(self.train_data[idx.to(self.train_data.device)], len(idx), slice(None), salt=2_000_003)
-            move = lambda t: jitter(t, shift=c.ssl_shift, rotate=c.ssl_rotate, elastic=c.ssl_elastic,  # noqa: E731
-                                    sigma=c.ssl_elastic_sigma, generator=g)
-            extra = dict(x_l_aug=move(x_l), x_c=x_c, x_c_aug=move(x_c), consistency=c.ssl_consistency,
-                         threshold=c.ssl_threshold, teacher=self.ema if c.ssl_teacher == "ema" else None)
+            move = lambda t: jitter(t, shift=cc.shift, rotate=cc.rotate, elastic=cc.elastic,  # noqa: E731
+                                    sigma=cc.elastic_sigma, generator=g)
+            x_l_aug, x_c_aug = move(x_l), move(x_c)                  # in this order: the draws of g
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss, stats = objective(self.model, x, x_l, y_l, n_unlabelled=len(self.train_data), n_labelled=n_l,
-                                    alpha=c.ssl_alpha * (len(self.train_data) + n_l),
-                                    free_bits=self.free_bits, **extra)
+                                    alpha=ssl.alpha * (len(self.train_data) + n_l), free_bits=self.free_bits,
+                                    x_l_aug=x_l_aug, x_c=x_c, x_c_aug=x_c_aug,
+                                    consistency=cc.weight if with_c else 0.0, threshold=cc.threshold,
+                                    teacher=self.ema if with_c and cc.teacher == "ema" else None)
         return loss.float(), stats
 
     @torch.no_grad()
@@ -362,7 +362,7 @@ class Trainer:
     def metadata(self, extra: dict | None = None) -> dict:
         return {**({"dataset": self.dataset} if self.dataset else {}),
                 "step": self.step, "epoch": self.epoch, "seconds": round(self.seconds, 1),
-                "best_valid_bpd": self.best_bpd, "train_config": dataclasses.asdict(self.cfg),
+                "best_valid_bpd": self.best_bpd, "train_config": self.cfg.to_dict(),
                 **({"best_valid_error": self.best_error} if math.isfinite(self.best_error) else {}),
                 **({"labelled_index": self.label_index.tolist()} if self.label_index is not None else {}),
                 **(extra or {})}
@@ -394,7 +394,7 @@ class Trainer:
                    "best_error": self.best_error if math.isfinite(self.best_error) else None,
                    "seconds": self.seconds, "kl_history": self.kl_history, "tensors": name,
                    "world_size": self.world, "param_groups": opt["param_groups"], "guard": guard_scalars,
-                   "train_config": dataclasses.asdict(self.cfg), "model_config": self.model.config.to_dict()}
+                   "train_config": self.cfg.to_dict(), "model_config": self.model.config.to_dict()}
         atomic_write(d / "scalars.json", lambda p: Path(p).write_text(json.dumps(scalars)))
         for old in d.glob("tensors*.safetensors"):
             if old.name != name:
