@@ -185,13 +185,12 @@ class BIVA(Operations, nn.Module):
 
     def top_down(self, bu: BottomUp | None, *, k: int = 0, temperature: float | list[float] = 1.0,
                  q_mean: bool = False, start: Boundary | None = None, keep: int | None = None,
-                 below: str = "p", batch: int = 1, generator: torch.Generator | None = None,
+                 batch: int = 1, generator: torch.Generator | None = None,
                  fixed: list[Tensor] | None = None, y: Tensor | None = None, tie: int = 1) -> TopDown:
         """Generate from z_L down to x. Levels i > k take z from q (`bu` needed), levels i <= k
         from p(z_i | z_{>i}) with their prior scales multiplied by `temperature` (one value, or
         one per level, bottom-up). `start` resumes at a cached boundary (then k = start.k);
         `keep` returns the boundary above level `keep`. `batch` sizes prior draws without `bu`.
-        below="q" takes the levels <= k from q as well (to mix a cached top with another image).
         fixed: one tensor per latent (bottom-up order) used as z for the levels above k instead of a
         posterior draw (interpolation); then `bu` is not needed and log_q stays None there.
         y: the class of each row (labels (B,) or weights (B, C)), for a model with classes; it
@@ -234,7 +233,7 @@ class BIVA(Operations, nn.Module):
             a = self.gen_up_z[j](self.gen_zin[j](zin))
             d = self.gen_stacks[j](a, self.gen_up_d[j](d) if d is not None and self.skip else None)
             priors = self.p_heads[j](d)
-            from_q = j + 1 > k or below == "q"
+            from_q = j + 1 > k
             given = fixed is not None and j + 1 > k
             if from_q and not given:
                 qs_td = self.q_td_heads[j](self.q_merge[j](d, bu.feats[j]))[0]

@@ -131,16 +131,23 @@ class Operations:
 
     @_evaluating
     def mix(self, x_top: Tensor, x_bottom: Tensor, k: int) -> Tensor:
-        """z_{>k} from image A (posterior means) and z_{<=k} from image B's posterior means
-        given those: the bottom-up pass of B, the top-down state of A."""
-        h_b, _ = self.prepare(x_bottom.to(self.device))
-        bu_b = self.bottom_up(h_b, q_mean=True)
-        start = self.boundary(x_top, k)
-        if start.z is None:
+        """z_{>k} from image A and z_{<=k} from image B, every latent at its own image's posterior
+        mean (`posterior_means`), decoded together; with classes, y is A's. k = 0 reconstructs A,
+        k = L reconstructs B. (Inferring B's z_{<=k} from its bottom-up features under A's top-down
+        state instead asks q for a pair it never saw in training: the face model answered with a
+        lattice at its 16x16 levels, k = 4 and 5; experiments/mix_lattice.py measures both.)"""
+        L = self.config.L
+        if not 0 <= k <= L:
+            raise ValueError(f"k must be in 0..{L}, got {k}")
+        if k == 0:
+            return self.reconstruct(x_top)
+        if k == L:
             return self.reconstruct(x_bottom)
-        td = self.top_down(bu_b, start=start, below="q", q_mean=True)
-        # levels <= k read B's inference features but A's top-down state
-        return self.px_image(td.px)
+        za, zb = self.posterior_means(x_top), self.posterior_means(x_bottom)
+        fixed = [b if self.latent_level(i) <= k else a for i, (a, b) in enumerate(zip(za, zb))]
+        h, _ = self.prepare(x_top.to(self.device))
+        y = self._class(None, h.shape[0], bu=self.bottom_up(h, q_mean=True))
+        return self.px_image(self.top_down(None, k=0, fixed=fixed, batch=h.shape[0], y=y).px)
 
     @_evaluating
     def interpolate(self, x_a: Tensor, x_b: Tensor, k: int, steps: int = 8, *,
