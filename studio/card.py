@@ -12,7 +12,7 @@ import torch
 
 from biva_core import BIVA
 from biva_core.io.checkpoint import read_metrics, training_totals  # read_metrics: also the Runs tab's reader
-from biva_core.io.plots import line_chart
+from biva_core.io.plots import kl_heatmaps, kl_panel, line_chart
 
 from . import draw
 from .images import Prepared
@@ -28,7 +28,7 @@ class Card:
     levels: str                      # markdown table, one row per level
     config: str                      # config.json's model section, pretty JSON
     curves: str | None               # training curves drawn from metrics.jsonl
-    kl_plot: str | None              # the run's own kl_per_latent.png
+    kl_plot: str | None              # Figure 2 from metrics.jsonl, else the run's own kl_per_latent.png
     samples: list[str]               # the run's samples_t*.png
 
 
@@ -105,11 +105,24 @@ def card(name: str, directory: Path, model: BIVA, reference_words: str, out: Pat
     shipped = [p for p in [directory / KL_PLOT, *sorted(directory.glob("samples_t*.png"))] if p.is_file()]
     for p in shipped:
         shutil.copyfile(p, out / p.name)
-    kl_plot = out / KL_PLOT
+    kl_plot = figure2(directory, model, out / "figure2.png") or (out / KL_PLOT if (out / KL_PLOT).is_file() else None)
     return Card("\n".join(lines), "\n".join(levels), json.dumps(cfg.to_dict(), indent=2),
                 training_curves(directory, out / "curves.png"),
-                str(kl_plot) if kl_plot.is_file() else None,
+                str(kl_plot) if kl_plot else None,
                 [str(out / p.name) for p in shipped if p.name != KL_PLOT])
+
+
+def figure2(directory: Path, model: BIVA, path: Path) -> Path | None:
+    """The paper's Figure 2 for this model's training: log KL per latent against training time,
+    from the KL of the training batches in its metrics.jsonl; None when the log holds none."""
+    metrics = directory / METRICS
+    hours, names, rows = kl_panel(read_metrics(metrics), model.latent_names()) if metrics.is_file() else ([], [], [])
+    if not rows:
+        return None
+    kl_heatmaps({directory.name: (hours, names, rows)}, path,
+                title="KL per latent (training batches) against training time, as in the paper's Figure 2",
+                note="log scale; the top latent on top; below 0.1 nats a latent is collapsed")
+    return path
 
 
 def units(model: BIVA) -> list[int]:

@@ -28,7 +28,7 @@ from PIL import Image
 from biva_core import BIVA, load_pretrained
 from biva_core.data import NOUNS
 from biva_core.model import PRIOR_WORDS
-from biva_core.io.plots import grid_image
+from biva_core.io.plots import grid_image, kl_heatmaps, line_chart
 
 from . import anomaly as report
 from . import card, draw
@@ -153,15 +153,43 @@ class Studio:
         return list_runs(self.runs_root)
 
     def run_view(self, folder: str | None):
+        """A run as the Runs tab shows it, with its pictures drawn (bits/dim with a legend, the
+        paper's Figure 2) and its samples copied into the studio's own folder (the run folder is
+        never served). A picture is redrawn only when the run logged something new."""
         from .runs import read_run
         view = read_run(self._run_folder(folder))
-        if view.samples:  # served from the studio's own folder: the run folder is never exposed
-            kept = self._workdir / "kept"
-            kept.mkdir(exist_ok=True)
-            copy = kept / f"run-{Path(view.folder).name}-{Path(view.samples).name}"
+        kept = self._workdir / "kept"
+        kept.mkdir(exist_ok=True)
+        run = Path(view.folder).name
+        if view.samples:
+            copy = kept / f"run-{run}-{Path(view.samples).name}"
             shutil.copyfile(view.samples, copy)
             view.samples = str(copy)
+        try:
+            stamp = (Path(view.folder) / "metrics.jsonl").stat().st_mtime_ns
+        except OSError:
+            return view
+        for what, draw_it in (("curves", self._draw_curves), ("figure2", self._draw_figure2)):
+            path = kept / f"run-{run}-{what}-{stamp}.png"
+            if not path.is_file():
+                for old in kept.glob(f"run-{run}-{what}-*.png"):
+                    old.unlink(missing_ok=True)
+                draw_it(view, path)
+            view.pictures[what] = str(path)
         return view
+
+    @staticmethod
+    def _draw_curves(view, path: Path) -> None:
+        series = {name: list(zip(g["step"], g["bits/dim"])) for name, g in view.bpd.groupby("series", sort=False)}
+        line_chart(series, path, title=f"{Path(view.folder).name}: bits/dim", xlabel="step", ylabel="bits/dim",
+                   note="train: the batches' ELBO; valid: the EMA and the raw weights on the valid split")
+
+    @staticmethod
+    def _draw_figure2(view, path: Path) -> None:
+        hours, names, rows = view.figure2
+        kl_heatmaps({Path(view.folder).name: (list(hours), list(names), [list(r) for r in rows])}, path,
+                    title="KL per latent (training batches) against training time, as in the paper's Figure 2",
+                    note="log scale; the top latent on top; below 0.1 nats a latent is collapsed")
 
     def load_run(self, folder: str | None) -> str:
         """Serve a run's best weights so far (config.json + safetensors) as the model "run <name>",

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from biva_core.io.plots import kl_panel
+from biva_core.model import ModelConfig
+
 from .card import read_metrics  # one reader of metrics.jsonl for the Model and Runs tabs
 
 TRAIN_COLUMNS = ["step", "hours", "series", "bits/dim"]
@@ -64,6 +67,8 @@ class RunView:
     has_weights: bool                        # config.json + safetensors: loadable into the other tabs
     steps: int = 0
     latents: list[str] = field(default_factory=list)
+    figure2: tuple = ((), (), ())              # kl_panel: hours, latent names, KL rows of the training batches
+    pictures: dict[str, str] = field(default_factory=dict)   # drawn by the engine: "curves", "figure2"
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
@@ -90,7 +95,7 @@ def read_run(folder: str | Path) -> RunView:
     bpd = [(r["step"], hours(r), "train (batch)", r["bpd"]) for r in train]
     bpd += [(r["step"], hours(r), "valid, EMA weights", r["valid_bpd"]) for r in valid]
     bpd += [(r["step"], hours(r), "valid, raw weights", r["raw_valid_bpd"]) for r in valid if "raw_valid_bpd" in r]
-    n_lat = max((len(r.get("valid_kl") or []) for r in valid), default=0)
+    n_lat = max((len(r.get("valid_kl") or r.get("kl") or []) for r in rows), default=0)
     names = _latent_names(model_cfg, n_lat)
     kl = [(r["step"], names[j], float(v)) for r in valid for j, v in enumerate(r.get("valid_kl") or [])
           if j < len(names)]
@@ -109,15 +114,16 @@ def read_run(folder: str | Path) -> RunView:
     return RunView(str(folder), status, pd.DataFrame(bpd, columns=TRAIN_COLUMNS),
                    pd.DataFrame(kl, columns=["step", "latent", "KL (nats)"]),
                    pd.DataFrame(speed, columns=["step", "images/s"]),
-                   str(samples[-1]) if samples else None, has_weights, steps, names)
+                   str(samples[-1]) if samples else None, has_weights, steps, names, kl_panel(rows, names))
 
 
 def _latent_names(model_cfg: dict, n: int) -> list[str]:
-    levels = model_cfg.get("levels") or []
-    L = len(levels)
-    if model_cfg.get("variant", "biva") == "biva" and n == 2 * L - 1 and L:
-        return [f"z{j // 2 + 1}_{'td' if j % 2 else 'bu'}" for j in range(2 * L - 2)] + [f"z{L}"]
-    return [f"z{j + 1}" for j in range(n)]
+    """The model's latent names (ModelConfig.latent_names); z1 .. zn while its config is unreadable."""
+    try:
+        names = ModelConfig.from_dict(model_cfg).latent_names
+    except (TypeError, ValueError, KeyError):
+        names = []
+    return names if len(names) == n else [f"z{j + 1}" for j in range(n)]
 
 
 def _status(folder: Path, step: int, seconds: float, steps: int, train: list, valid: list, cfg: dict) -> str:

@@ -163,6 +163,7 @@ def test_every_tab_puts_images_on_the_page(page):
     open_tab(page, "Model")
     shows_text(page, "#model-card", "parameters")
     images_shown(page, "#model-curves")
+    images_shown(page, "#model-figure2")
     click(page, "Per-level KL and active units")
     images_shown(page, "#lat-chart")
     shows_text(page, "#lat-table", "z1_bu")
@@ -171,7 +172,7 @@ def test_every_tab_puts_images_on_the_page(page):
     if SHOTS and (ROOT / "runs").is_dir():
         open_tab(page, "Runs")
         shows_text(page, "#run-status", "step")
-        page.wait_for_function("() => document.querySelector('#run-kl canvas, #run-kl svg')")
+        images_shown(page, "#run-kl")
         page.wait_for_timeout(3000)
         screenshot(page, "6_runs")
 
@@ -257,7 +258,8 @@ def test_runs_tab_follows_a_training_run(browser, training_run, tmp_path):
         shows_text(page, "#run-status", "live")
         step = lambda: int(page.locator("#run-status").inner_text().split("step ")[1].split(" ")[0].replace(",", ""))  # noqa: E731
         first = step()
-        page.wait_for_function("() => document.querySelector('#run-bpd-steps canvas, #run-bpd-steps svg')")
+        images_shown(page, "#run-bpd")      # the curves with their legend, and Figure 2
+        images_shown(page, "#run-kl")
         page.wait_for_function(f"() => {{ const t = document.querySelector('#run-status').textContent; "
                                f"const m = t.match(/step ([0-9,]+)/); return m && +m[1].replace(/,/g, '') > {first}; }}")
         assert step() > first  # the timer refreshed the view while training went on

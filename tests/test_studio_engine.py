@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -414,17 +416,22 @@ def test_run_views_tolerate_folders_being_written(tmp_path, dirs):
     from studio.runs import read_run
     run = tmp_path / "runs" / "r1"
     run.mkdir(parents=True)
-    rows = [{"step": s, "bpd": 5.0 - s / 100, "seconds": 10.0 * s, "images_per_s": 40.0} for s in (10, 20, 30)]
-    rows.append({"step": 30, "seconds": 300.0, "valid_bpd": 4.5, "raw_valid_bpd": 4.6, "valid_kl": [1.0, 2.0, 3.0]})
+    from conftest import tiny_config
+    rows = [{"step": s, "bpd": 5.0 - s / 100, "seconds": 10.0 * s, "images_per_s": 40.0,
+             "kl": [0.05, 1.0, 2.0, 3.0, 2.0 * s]} for s in (10, 20, 30)]
+    rows.append({"step": 30, "seconds": 300.0, "valid_bpd": 4.5, "raw_valid_bpd": 4.6,
+                 "valid_kl": [1.0, 2.0, 3.0, 4.0, 5.0]})
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"step": 40, "bp')
     (run / "state").mkdir()
     (run / "state" / "scalars.json").write_text(json.dumps({"step": 30, "train_config": {"steps": 60},
-                                                            "model_config": {"levels": [{}, {}], "variant": "biva"}}))
+                                                            "model_config": tiny_config().to_dict()}))
     v = read_run(run)
     assert len(v.bpd) == 3 + 2 and set(v.bpd["series"]) == {"train (batch)", "valid, EMA weights", "valid, raw weights"}
-    assert list(v.kl["latent"]) == ["z1_bu", "z1_td", "z2"] and len(v.speed) == 3
+    assert list(v.kl["latent"]) == ["z1_bu", "z1_td", "z2_bu", "z2_td", "z3"] and len(v.speed) == 3
     assert "step 30 of 60" in v.status and "best valid 4.5000" in v.status and "h left" in v.status
     assert not v.has_weights
+    hours, names, kl = v.figure2      # Figure 2: the training batches' KL of every latent, by hours
+    assert hours == [10 / 360, 20 / 360, 30 / 360] and names == list(v.kl["latent"]) and kl[2][-1] == 60.0
     (tmp_path / "runs" / "new").mkdir()
     (tmp_path / "runs" / "new" / "metrics.jsonl").write_text("")
     assert "nothing logged yet" in read_run(tmp_path / "runs" / "new").status
@@ -496,3 +503,25 @@ def test_a_model_with_classes_samples_a_row_per_class_and_shows_q_y(tmp_path):
         assert an.headers[-1] == "class: q(y | x)" and an.rows[0][-1] == rec.rows[0][-1]
     finally:
         s.close()
+
+
+def test_the_runs_view_draws_its_pictures_once_per_log_line(tmp_path, dirs):
+    """The curves and Figure 2 are drawn into the studio's folder, kept while the log is unchanged,
+    and replaced (not added to) when the run logs again."""
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    rows = [{"step": s, "bpd": 5.0 - s / 100, "seconds": 10.0 * s, "kl": [0.05, 1.0, 2.0]} for s in (10, 20)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    studio = Studio([dirs["celeba_tiny"]], workdir=tmp_path / "out", runs=tmp_path / "runs")
+    try:
+        first = studio.run_view(str(run)).pictures
+        assert set(first) == {"curves", "figure2"} and all(Image.open(p).width > 400 for p in first.values())
+        assert studio.run_view(str(run)).pictures == first                       # nothing new: the same files
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": 30, "bpd": 4.6, "seconds": 300.0, "kl": [0.05, 1.0, 2.0]}) + "\n")
+        os.utime(run / "metrics.jsonl", ns=(time.time_ns(), time.time_ns() + 10**9))
+        again = studio.run_view(str(run)).pictures
+        assert again != first and not any(Path(p).exists() for p in first.values())
+        assert sorted(p.name.split("-")[2] for p in (tmp_path / "out" / "kept").glob("run-r1-*.png")) == ["curves", "figure2"]
+    finally:
+        studio.close()

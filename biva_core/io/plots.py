@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -96,6 +97,14 @@ def _colour(t: float) -> tuple[int, int, int]:
             u = (t - t0) / (t1 - t0)
             return tuple(round(a + (b - a) * u) for a, b in zip(c0, c1))
     return stops[-1][1]
+
+
+def kl_panel(metrics: Sequence[dict], names: Sequence[str]) -> tuple[list[float], list[str], list[list[float]]]:
+    """One panel of the paper's Figure 2 from a run's metrics.jsonl rows: the training hours of each
+    log row, the latent names (bottom-up), and each row's KL per latent of its training batches
+    (nats); rows without a KL of every latent are left out."""
+    rows = [r for r in metrics if isinstance(r.get("kl"), list) and len(r["kl"]) == len(names) and "seconds" in r]
+    return [float(r["seconds"]) / 3600 for r in rows], list(names), [[float(v) for v in r["kl"]] for r in rows]
 
 
 def kl_heatmaps(panels: dict[str, tuple[list[float], list[str], list[list[float]]]], path: str | os.PathLike, *,

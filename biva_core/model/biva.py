@@ -371,8 +371,4 @@ class BIVA(Operations, nn.Module):
         return min(index // 2 + 1 if self.biva else index + 1, self.config.L)
 
     def latent_names(self) -> list[str]:
-        if not self.biva:
-            return [f"z{i + 1}" for i in range(self.config.L)] + (["y"] if self.config.classes else [])
-        L = self.config.L
-        names = [f"z{j // 2 + 1}_{'td' if j % 2 else 'bu'}" for j in range(2 * L - 2)] + [f"z{L}"]
-        return names + (["y"] if self.config.classes else [])
+        return self.config.latent_names

@@ -98,6 +98,17 @@ class ModelConfig:
         return 2 * self.L - 1 if self.variant == "biva" else self.L
 
     @property
+    def latent_names(self) -> list[str]:
+        """The latents bottom-up: z1_bu, z1_td, ..., z_L for BIVA; z1 .. z_L for the LVAEs; y last
+        for a model with classes (the order of every per-latent KL)."""
+        L = self.L
+        if self.variant == "biva":
+            names = [f"z{j // 2 + 1}_{'td' if j % 2 else 'bu'}" for j in range(2 * L - 2)] + [f"z{L}"]
+        else:
+            names = [f"z{i + 1}" for i in range(L)]
+        return names + (["y"] if self.classes else [])
+
+    @property
     def dims(self) -> int:
         c, h, w = self.image_shape
         return c * h * w
