@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.detect import Detector, build_reference, scores_per_image  # noqa: E402
-from biva_core.eval.evaluate import auroc, load_images  # noqa: E402
+from biva_core.data.inputs import load_images  # noqa: E402
+from biva_core.eval.evaluate import auroc  # noqa: E402
 from biva_core.model import PRIOR_WORDS, PRIORS  # noqa: E402
 from biva_core.io.plots import line_chart  # noqa: E402
 
@@ -36,9 +37,9 @@ def score_snapshot(folder: Path, args) -> dict:
     model = load_pretrained(folder)
     info = model.training_info or {}
     ks = list(range(1, model.config.L))
-    valid = load_images(args.data, "valid", args.data_dir, model, limit=args.ref)
-    x_in = load_images(args.data, "test", args.data_dir, model, limit=args.n)
-    x_ood = load_images(args.ood, "test", args.data_dir, model, limit=args.n)
+    valid = load_images(args.data, "valid", args.data_dir, model.config, limit=args.ref)
+    x_in = load_images(args.data, "test", args.data_dir, model.config, limit=args.n)
+    x_ood = load_images(args.ood, "test", args.data_dir, model.config, limit=args.n)
     ref = build_reference(model, valid, ks, args.iw, k=args.detector_k, seed=1_000_000, prior=args.prior)
     s_in = scores_per_image(model, x_in, ks, args.iw, seed=0, prior=args.prior)
     s_ood = scores_per_image(model, x_ood, ks, args.iw, seed=500_000, prior=args.prior)

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.detect import Detector, build_reference, scores_per_image  # noqa: E402
-from biva_core.eval.evaluate import auroc, load_images, load_model_folder  # noqa: E402
+from biva_core.data.inputs import load_images, load_model_folder  # noqa: E402
+from biva_core.eval.evaluate import auroc  # noqa: E402
 from biva_core.model import PRIORS  # noqa: E402
 
 
@@ -66,16 +67,17 @@ def main() -> None:
     model = load_pretrained(args.weights)
     L = model.config.L
     ks = args.ks or list(range(1, L))
-    valid = load_images(args.data, "valid", args.data_dir, model, limit=args.ref + args.spread)
+    valid = load_images(args.data, "valid", args.data_dir, model.config, limit=args.ref + args.spread)
     ref_x, test_x = valid[:args.ref], valid[args.ref:]
     oods = {}
     for name in args.ood_sets:
         if name in ("upside_down", "noise", "flat"):
             oods[name] = synthetic(name, test_x)
         elif name.startswith("folder:"):   # any folder of images, prepared as biva-evaluate --ood folder does
-            oods[name] = load_model_folder(name[len("folder:"):], model, args.weights, limit=len(test_x))[0]
+            oods[name] = load_model_folder(name[len("folder:"):], model.config, model.training_info, args.weights,
+                                           limit=len(test_x))[0]
         else:
-            oods[name] = load_images(name, "valid", args.data_dir, model, limit=len(test_x))
+            oods[name] = load_images(name, "valid", args.data_dir, model.config, limit=len(test_x))
     rows = []
     for prior, K in [(prior, K) for prior in args.priors for K in args.Ks]:
         kw = dict(batch_size=args.batch_size, prior=prior)

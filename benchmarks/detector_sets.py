@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.detect import (CODECS, COMBINES, Detector, Reference, build_reference, compressed_bits_per_dim,  # noqa: E402
                                 scores_per_image)
-from biva_core.eval.evaluate import auroc, load_images, load_model_folder  # noqa: E402
+from biva_core.data.inputs import load_images, load_model_folder  # noqa: E402
+from biva_core.eval.evaluate import auroc  # noqa: E402
 from biva_core.model import PRIORS  # noqa: E402
 
 IN = "in"
@@ -52,15 +53,16 @@ def score_sets(args, ref: Reference | None) -> tuple[Reference, dict[str, dict[s
     model = load_pretrained(args.weights)
     if ref is None:
         t0 = time.time()
-        valid = load_images(args.data, "valid", args.data_dir, model, limit=args.ref)
+        valid = load_images(args.data, "valid", args.data_dir, model.config, limit=args.ref)
         ref = build_reference(model, valid, args.ks, args.iw, k=args.ks[0], prior=args.prior, seed=1_000,
                               batch_size=args.batch_size, progress=not args.no_progress)
         print(f"reference: {len(valid)} images, {(time.time() - t0) / len(valid):.2f} s / image", file=sys.stderr)
-    x_in = load_images(args.data, args.split, args.data_dir, model, limit=args.skip + args.limit)[args.skip:]
+    x_in = load_images(args.data, args.split, args.data_dir, model.config, limit=args.skip + args.limit)[args.skip:]
     sets = {IN: x_in}
     for spec in args.sets:
         name, directory = spec.split("=", 1)
-        sets[name] = load_model_folder(directory, model, args.weights, limit=args.limit)[0]
+        sets[name] = load_model_folder(directory, model.config, model.training_info, args.weights,
+                                       limit=args.limit)[0]
     out = {}
     for name, x in sets.items():
         t0 = time.time()
@@ -116,8 +118,9 @@ def add_sizes(args, ref: Reference, scores: dict[str, dict[str, np.ndarray]]) ->
     reference's (the first ref.images images of the valid split); returns the reference with them."""
     import dataclasses
     model = load_pretrained(args.weights)
-    x_in = load_images(args.data, args.split, args.data_dir, model, limit=args.skip + args.limit)[args.skip:]
-    folders = {IN: x_in, **{n: load_model_folder(d, model, args.weights, limit=args.limit)[0]
+    x_in = load_images(args.data, args.split, args.data_dir, model.config, limit=args.skip + args.limit)[args.skip:]
+    folders = {IN: x_in, **{n: load_model_folder(d, model.config, model.training_info, args.weights,
+                                                 limit=args.limit)[0]
                             for n, d in (spec.split("=", 1) for spec in args.sets)}}
     for name, x in folders.items():
         if name in scores:
@@ -126,7 +129,7 @@ def add_sizes(args, ref: Reference, scores: dict[str, dict[str, np.ndarray]]) ->
             for c in CODECS:
                 scores[name][f"c_{c}"] = compressed_bits_per_dim(x, c).double().numpy()
     if set(ref.compressed) != set(CODECS):
-        valid = load_images(args.data, "valid", args.data_dir, model, limit=ref.images)
+        valid = load_images(args.data, "valid", args.data_dir, model.config, limit=ref.images)
         ref = dataclasses.replace(ref, compressed={c: compressed_bits_per_dim(valid, c).double().numpy() for c in CODECS})
     return ref
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.data import load_labels  # noqa: E402
-from biva_core.eval.evaluate import load_images  # noqa: E402
+from biva_core.data.inputs import load_images  # noqa: E402
 from biva_core.train.semisupervised import predict  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     model = load_pretrained(args.weights).eval()
     if not model.config.classes:
         raise SystemExit(f"{args.weights}: the model has no class variable")
-    x = load_images(args.data, args.split, args.data_dir, model)
+    x = load_images(args.data, args.split, args.data_dir, model.config)
     y = load_labels(args.data, args.split, args.data_dir)[:len(x)]
     pred = predict(model, x)
     C = model.config.classes

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.data import load_labels  # noqa: E402
-from biva_core.eval.evaluate import load_images  # noqa: E402
+from biva_core.data.inputs import load_images  # noqa: E402
 from biva_core.io.plots import line_chart  # noqa: E402
 from biva_core.train.semisupervised import error_rate  # noqa: E402
 
@@ -43,7 +43,7 @@ def main() -> None:
     curve = {"valid error": [], "test error": []}
     for snap in snaps:
         model = load_pretrained(snap).eval()
-        x = load_images(args.data, "test", args.data_dir, model) if x is None else x
+        x = load_images(args.data, "test", args.data_dir, model.config) if x is None else x
         info = model.training_info or {}
         valid = info.get("valid", {})
         minutes = valid.get("seconds", info.get("seconds", 0.0)) / 60

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from biva_core import load_pretrained  # noqa: E402
 from biva_core.data import load_labels  # noqa: E402
-from biva_core.eval.evaluate import load_images  # noqa: E402
+from biva_core.data.inputs import load_images  # noqa: E402
 
 
 @torch.no_grad()
@@ -36,7 +36,7 @@ def main() -> None:
     model = load_pretrained(args.weights).eval()
     if not model.config.classes:
         raise SystemExit(f"{args.weights}: the model has no class variable")
-    x = load_images(args.data, "valid", args.data_dir, model, limit=args.n)
+    x = load_images(args.data, "valid", args.data_dir, model.config, limit=args.n)
     y = torch.from_numpy(load_labels(args.data, "valid", args.data_dir)[:len(x)])
     g = torch.Generator().manual_seed(0)
     bounds, logits = zip(*(model.class_bounds(x, generator=g) for _ in range(args.draws)))

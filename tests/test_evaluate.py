@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from biva_core import BIVA, LevelConfig, ModelConfig
+from biva_core import LevelConfig, ModelConfig
 from biva_core.io.checkpoint import save_pretrained
 from biva_core.detect import Reference, build_reference
-from biva_core.eval.evaluate import auroc, load_images, run
+from biva_core.data.inputs import load_images
+from biva_core.eval.evaluate import auroc, run
 
 from conftest import images, live_model, tiny_config
 from test_train import image_folder
@@ -196,10 +197,10 @@ def test_digits_are_binarized_for_a_bernoulli_model(tmp_path, monkeypatch):
     write_idx(tmp_path / "mnist" / "train-images-idx3-ubyte", test)
     levels = (LevelConfig(blocks=1, channels=4, latent=2, stride=2, dense=True),
               LevelConfig(blocks=1, channels=4, latent=2, stride=2, dense=True))
-    bern = BIVA(ModelConfig(image_shape=(1, 28, 28), levels=levels, likelihood="bernoulli"))
+    bern = ModelConfig(image_shape=(1, 28, 28), levels=levels, likelihood="bernoulli")
     x = load_images("mnist", "test", str(tmp_path), bern)
     assert torch.equal(x, torch.from_numpy((test[:, None] > 127).astype(np.float32)))
-    dmol = BIVA(ModelConfig(image_shape=(1, 28, 28), levels=levels, likelihood="dmol", mixtures=2))
+    dmol = ModelConfig(image_shape=(1, 28, 28), levels=levels, likelihood="dmol", mixtures=2)
     assert torch.allclose(load_images("mnist", "test", str(tmp_path), dmol, limit=2) * 255,
                           torch.from_numpy(test[:2, None].astype(np.float32)))
 
@@ -234,7 +235,7 @@ def test_classify_reports_the_error_of_argmax_q_y_against_the_labels(tmp_path, m
             "--iw", "2", "--json", "--no-progress", "--classify"]
     run(args)
     report = json.loads(capsys.readouterr().out)
-    x = load_images("mnist", "test", str(tmp_path), model)
+    x = load_images("mnist", "test", str(tmp_path), model.config)
     want = float((model.classify(x).argmax(-1).numpy() != labels["t10k"]).mean())
     assert report["error"] == pytest.approx(want, abs=1e-12) and report["images"] == 20
     assert np.isfinite(report["L_K"]["nats"])

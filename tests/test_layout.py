@@ -2,6 +2,10 @@
 import circle, counting the imports inside functions too.
 
     model (0)  <  data (1)  <  io (2)  <  train, detect (3)  <  eval (4)  <  the entry points (5)
+
+The command lines (evaluate, export, train's CLI) sit on top: no module of the package imports
+one but its own `python -m` entry point, so what two of them share lives in a lower layer (the
+images a model reads, biva_core.data.inputs, serve evaluate and export alike).
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "biva_core"
 LAYERS = {"model": 0, "data": 1, "io": 2, "train": 3, "detect": 3, "eval": 4}
 ENTRY = 5  # biva_core/__init__.py, evaluate.py, export.py: the public names and `python -m` entries
+COMMANDS = {"biva_core.eval.evaluate": "biva_core.evaluate", "biva_core.eval.export": "biva_core.export",
+            "biva_core.train.cli": None}  # a command-line module -> the entry point that may import it
 
 
 def module_of(path: Path) -> str:
@@ -80,3 +86,16 @@ def test_no_module_imports_itself_back():
                     seen.add(nxt)
                     stack.append((nxt, trail + [nxt]))
     assert not cycles, "\n".join(sorted(set(cycles)))
+
+
+def test_no_module_imports_a_command_line_module():
+    """export reads its images through biva_core.data.inputs, not from the evaluate CLI; only
+    `python -m biva_core.evaluate` / `biva_core.export` import their command's module."""
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        me = module_of(path)
+        for line, target in imports_of(path):
+            if target in COMMANDS and target != me and COMMANDS[target] != me:
+                bad.append(f"{path.relative_to(PACKAGE)}:{line} imports the command-line module {target}")
+    assert not bad, "\n".join(bad)
+    assert "biva_core.eval.evaluate" not in graph()["biva_core.eval.export"]

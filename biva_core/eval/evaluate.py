@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from biva_core.data.inputs import load_images, load_model_folder
 from biva_core.model.bounds import bits_per_dim
 from biva_core.detect import (ALPHA, CODECS, COMBINES, REFERENCE_FILE, Detector, Reference, as_codecs, as_ks, batches,
                        build_reference, reference_from_scores, scores_per_image)
@@ -163,66 +164,6 @@ def ks_words(k) -> str:
     return ",".join(map(str, k)) if isinstance(k, (list, tuple)) else str(k)
 
 
-# ---------------------------------------------------------------- data
-
-def load_images(dataset: str, split: str, data_dir: str | None, model: BIVA, *, limit: int | None = None) -> Tensor:
-    """A split as float (N, C, H, W) in [0, 1], in the form the model was trained on; a set of
-    another shape is adapted to the model's (`adapt`)."""
-    from biva_core.data import BINARY, load_split
-    from biva_core.data.images import adapt
-    cfg = model.config
-    arr = load_split(dataset, split, data_dir, image_size=cfg.image_shape[1], progress=False)
-    if limit:
-        arr = arr[:limit]
-    binary = dataset in BINARY
-    if tuple(arr.shape[1:]) != cfg.image_shape:
-        arr = adapt(arr * np.uint8(255) if binary else arr, cfg.image_shape)
-        binary = False
-    x = torch.from_numpy(np.ascontiguousarray(arr))
-    if binary:
-        return x.float()                                   # already {0, 1}
-    if cfg.likelihood == "bernoulli":
-        return (x > 127).float()                           # as train.py binarizes MNIST
-    return x.float() / 255
-
-
-def load_model_folder(directory: str, model: BIVA, weights: str, *, limit: int | None = None,
-                      progress: bool = False) -> tuple[Tensor, list[str]]:
-    """`load_folder` prepared for the model of the folder `weights`: faces cropped as CelebA when it
-    is a face model, digits binarized as it was trained."""
-    from pathlib import Path
-    from biva_core.data.prepare import binarization, is_face
-    face = is_face(Path(weights).name, model.training_info) and model.config.image_shape[0] == 3
-    return load_folder(directory, model, face=face, binarize=binarization(model.training_info), limit=limit,
-                       progress=progress)
-
-
-def load_folder(directory: str, model: BIVA, *, face: bool, binarize: str, limit: int | None = None,
-                progress: bool = False) -> tuple[Tensor, list[str]]:
-    """Every image file under `directory` (recursively, sorted by path) prepared as the studio
-    prepares an upload (biva_core.data.prepare): (float (N, C, H, W), messages of skipped files)."""
-    from pathlib import Path
-    from tqdm import tqdm
-    from biva_core.data.images import IMAGE_EXTENSIONS as EXTENSIONS
-    from biva_core.data.prepare import prepare
-    root = Path(directory).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"--ood-dir {root}: not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
-    if limit:
-        files = files[:limit]
-    xs, skipped = [], []
-    for f in tqdm(files, desc=f"reading {root.name}", disable=not progress, leave=False):
-        try:
-            xs.append(prepare(f, model.config, face=face, binarize=binarize).x)
-        except ValueError as err:
-            skipped.append(str(err))
-    if not xs:
-        raise ValueError(f"{root}: no readable image files ({', '.join(sorted(EXTENSIONS))})"
-                         + (f"; {len(skipped)} skipped, e.g. {skipped[0]}" if skipped else ""))
-    return torch.stack(xs), skipped
-
-
 def classification_error(model: BIVA, x: Tensor, args) -> float:
     """The fraction of the split misclassified by argmax q(y | x) (a model with classes)."""
     from biva_core.data import load_labels
@@ -247,7 +188,7 @@ def detector_reference(model: BIVA, args, ks: list[int], K: int, log) -> tuple[R
     why = ("there is none" if ref is None else f"it was made with K={ref.K}" if ref.K != K
            else f"it was made with prior={ref.prior}" if ref.prior != args.prior
            else f"it has no {', '.join(lacking)} sizes" if lacking else f"it has no LLR>{list(k)}")
-    valid = load_images(args.data, "valid", args.data_dir, model, limit=args.reference_images)
+    valid = load_images(args.data, "valid", args.data_dir, model.config, limit=args.reference_images)
     log(f"detector: building a reference from {len(valid)} {args.data} valid images with K={K}, prior={args.prior} "
         f"({REFERENCE_FILE} of the weights not used: {why})")
     default_k = k or (ref.default_ks if ref is not None and set(ref.default_ks) <= set(ks) else (ks[0],))
@@ -357,16 +298,17 @@ def run(argv: list[str] | None = None) -> dict:
         ap.error(f"--ks and --detector-k must lie in 1..{L - 1} for this model (L = {L})")
     oods: list[tuple[str, Tensor, list[str]]] = []   # (name, images, skipped files)
     try:
-        x = load_images(args.data, args.split, args.data_dir, model, limit=args.limit)
+        x = load_images(args.data, args.split, args.data_dir, model.config, limit=args.limit)
         dirs = iter(args.ood_dir)
         for name in args.ood or []:
             limit = args.ood_limit or args.limit
             if name == "folder":
                 folder = next(dirs)
-                x_ood, skipped = load_model_folder(folder, model, args.weights, limit=limit, progress=progress)
+                x_ood, skipped = load_model_folder(folder, model.config, model.training_info, args.weights,
+                                                   limit=limit, progress=progress)
                 oods.append((f"folder {folder}", x_ood, skipped))
             else:
-                oods.append((name, load_images(name, args.split, args.data_dir, model, limit=limit), []))
+                oods.append((name, load_images(name, args.split, args.data_dir, model.config, limit=limit), []))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"data: {e}") from None
     if len(x) == 0:

@@ -156,7 +156,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
 
 
 def main(argv: list[str] | None = None) -> None:
-    from biva_core.eval.evaluate import load_images
+    from biva_core.data.inputs import load_images
     ap = argparse.ArgumentParser(prog="python -m biva_core.eval.export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a training output folder (its best weights are exported)")
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.data_dir:
             raise SystemExit("--data-dir is required when $BIVA_DATA is not set")
         try:
-            test = load_images(args.data, "test", args.data_dir, model, limit=args.test_index + 1)[-1:]
-            valid = load_images(args.data, "valid", args.data_dir, model, limit=args.reference_images)
+            test = load_images(args.data, "test", args.data_dir, model.config, limit=args.test_index + 1)[-1:]
+            valid = load_images(args.data, "valid", args.data_dir, model.config, limit=args.reference_images)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"data: {e}") from None
     if args.continues and not (Path(args.continues) / "metrics.jsonl").is_file():
