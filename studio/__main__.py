@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; machines may be offline
@@ -69,14 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
+    # the studio's one folder: its outputs and, as Gradio's temp folder, every upload and served
+    # file; removed when the studio stops (Gradio reads GRADIO_TEMP_DIR once, when imported)
+    from .engine import GRADIO_FOLDER, Studio
+    workdir = Path(tempfile.mkdtemp(prefix="biva-studio-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / GRADIO_FOLDER)
     from .app import launch
-    from .engine import Studio
     try:
         runs = args.runs or ("runs" if Path("runs").is_dir() else None)
         if args.runs and not Path(args.runs).is_dir():
+            shutil.rmtree(workdir, ignore_errors=True)
             return fail(f"--runs {args.runs}: not a folder")
-        studio = Studio(directories, device=args.device, strict=bool(args.weights), runs=runs)
+        studio = Studio(directories, device=args.device, strict=bool(args.weights), runs=runs, workdir=workdir)
     except ValueError as err:
+        shutil.rmtree(workdir, ignore_errors=True)
         return fail(str(err))
     served = [n for n in studio.names if studio.entries[n].error is None]
     for name in studio.names:
@@ -96,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.block_thread()  # until Ctrl-C
     finally:
+        demo.close()
         studio.close()
     return 0
 

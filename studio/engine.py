@@ -46,6 +46,7 @@ MAX_REQUEST_PIXELS = 160_000_000  # the uploads of one request together (4 at th
 TEMPERATURE = 0.8              # the default prior temperature of every tab that draws from p
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 KEEP_OUTPUTS_S = 3600          # output folders older than this are removed
+GRADIO_FOLDER = "gradio"       # the CLI's Gradio temp folder (uploads, served files) inside the work folder
 
 
 def _quiet(fraction: float, desc: str) -> None:
@@ -246,10 +247,10 @@ class Studio:
 
     def _outdir(self, action: str) -> Path:
         """A fresh folder for one request's files; folders older than KEEP_OUTPUTS_S go (but not
-        `kept/`, which holds the cached model cards' pictures)."""
+        `kept/`, which holds the cached model cards' pictures, nor Gradio's own folder)."""
         now = time.time()
         for old in self._workdir.iterdir():
-            if old.name == "kept":
+            if old.name in ("kept", GRADIO_FOLDER):
                 continue
             try:
                 if now - old.stat().st_mtime > KEEP_OUTPUTS_S:

@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.request
 import zipfile
@@ -178,7 +179,10 @@ def test_levels_k_in_the_comma_form_are_the_list(client):
 
 
 def test_cli_serves_the_page(dirs):
+    """The CLI serves the page; what a user uploads, and what the studio made, is removed when it stops."""
     port = free_port()
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("biva-studio-*"))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "studio", "--weights", str(dirs["gray_tiny"]),
                              "--port", str(port), "--threads", "1"], cwd=ROOT, env=env,
@@ -192,10 +196,17 @@ def test_cli_serves_the_page(dirs):
         assert f"serving gray_tiny on cpu at http://127.0.0.1:{port}" in seen
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
         assert "BIVA Studio" in page
+        # an upload and an output land in the studio's own folder, Gradio's temp folder inside it
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client.predict("gray_tiny", [handle_file(faces()[0])], api_name="/reconstruct")
+        uploaded = [p for p in tmp.glob(f"biva-studio-*/gradio/**/{Path(faces()[0]).name}") if p.is_file()]
+        mine = {tmp / p.relative_to(tmp).parts[0] for p in uploaded} - before   # this studio's folder
+        assert len(mine) == 1 and any((folder / "gradio").rglob("*.png") for folder in mine)
     finally:
         proc.terminate()
         rest = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, rest
+    assert not any(folder.exists() for folder in mine)   # uploads and outputs are gone with the studio
 
 
 def test_every_output_has_a_name_and_one_default_temperature(client, server):
