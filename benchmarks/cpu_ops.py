@@ -17,7 +17,6 @@ import ctypes
 import gc
 import resource
 import statistics
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,8 +24,7 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from biva_core import BIVA, preset  # noqa: E402
+from biva_core import BIVA, preset
 
 
 def _status_kb(field: str) -> int | None:

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from biva_core import likelihoods as lik  # noqa: E402
+from biva_core.model import likelihoods as lik
 
 
 def time_one(x: torch.Tensor, params: torch.Tensor, m: int, steps: int) -> float:

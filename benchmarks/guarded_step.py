@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from biva_core import preset  # noqa: E402
-from biva_core.train.trainer import TrainConfig, Trainer  # noqa: E402
+from biva_core import preset
+from biva_core.train.trainer import TrainConfig, Trainer
 
 
 def main() -> None:

@@ -9,17 +9,14 @@ tensor's fills or copies stand out from the many small convolutions. Random uint
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from biva_core.model.config import PRESETS, preset  # noqa: E402
-from biva_core.train.trainer import TrainConfig, Trainer  # noqa: E402
+from biva_core.model.config import PRESETS, preset
+from biva_core.train.trainer import TrainConfig, Trainer
 
 
 def main() -> None:

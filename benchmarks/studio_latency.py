@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -39,9 +38,8 @@ def start(weights: Path, port: int, threads: int, device: str) -> tuple[subproce
     exe = shutil.which("biva-studio")
     cmd = [exe] if exe else [sys.executable, "-m", "studio"]
     cmd += ["--weights", str(weights), "--port", str(port), "--threads", str(threads), "--device", device]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.perf_counter()  # the studio as installed (pip install -e .): no path of this checkout is added
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while proc.poll() is None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,9 +28,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from biva_core.model.config import preset  # noqa: E402
-from biva_core.train.trainer import TrainConfig, Trainer  # noqa: E402
+from biva_core.model.config import preset
+from biva_core.train.trainer import TrainConfig, Trainer
 
 MODES = {
     "fp32": dict(amp="none", channels_last=False, fused=False, compile=False),

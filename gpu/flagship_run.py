@@ -103,7 +103,9 @@ def main() -> None:
                "--presets", *args.bench_presets, "--batch", "48", "--steps", str(args.bench_steps),
                "--warmup", "3", "--json", str(jl), "--modes", *modes]
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=cap)
+            # the benchmark imports biva_core as installed; a bare device machine has only this checkout
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=cap, env=env)
             print(p.stdout[-3000:], p.stderr[-1500:], flush=True)
         except subprocess.TimeoutExpired as e:
             log(f"speed bench {tag} stopped at its cap {cap:.0f}s")

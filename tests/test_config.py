@@ -48,7 +48,7 @@ def test_cpu_face_preset_puts_its_depth_where_it_is_cheap() -> None:
     assert (cfg.likelihood, cfg.mixtures) == (gpu.likelihood, gpu.mixtures) == ("dmol", 10)
     with torch.device("meta"):
         assert sum(p.numel() for p in BIVA(cfg).parameters()) < sum(p.numel() for p in BIVA(gpu).parameters()) / 3
-    spec = importlib.util.spec_from_file_location("fc", Path(__file__).parents[1] / "benchmarks" / "face_candidates.py")
+    spec = importlib.util.spec_from_file_location("fc", Path(__file__).parents[1] / "experiments" / "face_candidates.py")
     fc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fc)
     assert fc.candidate("A") == cfg

@@ -10,9 +10,17 @@ images a model reads, biva_core.data.inputs, serve evaluate and export alike).
 from __future__ import annotations
 
 import ast
+import runpy
+import subprocess
+import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "biva_core"
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "biva_core"
+# benchmarks/: speed and behaviour measurements; experiments/: the science (figures, tables, choices)
+SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "experiments").glob("*.py"))
 LAYERS = {"model": 0, "data": 1, "io": 2, "train": 3, "detect": 3, "eval": 4}
 ENTRY = 5  # biva_core/__init__.py, evaluate.py, export.py: the public names and `python -m` entries
 COMMANDS = {"biva_core.eval.evaluate": "biva_core.evaluate", "biva_core.eval.export": "biva_core.export",
@@ -99,3 +107,34 @@ def test_no_module_imports_a_command_line_module():
                 bad.append(f"{path.relative_to(PACKAGE)}:{line} imports the command-line module {target}")
     assert not bad, "\n".join(bad)
     assert "biva_core.eval.evaluate" not in graph()["biva_core.eval.export"]
+
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_script_imports_the_package_as_installed_and_answers_help(script, monkeypatch, capsys):
+    """No sys.path or PYTHONPATH edits and nothing imported from the checkout but the installed
+    packages (biva_core, studio): not tests/conftest, not another script. `--help` answers."""
+    tree = ast.parse(script.read_text())
+    local = ({p.stem for p in ROOT.glob("*.py")} | {p.stem for p in (ROOT / "tests").glob("*.py")}
+             | {d.name for d in ROOT.iterdir() if d.is_dir()}) - {"biva_core", "studio"}
+    bad = [f"line {n.lineno}: sys.path" for n in ast.walk(tree)
+           if isinstance(n, ast.Attribute) and n.attr == "path" and isinstance(n.value, ast.Name) and n.value.id == "sys"]
+    bad += [f"line {n.lineno}: PYTHONPATH" for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value == "PYTHONPATH"]
+    bad += [f"line {n.lineno}: imports {m}" for n in ast.walk(tree) for m in
+            ([a.name for a in n.names] if isinstance(n, ast.Import) else [n.module or ""] if isinstance(n, ast.ImportFrom) else [])
+            if m.split(".")[0] in local]
+    assert not bad, f"{script.relative_to(ROOT)}: " + "; ".join(bad)
+    monkeypatch.setattr(sys, "argv", [str(script), "--help"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    assert done.value.code in (0, None) and "usage" in capsys.readouterr().out
+
+
+def test_a_script_runs_from_the_repo_root_with_the_package_installed(tmp_path):
+    """`python benchmarks/x.py` puts benchmarks/ on the path, not the checkout: biva_core comes from
+    the installed package (pip install -e .)."""
+    if subprocess.run([sys.executable, "-c", "import biva_core"], cwd=tmp_path, capture_output=True).returncode:
+        pytest.skip("biva_core is not installed (pip install -e .)")
+    for script in ("benchmarks/dmol_layout.py", "experiments/ssl_variants.py"):
+        r = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "usage" in r.stdout, r.stderr

@@ -6,10 +6,10 @@ the held-in images and, per out-of-distribution set, the detector's AUROC and fl
 the AUROC of each of its two-sided tests alone. A choice of k made on one group of sets can
 then be read on another without scoring anything again (--load).
 
-    python benchmarks/detector_sets.py --weights weights/celeba64 --data celeba --split valid \\
+    python experiments/detector_sets.py --weights weights/celeba64 --data celeba --split valid \\
         --skip 1000 --limit 300 --sets crops=runs/ood_a/crops crops32=runs/ood_a/crops32 \\
         --save runs/det_valid_a.npz --threads 1
-    python benchmarks/detector_sets.py --weights weights/celeba64 --load runs/det_valid_a.npz
+    python experiments/detector_sets.py --weights weights/celeba64 --load runs/det_valid_a.npz
 
 --save writes the reference the scores were tested against beside them (NAME.reference.json), and
 --load tests against that one, so saved scores keep their meaning after the weights are re-exported.
@@ -34,14 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from biva_core import load_pretrained  # noqa: E402
-from biva_core.detect import (CODECS, COMBINES, Detector, Reference, build_reference, compressed_bits_per_dim,  # noqa: E402
+from biva_core import load_pretrained
+from biva_core.detect import (CODECS, COMBINES, Detector, Reference, build_reference, compressed_bits_per_dim,
                                 scores_per_image)
-from biva_core.data.inputs import load_images, load_model_folder  # noqa: E402
-from biva_core.eval.evaluate import auroc  # noqa: E402
-from biva_core.model import PRIORS  # noqa: E402
+from biva_core.data.inputs import load_images, load_model_folder
+from biva_core.eval.evaluate import auroc
+from biva_core.model import PRIORS
 
 IN = "in"
 

@@ -10,7 +10,7 @@ For each K: a reference of --ref valid images (their scores for every k in --ks)
   - seconds per image for scores with all ks (this thread count).
 One table (markdown) on stdout and the rows as JSON with --json.
 
-    python benchmarks/detector_choice.py --weights weights/celeba64 --data celeba --Ks 1 4 \\
+    python experiments/detector_choice.py --weights weights/celeba64 --data celeba --Ks 1 4 \\
         --ks 1 2 3 5 8 12 19 --ood-sets upside_down mnist --threads 1 [--priors sample mode]
 """
 from __future__ import annotations
@@ -25,13 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from biva_core import load_pretrained  # noqa: E402
-from biva_core.detect import Detector, build_reference, scores_per_image  # noqa: E402
-from biva_core.data.inputs import load_images, load_model_folder  # noqa: E402
-from biva_core.eval.evaluate import auroc  # noqa: E402
-from biva_core.model import PRIORS  # noqa: E402
+from biva_core import load_pretrained
+from biva_core.detect import Detector, build_reference, scores_per_image
+from biva_core.data.inputs import load_images, load_model_folder
+from biva_core.eval.evaluate import auroc
+from biva_core.model import PRIORS
 
 
 def synthetic(kind: str, like: torch.Tensor, seed: int = 0) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Semi-supervised error against training time: the test error of every snapshot of a run trained
 with --labels and --set snapshots=true, beside its valid error and bits/dim (issue 14's curve).
 
-    python benchmarks/ssl_curve.py --run runs/ssl100 --data mnist_binary --out docs/semisupervised_curve
+    python experiments/ssl_curve.py --run runs/ssl100 --data mnist_binary --out docs/semisupervised_curve
 
 Test error is the fraction of the whole test split whose argmax q(y | x) is not its label. The
 EMA weights are the ones each snapshot holds. Writes OUT.md (table) and OUT.png (plot).
@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from biva_core import load_pretrained
+from biva_core.data import load_labels
+from biva_core.data.inputs import load_images
+from biva_core.io.plots import line_chart
+from biva_core.train.semisupervised import error_rate
 
-from biva_core import load_pretrained  # noqa: E402
-from biva_core.data import load_labels  # noqa: E402
-from biva_core.data.inputs import load_images  # noqa: E402
-from biva_core.io.plots import line_chart  # noqa: E402
-from biva_core.train.semisupervised import error_rate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (its runs/, docs/ and data folder)
 
 
 def main() -> None:
@@ -57,7 +55,7 @@ def main() -> None:
     line_chart(curve, out.with_suffix(".png"), title=f"{args.data}, {len(labels)} test images: error vs training time",
                xlabel="training minutes (1 thread)", ylabel="error (%)")
     out.with_suffix(".md").write_text(
-        f"# Semi-supervised error against training time\n\n`python benchmarks/ssl_curve.py --run {args.run} "
+        f"# Semi-supervised error against training time\n\n`python experiments/ssl_curve.py --run {args.run} "
         f"--data {args.data} --out {args.out}`: every snapshot of the run, its valid error (the first "
         f"{valid.get('valid_error_images', valid.get('valid_images', '?'))} valid images) and its error on all {len(labels)} test images.\n\n"
         + "\n".join(rows) + f"\n\n![error against time]({out.with_suffix('.png').name})\n")

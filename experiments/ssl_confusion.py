@@ -2,25 +2,23 @@
 on a whole split, the pairs (true -> predicted) that hold most of the errors, and a picture: a row
 of misclassified images for each of the largest pairs.
 
-    python benchmarks/ssl_confusion.py --weights weights/mnist_ssl100 --split valid --out docs/ssl_confusion
+    python experiments/ssl_confusion.py --weights weights/mnist_ssl100 --split valid --out docs/ssl_confusion
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from biva_core import load_pretrained
+from biva_core.data import load_labels
+from biva_core.data.inputs import load_images
+from biva_core.train.semisupervised import predict
 
-from biva_core import load_pretrained  # noqa: E402
-from biva_core.data import load_labels  # noqa: E402
-from biva_core.data.inputs import load_images  # noqa: E402
-from biva_core.train.semisupervised import predict  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (its runs/, docs/ and data folder)
 
 
 @torch.inference_mode()

@@ -1,7 +1,7 @@
 """Semi-supervised variants side by side: the valid error (EMA weights) of each run against its
 training steps, read from the runs' metrics.jsonl (issue 14: which change helps the classifier).
 
-    python benchmarks/ssl_variants.py --runs base=runs/ssl100 fb0=runs/sslx_fb0 ... \
+    python experiments/ssl_variants.py --runs base=runs/ssl100 fb0=runs/sslx_fb0 ... \
         --out docs/semisupervised_variants --max-step 300
 
 Writes OUT.md (one row per run: its valid error at every evaluated step up to --max-step, and the
@@ -12,15 +12,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from biva_core.model.config import ModelConfig  # noqa: E402
-from biva_core.io.plots import line_chart  # noqa: E402
-from biva_core.train.config import TrainConfig, flatten  # noqa: E402
+from biva_core.model.config import ModelConfig
+from biva_core.io.plots import line_chart
+from biva_core.train.config import TrainConfig, flatten
 
 
 def curve(run: Path, max_step: int) -> list[tuple[int, float, float]]:
@@ -70,7 +66,7 @@ def main() -> None:
     out = Path(args.out)
     line_chart(curves, out.with_suffix(".png"), title="MNIST, 100 labels: valid error (EMA) by variant",
                xlabel=f"training step (base: batch {base['batch_size']} unlabelled + {base['ssl.labelled_batch']} labelled)", ylabel="valid error (%)")
-    command = "python benchmarks/ssl_variants.py --runs " + " ".join(args.runs) + \
+    command = "python experiments/ssl_variants.py --runs " + " ".join(args.runs) + \
         f" --out {args.out} --max-step {args.max_step}"
     out.with_suffix(".md").write_text(
         "# Semi-supervised variants\n\n`" + command + "`\n\n" + "\n".join(lines)

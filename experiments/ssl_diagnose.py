@@ -3,23 +3,21 @@ the classifier q(y | x), the error of the generative classifier argmax_y L(x, y)
 model's own bound prefers, which the unlabelled term U(x) pulls q(y | x) towards), and how far
 apart the classes' bounds are.
 
-    python benchmarks/ssl_diagnose.py --weights weights/mnist_ssl100 --data mnist_binary --n 400 --draws 4
+    python experiments/ssl_diagnose.py --weights weights/mnist_ssl100 --data mnist_binary --n 400 --draws 4
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from biva_core import load_pretrained
+from biva_core.data import load_labels
+from biva_core.data.inputs import load_images
 
-from biva_core import load_pretrained  # noqa: E402
-from biva_core.data import load_labels  # noqa: E402
-from biva_core.data.inputs import load_images  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (its runs/, docs/ and data folder)
 
 
 @torch.no_grad()

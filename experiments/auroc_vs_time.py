@@ -8,9 +8,9 @@ set and of the OOD set, all with K = --iw; the AUROC of -L>0, of LLR>k for every
 detector (bits/dim and LLR>k, two-sided, k = --detector-k) with its flag rates at alpha.
 Writes the table (markdown) and a plot next to --out.
 
-    python benchmarks/auroc_vs_time.py --run runs/fmnist_binary --data fashion_mnist_binary \\
+    python experiments/auroc_vs_time.py --run runs/fmnist_binary --data fashion_mnist_binary \\
         --ood mnist_binary --n 1000 --out docs/detector/fmnist_binary_auroc_vs_time --threads 1
-    python benchmarks/auroc_vs_time.py --run runs/a runs/b --prior mode --iw 4 ...   # b warm-started from a
+    python experiments/auroc_vs_time.py --run runs/a runs/b --prior mode --iw 4 ...   # b warm-started from a
 """
 from __future__ import annotations
 
@@ -20,17 +20,14 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from biva_core import load_pretrained  # noqa: E402
-from biva_core.detect import Detector, build_reference, scores_per_image  # noqa: E402
-from biva_core.data.inputs import load_images  # noqa: E402
-from biva_core.eval.evaluate import auroc  # noqa: E402
-from biva_core.model import PRIOR_WORDS, PRIORS  # noqa: E402
-from biva_core.io.plots import line_chart  # noqa: E402
+from biva_core import load_pretrained
+from biva_core.detect import Detector, build_reference, scores_per_image
+from biva_core.data.inputs import load_images
+from biva_core.eval.evaluate import auroc
+from biva_core.model import PRIOR_WORDS, PRIORS
+from biva_core.io.plots import line_chart
 
 
 def score_snapshot(folder: Path, args) -> dict:

@@ -10,22 +10,19 @@ what is at hand (no download): for an RGB model of size S,
                   (CIFAR-10 and SVHN are 32 x 32) reaches the model: `--ood folder` resizes them
                   to S x S, so they are smoother than the model's own images
 
-    python benchmarks/make_ood_folders.py --out runs/ood --n 1000 --size 64 --photos a.jpg b.png ...
-    python benchmarks/make_ood_folders.py --out runs/ood_b --n 300 --photos ... --low-res 32 --crops-only
+    python experiments/make_ood_folders.py --out runs/ood --n 1000 --size 64 --photos a.jpg b.png ...
+    python experiments/make_ood_folders.py --out runs/ood_b --n 300 --photos ... --low-res 32 --crops-only
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from biva_core.data import load_split  # noqa: E402
+from biva_core.data import load_split
 
 
 def main() -> None:

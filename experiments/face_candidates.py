@@ -1,11 +1,11 @@
 """Which L = 20 face model learns fastest per CPU-second? Train candidates for the same wall time
 on CelebA-64 and compare valid bits/dim against seconds.
 
-    python benchmarks/face_candidates.py run A --minutes 20 --threads 1     # -> runs/candidates/A
-    python benchmarks/face_candidates.py run A --minutes 20 --threads 1 --amp bf16   # -> A_bf16
-    python benchmarks/face_candidates.py run D --minutes 30 --schedule cosine --steps 1800   # -> D_cos
-    python benchmarks/face_candidates.py report     # -> docs/celeba64_cpu_candidates.{md,png}
-    python benchmarks/face_candidates.py report --runs runs/race --doc celeba64_cpu_race   # another race
+    python experiments/face_candidates.py run A --minutes 20 --threads 1     # -> runs/candidates/A
+    python experiments/face_candidates.py run A --minutes 20 --threads 1 --amp bf16   # -> A_bf16
+    python experiments/face_candidates.py run D --minutes 30 --schedule cosine --steps 1800   # -> D_cos
+    python experiments/face_candidates.py report     # -> docs/celeba64_cpu_candidates.{md,png}
+    python experiments/face_candidates.py report --runs runs/race --doc celeba64_cpu_race   # another race
 
 Every candidate is BIVA with L = 20 levels on 64x64x3 and the 10-component discretized
 logistic mixture; level 1 sits at 32x32 (the stem has stride 2) and the candidates differ in
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from biva_core.model.config import ModelConfig, faces64  # noqa: E402
+from biva_core.model.config import ModelConfig, faces64
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (its runs/, docs/ and data folder)
 
 # name -> ([(levels, channels), ...] for 32x32, 16x16, 8x8, 4x4 (20 levels), residual block)
 CANDIDATES = {
@@ -108,8 +108,8 @@ def report(args: argparse.Namespace) -> None:
     bf16 = ("The same candidate under fp32 and under bf16 autocast (channels-last), per step:\n\n"
             "![fp32 vs bf16](celeba64_cpu_fp32_vs_bf16.png)\n") if len(pairs) >= 2 else ""
     (docs / f"{args.doc}.md").write_text(
-        f"# CPU face presets: candidates\n\nMade by `python benchmarks/face_candidates.py report --runs {os.path.relpath(args.runs, ROOT)} "
-        f"--doc {args.doc}` from the runs of `python benchmarks/face_candidates.py run NAME --threads 1 ...` (two at "
+        f"# CPU face presets: candidates\n\nMade by `python experiments/face_candidates.py report --runs {os.path.relpath(args.runs, ROOT)} "
+        f"--doc {args.doc}` from the runs of `python experiments/face_candidates.py run NAME --threads 1 ...` (two at "
         "a time on the 2-core machine, one thread each). Valid bits/dim is the better of the EMA and the raw weights "
         f"on the first {args.valid} valid images, single-sample ELBO.\n\n{table}\n\n![curves]({args.doc}.png)\n\n"
         + bf16)

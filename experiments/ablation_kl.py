@@ -1,7 +1,7 @@
 """The paper's Figure 2 from training logs: log KL of every latent against training time for each
 run (LVAE, LVAE+, BIVA at equal CPU budget), one panel a run, one colour scale.
 
-    python benchmarks/ablation_kl.py --runs LVAE=weights/celeba64_lvae LVAE+=weights/celeba64_lvae_plus \
+    python experiments/ablation_kl.py --runs LVAE=weights/celeba64_lvae LVAE+=weights/celeba64_lvae_plus \
         BIVA=weights/celeba64_biva_120min --out docs/ablation_kl.png
 
 Reads each folder's metrics.jsonl (the per-latent KL of the training batches, every log_every
