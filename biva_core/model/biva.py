@@ -28,7 +28,7 @@ from torch import Tensor
 from biva_core.model import likelihoods as lik
 from biva_core.model.bounds import floor_kl
 from biva_core.model.config import ModelConfig
-from biva_core.model.layers import BLOCKS, GaussianHead, LatentIn, Stack, down, up
+from biva_core.model.layers import BLOCKS, ELU, GaussianHead, LatentIn, Stack, down, elu, up
 from biva_core.model.operations import Operations
 from biva_core.model.passes import PRIORS, Boundary, BottomUp, TopDown
 
@@ -67,8 +67,8 @@ class BIVA(Operations, nn.Module):
         top_in = 2 * ch[-1] if self.biva else ch[-1]
         self.q_top_head = GaussianHead(top_in, lv[-1].latent, hw[-1], dense=lv[-1].dense)
         if cfg.classes:  # q(y | x): the top features, flattened, through a small MLP
-            self.classifier = nn.Sequential(nn.ELU(), nn.Flatten(), nn.Linear(top_in * hw[-1][0] * hw[-1][1], 128),
-                                            nn.ELU(), nn.Linear(128, cfg.classes))
+            self.classifier = nn.Sequential(ELU(), nn.Flatten(), nn.Linear(top_in * hw[-1][0] * hw[-1][1], 128),
+                                            ELU(), nn.Linear(128, cfg.classes))
 
         # ---- top-down (generative) path, shared by inference; gen_*[j] computes d_{j+1}
         # the top-down path starts from [z_L, y] when there is a class
@@ -266,7 +266,7 @@ class BIVA(Operations, nn.Module):
             if keep == j:
                 boundary = Boundary(j, z, d, y)
         h = self.out_stack(self.out_zin(z), d if self.skip else None)
-        px = self.out_conv(F.elu(self.out_up(h)))
+        px = self.out_conv(elu(self.out_up(h)))
         return TopDown(px, log_q, log_p, zs, qs, boundary)
 
     # ------------------------------------------------------------------ the bound

@@ -20,6 +20,34 @@ from torch import Tensor
 SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(SOFTPLUS_ONE) = 1
 
 
+class _ELU(torch.autograd.Function):
+    """elu(x) = x for x > 0, exp(x) - 1 otherwise, and its gradient 1, or exp(x) = elu(x) + 1.
+    The same function as F.elu (within 6e-8: exp(x) - 1 rounds where expm1 does not), written
+    with exp because this torch's CPU expm1 is not vectorized: F.elu took 17% of the face
+    model's training step, and this runs 2-10x faster on its shapes (benchmarks/elu.py)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        y = torch.exp(torch.clamp(x, max=0.0)).sub_(1.0).add_(torch.clamp(x, min=0.0))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return grad * torch.clamp(y, max=0.0).add_(1.0)
+
+
+def elu(x: Tensor) -> Tensor:
+    """The model's nonlinearity (ELU with alpha = 1), fast on the CPU (_ELU)."""
+    return _ELU.apply(x)
+
+
+class ELU(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return elu(x)
+
+
 class GatedBlock(nn.Module):
     """out = x + a * sigmoid(g),  [a, g] = conv(dropout(elu(conv(elu(x)) + conv1x1(elu(aux)))))."""
 
@@ -33,10 +61,10 @@ class GatedBlock(nn.Module):
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: Tensor, aux: Tensor | None = None) -> Tensor:
-        h = self.conv1(F.elu(x))
+        h = self.conv1(elu(x))
         if self.aux is not None:
-            h = h + self.aux(F.elu(aux))
-        a, g = self.conv2(self.dropout(F.elu(h))).chunk(2, dim=1)
+            h = h + self.aux(elu(aux))
+        a, g = self.conv2(self.dropout(elu(h))).chunk(2, dim=1)
         return x + a * torch.sigmoid(g)
 
     @property
@@ -66,11 +94,11 @@ class BottleneckBlock(nn.Module):
         nn.init.zeros_(self.conv4.bias)
 
     def forward(self, x: Tensor, aux: Tensor | None = None) -> Tensor:
-        h = self.conv1(F.elu(x))
+        h = self.conv1(elu(x))
         if self.aux is not None:
-            h = h + self.aux(F.elu(aux))
-        h = self.conv3(F.elu(self.conv2(F.elu(h))))
-        a, g = self.conv4(self.dropout(F.elu(h))).chunk(2, dim=1)
+            h = h + self.aux(elu(aux))
+        h = self.conv3(elu(self.conv2(elu(h))))
+        a, g = self.conv4(self.dropout(elu(h))).chunk(2, dim=1)
         return x + a * torch.sigmoid(g)
 
     @property
@@ -126,7 +154,7 @@ class GaussianHead(nn.Module):
             self.proj.bias.zero_()
 
     def forward(self, h: Tensor) -> list[tuple[Tensor, Tensor]]:
-        h = F.elu(h)
+        h = elu(h)
         out = self.proj(h.flatten(1) if self.dense else h).float()
         out = out.chunk(2 * self.count, dim=1)
         return [(out[2 * j], F.softplus(out[2 * j + 1] + SOFTPLUS_ONE) + 1e-3) for j in range(self.count)]
