@@ -463,11 +463,7 @@ class Studio:
         alpha = check_float("alpha", alpha, 1e-6, 0.5)
         seed = check_seed(seed)
         detector = None
-        if ref is not None:
-            missing = [j for j in ks if j not in ref.llr]
-            if missing:
-                raise ValueError(f"the reference of {name} holds LLR>k for k in {ref.ks} only, not {missing}; "
-                                 "choose among those")
+        if ref is not None:   # refuses a k the reference holds no LLR>k for, naming those it holds
             detector = Detector(ref, k=ks, alpha=alpha, complexity=complexity, combine=combine)
             detector.check_K(K)
         preps, skipped = self._prepare_all(entry, files)
