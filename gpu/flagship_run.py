@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from biva_core import load_pretrained, preset, save_pretrained  # noqa: E402
 from biva_core.model.bounds import bits_per_dim  # noqa: E402
 from biva_core.data.packed import unpack  # noqa: E402
-from biva_core.train.trainer import TrainConfig, Trainer, to_float  # noqa: E402
+from biva_core.train.batches import to_float  # noqa: E402
+from biva_core.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 T0 = time.time()
 

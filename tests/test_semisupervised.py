@@ -279,15 +279,15 @@ def test_a_tiny_model_learns_to_classify_a_separable_toy_set_from_four_labels(tm
                      eval_images=200, ckpt_minutes=1e9, flip=False, num_threads=1, free_bits=0.0,
                      ssl=SemiSupervised(labels=4, labelled_batch=4, alpha=10.0))
     t = Trainer(cfg, tc, train, valid, tmp_path, log=lambda m: None, train_labels=train_y, valid_labels=valid_y)
-    assert len(t.labelled) == 4 and np.bincount(t.labelled_y.numpy()).tolist() == [2, 2]
-    assert len(t.train_data) == 396                                     # the labelled four are kept apart
+    assert len(t.batches.labelled) == 4 and np.bincount(t.batches.labelled_y.numpy()).tolist() == [2, 2]
+    assert len(t.batches.train) == 396                                     # the labelled four are kept apart
     before = error_rate(t.model, valid, valid_y)
     t.run(progress=False)
     after = error_rate(load_pretrained(tmp_path), valid, valid_y)
     assert before > 0.3 and after <= 0.05, (before, after)
     meta = json_of(tmp_path / "config.json")["training"]
     assert meta["best_valid_error"] == pytest.approx(after, abs=1e-9)      # chosen by valid error
-    assert meta["labelled_index"] == t.label_index.tolist() and len(meta["labelled_index"]) == 4
+    assert meta["labelled_index"] == t.batches.label_index.tolist() and len(meta["labelled_index"]) == 4
 
 
 def test_training_with_the_consistency_term_logs_its_share_of_confident_images(tmp_path):

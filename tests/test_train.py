@@ -68,7 +68,7 @@ def test_resume_is_exact(tmp_path):
     Trainer(CFG, fast_config(steps=4), train, valid, tmp_path / "split", log=quiet).run(progress=False)
     resumed = Trainer(CFG, fast_config(), train, valid, tmp_path / "split", log=quiet)
     resumed.load_state()
-    assert (resumed.step, resumed.epoch, resumed.pos) == (4, 0, 16)
+    assert (resumed.step, resumed.batches.epoch, resumed.batches.pos) == (4, 0, 16)
     resumed.run(progress=False)
     assert resumed.step == whole.step == 8
     assert_same(state_of(whole), state_of(resumed))
@@ -309,8 +309,12 @@ def test_the_compiled_step_matches_the_eager_one(tmp_path):
         runs[compiled] = (losses, {k: v.detach().clone() for k, v in t.model.state_dict().items()})
     inductor.fallback_random = old
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4, abs=1e-5)
+    # Adamax moves a weight by about lr * sign(gradient) early on, whatever the gradient's size: where
+    # a gradient is at rounding level (the zero-initialised last convolutions), the two runs can
+    # step it opposite ways. So the parameters agree within a few such steps, not to float precision.
+    lr = max(t.lr_at(s) for s in range(3))
     for k, v in runs[False][1].items():
-        assert torch.allclose(runs[True][1][k], v, rtol=1e-3, atol=1e-5), k
+        assert torch.allclose(runs[True][1][k], v, rtol=1e-3, atol=0.02 * lr), k
 
 
 def test_the_sync_free_update_equals_the_branch(tmp_path):

@@ -44,6 +44,7 @@ from biva_core.train import distributed as dist
 from biva_core.io.checkpoint import save_pretrained
 from biva_core.io.files import atomic_write
 from biva_core.model.config import ModelConfig
+from biva_core.train.batches import Batches, to_float
 from biva_core.train.config import TrainConfig
 from biva_core.train.guard import UpdateGuard
 from biva_core.model import BIVA
@@ -76,11 +77,6 @@ def _blend(old: list[torch.Tensor], new: list[torch.Tensor], ok: torch.Tensor) -
         n.copy_(torch.where(keep, n, o.to(n.dtype)))
 
 
-def to_float(batch: torch.Tensor, binary: bool) -> torch.Tensor:
-    """uint8 batch -> float images in [0, 1]."""
-    return batch.float() if binary else batch.float() / 255
-
-
 class Trainer:
     def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, train: np.ndarray, valid: np.ndarray,
                  out: str | os.PathLike, *, device: str = "cpu", init: str | None = None, log=print,
@@ -103,18 +99,13 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.binary = cfg.binarize or bool(train.max() <= 1)
-        if cfg.binarize and train.max() <= 1:
-            raise ValueError("train config: binarize=true needs 8-bit training images (0..255), "
-                             "these are already binary")
         self.classes = model_cfg.classes
-        train = self._split_labelled(train, train_labels)
+        self.batches = Batches(train, cfg, self.device, classes=self.classes, train_labels=train_labels,
+                               rank=self.rank, world=self.world)
+        self.binary = self.batches.binary
         self.valid_labels = valid_labels if self.classes else None
         if self.classes and (self.distributed or cfg.compile):
             raise ValueError("train config: a model with classes trains in one process, without compile")
-        # uint8 in memory; on a GPU the whole split lives there (16k faces at 64x64 are 197 MB)
-        self.train_data = torch.from_numpy(np.ascontiguousarray(train)).to(
-            self.device if self.device.type == "cuda" else "cpu")
         self.valid_data = torch.from_numpy(np.ascontiguousarray(valid))
         self.model = BIVA(model_cfg).to(self.device)
         if init:  # warm start from a pretrained layout; the optimizer starts fresh
@@ -140,7 +131,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
             forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.forward = torch.compile(forward) if cfg.compile else forward
-        self.step, self.epoch, self.pos = 0, 0, 0
+        self.step = 0
         self.best_bpd, self.best_error, self.seconds = math.inf, math.inf, 0.0
         self.kl_history: list[tuple[int, list[float]]] = []
         self.stop_requested = False
@@ -149,30 +140,6 @@ class Trainer:
                                  max_rollbacks=cfg.max_rollbacks, device=self.device)
         if self.rank:  # every rank its own stream of dropout masks and latent draws
             torch.manual_seed(cfg.seed + 1_000_003 * self.rank)
-
-    def _split_labelled(self, train: np.ndarray, train_labels: np.ndarray | None) -> np.ndarray:
-        """With ssl.labels = n: draw n / classes labelled images per class (ssl.label_seed), keep
-        them apart and return the unlabelled rest of the training split."""
-        c, C = self.cfg.ssl, self.classes
-        self.labelled, self.labelled_y, self.label_index = None, None, None
-        if not c.labels:
-            return train
-        if not C:
-            raise ValueError(f"train config: ssl.labels={c.labels} needs a model with classes "
-                             "(a preset such as mnist_ssl, or --set classes=C)")
-        if train_labels is None or len(train_labels) != len(train):
-            raise ValueError("train config: ssl.labels > 0 needs one label per training image")
-        if c.labels % C or len(np.unique(train_labels)) != C:
-            raise ValueError(f"train config: ssl.labels={c.labels} must be a multiple of the {C} classes, "
-                             f"and the data must have {C} classes (found {len(np.unique(train_labels))})")
-        from biva_core.train.semisupervised import draw_labels
-        idx = draw_labels(train_labels, c.labels // C, c.label_seed)
-        self.label_index = idx
-        self.labelled = torch.from_numpy(np.ascontiguousarray(train[idx]))
-        self.labelled_y = torch.from_numpy(np.asarray(train_labels)[idx]).long()
-        rest = np.ones(len(train), bool)
-        rest[idx] = False
-        return train[rest]
 
     def _fused(self) -> dict:
         if self.device.type != "cuda" or not self.cfg.fused:
@@ -183,45 +150,9 @@ class Trainer:
         except (RuntimeError, TypeError, ValueError):
             return {"foreach": True}
 
-    # ------------------------------------------------------------------ data order
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-        return torch.randperm(len(self.train_data), generator=g)
-
     def next_batch(self) -> torch.Tensor:
-        """This rank's slice of the next global batch of the epoch's permutation; (step, epoch,
-        pos) fix the data order."""
-        b = self.cfg.batch_size
-        part = slice(self.rank * b // self.world, (self.rank + 1) * b // self.world)
-        if self.pos + b > len(self.train_data):
-            self.epoch, self.pos = self.epoch + 1, 0
-        if self.pos == 0 or not hasattr(self, "_perm") or self._perm[0] != self.epoch:
-            self._perm = (self.epoch, self._permutation(self.epoch).to(self.train_data.device))
-        idx = self._perm[1][self.pos:self.pos + b][part]
-        self.pos += b
-        return self._augment(self.train_data[idx], b, part)
-
-    def labelled_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """ssl.labelled_batch labelled images and their labels, drawn afresh each step (seed, step)."""
-        g = torch.Generator().manual_seed(self.cfg.seed * 15_485_863 + self.step)
-        n, b = len(self.labelled), self.cfg.ssl.labelled_batch
-        idx = torch.randperm(n, generator=g)[:b] if b <= n else torch.randint(n, (b,), generator=g)
-        x = self._augment(self.labelled[idx], len(idx), slice(None), salt=1_000_003)
-        return x, self.labelled_y[idx].to(self.device)
-
-    def _augment(self, x: torch.Tensor, b: int, part: slice, salt: int = 0) -> torch.Tensor:
-        """Flips and dynamic binarization of this rank's slice `part` of a global uint8 batch of b,
-        fixed by (seed, step, rank, salt) for resume; -> float images on the device."""
-        if self.cfg.flip:
-            g = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.step + salt)
-            flip = (torch.rand(b, generator=g)[part] < 0.5).to(x.device).view(-1, 1, 1, 1)
-            x = torch.where(flip, x.flip(-1), x)
-        if self.cfg.binarize:  # a fresh draw each time
-            g = torch.Generator().manual_seed(self.cfg.seed * 104_729 + self.step * 1_009 + self.rank + salt)
-            x = (torch.rand(x.shape, generator=g) * 255 < x.cpu()).to(torch.uint8)
-        x = to_float(x.to(self.device, non_blocking=True), self.binary)
-        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+        """The next training batch (this rank's slice), as float images on the device."""
+        return self.batches.next(self.step)
 
     # ------------------------------------------------------------------ one update
 
@@ -286,20 +217,20 @@ class Trainer:
         labelled images when there are labels); U(x) stands for the ELBO in the logs."""
         from biva_core.train.semisupervised import jitter, objective
         ssl, cc = self.cfg.ssl, self.cfg.ssl.consistency
-        n_l = 0 if self.labelled is None else len(self.labelled)
-        x_l, y_l = self.labelled_batch() if n_l else (None, None)
+        data = self.batches
+        n_l = 0 if data.labelled is None else len(data.labelled)
+        x_l, y_l = data.labelled_batch(self.step) if n_l else (None, None)
         with_c = cc.weight > 0 and n_l > 0
         x_l_aug = x_c = x_c_aug = None
         if with_c:   # beyond the spec: pseudo-labels on jittered unlabelled images
             g = torch.Generator().manual_seed(self.cfg.seed * 32_452_843 + self.step)
-            idx = torch.randint(len(self.train_data), (cc.batch,), generator=g)
-            x_c = self._augment(self.train_data[idx.to(self.train_data.device)], len(idx), slice(None), salt=2_000_003)
+            x_c = data.random(cc.batch, g, self.step, salt=2_000_003)
             move = lambda t: jitter(t, shift=cc.shift, rotate=cc.rotate, elastic=cc.elastic,  # noqa: E731
                                     sigma=cc.elastic_sigma, generator=g)
             x_l_aug, x_c_aug = move(x_l), move(x_c)                  # in this order: the draws of g
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss, stats = objective(self.model, x, x_l, y_l, n_unlabelled=len(self.train_data), n_labelled=n_l,
-                                    alpha=ssl.alpha * (len(self.train_data) + n_l), free_bits=self.free_bits,
+            loss, stats = objective(self.model, x, x_l, y_l, n_unlabelled=len(data.train), n_labelled=n_l,
+                                    alpha=ssl.alpha * (len(data.train) + n_l), free_bits=self.free_bits,
                                     x_l_aug=x_l_aug, x_c=x_c, x_c_aug=x_c_aug,
                                     consistency=cc.weight if with_c else 0.0, threshold=cc.threshold,
                                     teacher=self.ema if with_c and cc.teacher == "ema" else None)
@@ -361,10 +292,11 @@ class Trainer:
 
     def metadata(self, extra: dict | None = None) -> dict:
         return {**({"dataset": self.dataset} if self.dataset else {}),
-                "step": self.step, "epoch": self.epoch, "seconds": round(self.seconds, 1),
+                "step": self.step, "epoch": self.batches.epoch, "seconds": round(self.seconds, 1),
                 "best_valid_bpd": self.best_bpd, "train_config": self.cfg.to_dict(),
                 **({"best_valid_error": self.best_error} if math.isfinite(self.best_error) else {}),
-                **({"labelled_index": self.label_index.tolist()} if self.label_index is not None else {}),
+                **({"labelled_index": self.batches.label_index.tolist()} if self.batches.label_index is not None
+                   else {}),
                 **(extra or {})}
 
     def save_state(self) -> None:
@@ -390,7 +322,7 @@ class Trainer:
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         name = f"tensors-{self.step:09d}.safetensors"
         atomic_write(d / name, lambda p: save_file(tensors, p))
-        scalars = {"step": self.step, "epoch": self.epoch, "pos": self.pos, "best_bpd": self.best_bpd,
+        scalars = {"step": self.step, "epoch": self.batches.epoch, "pos": self.batches.pos, "best_bpd": self.best_bpd,
                    "best_error": self.best_error if math.isfinite(self.best_error) else None,
                    "seconds": self.seconds, "kl_history": self.kl_history, "tensors": name,
                    "world_size": self.world, "param_groups": opt["param_groups"], "guard": guard_scalars,
@@ -417,7 +349,7 @@ class Trainer:
                 _, pid, name = k.split(".", 2)
                 state.setdefault(int(pid), {})[name] = v.cpu() if name == "step" else v
         self.opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
-        self.step, self.epoch, self.pos = scalars["step"], scalars["epoch"], scalars["pos"]
+        self.step, self.batches.epoch, self.batches.pos = scalars["step"], scalars["epoch"], scalars["pos"]
         self.best_bpd, self.seconds = scalars["best_bpd"], scalars["seconds"]
         self.best_error = math.inf if scalars.get("best_error") is None else scalars["best_error"]
         self.kl_history = [tuple(r) for r in scalars["kl_history"]]
