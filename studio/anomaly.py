@@ -20,9 +20,10 @@ import numpy as np
 from PIL import Image
 
 from biva_core.detect import Detector, Finding, Reference, Verdicts
-from biva_core.model import PRIOR_WORDS
+from biva_core.model import BIVA, PRIOR_WORDS
 
 from . import draw
+from .images import Prepared, to_pil, upscale
 
 
 @dataclass
@@ -150,6 +151,24 @@ def summary_html(items: Sequence[dict], pictures: Sequence[Image.Image]) -> str:
             f"<td style='color:{colour};font-weight:600'>{mark}{html.escape(item['verdict'])}</td>"
             f"<td>{p}</td><td>{html.escape(item['decided_by'] or '-')}</td></tr>")
     return f"<table class='anom-summary'>{head}{''.join(body)}</table>"
+
+
+def pixel_panel(model: BIVA, p: Prepared, k: int, seed: int, path: Path, prior: str = "sample") -> tuple[Path, str]:
+    """input | bits per pixel with z from the posterior | with z_{<=k} from the prior (a draw, or
+    its mean with prior="mode"): the parts of the picture that the levels above k cannot explain
+    light up on the right."""
+    x = p.x[None]
+    post = model.pixel_map(x, 0, seed=seed)
+    low = model.pixel_map(x, k, seed=seed, prior=prior)
+    a, b = post["bits"][0].cpu().numpy(), low["bits"][0].cpu().numpy()
+    vmax = float(np.quantile(np.concatenate([a.ravel(), b.ravel()]), 0.99)) or 1.0
+    panel = draw.side_by_side([upscale(to_pil(p.x), 128), draw.heat(a, vmax), draw.heat(b, vmax),
+                               draw.colour_bar(vmax)],
+                              titles=["input", "bits/pixel, z from q", f"bits/pixel, z<={k} from p", "scale"])
+    panel.save(path)
+    caption = (f"{p.name}: input | bits per pixel, z from q: {a.sum():.0f} + KL {float(post['kl_bits'][0]):.0f} "
+               f"bits | z<={k} {PRIOR_WORDS[prior]}: {b.sum():.0f} + KL>{k} {float(low['kl_bits'][0]):.0f} bits")
+    return path, caption
 
 
 def write_csv(path: Path, columns: Sequence[str], table: Sequence[Sequence]) -> None:

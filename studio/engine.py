@@ -21,14 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from biva_core import BIVA, load_pretrained
 from biva_core.data import NOUNS
 from biva_core.model import PRIOR_WORDS
-from biva_core.io.plots import grid_image, kl_heatmaps, line_chart
+from biva_core.io.plots import grid_image
 
 from . import anomaly as report
 from . import card, draw
@@ -157,7 +156,7 @@ class Studio:
         """A run as the Runs tab shows it, with its pictures drawn (bits/dim with a legend, the
         paper's Figure 2) and its samples copied into the studio's own folder (the run folder is
         never served). A picture is redrawn only when the run logged something new."""
-        from .runs import read_run
+        from .runs import draw_pictures, read_run
         view = read_run(self._run_folder(folder))
         kept = self._workdir / "kept"
         kept.mkdir(exist_ok=True)
@@ -170,27 +169,8 @@ class Studio:
             stamp = (Path(view.folder) / "metrics.jsonl").stat().st_mtime_ns
         except OSError:
             return view
-        for what, draw_it in (("curves", self._draw_curves), ("figure2", self._draw_figure2)):
-            path = kept / f"run-{run}-{what}-{stamp}.png"
-            if not path.is_file():
-                for old in kept.glob(f"run-{run}-{what}-*.png"):
-                    old.unlink(missing_ok=True)
-                draw_it(view, path)
-            view.pictures[what] = str(path)
+        view.pictures = draw_pictures(view, kept, stamp)
         return view
-
-    @staticmethod
-    def _draw_curves(view, path: Path) -> None:
-        series = {name: list(zip(g["step"], g["bits/dim"])) for name, g in view.bpd.groupby("series", sort=False)}
-        line_chart(series, path, title=f"{Path(view.folder).name}: bits/dim", xlabel="step", ylabel="bits/dim",
-                   note="train: the batches' ELBO; valid: the EMA and the raw weights on the valid split")
-
-    @staticmethod
-    def _draw_figure2(view, path: Path) -> None:
-        hours, names, rows = view.figure2
-        kl_heatmaps({Path(view.folder).name: (list(hours), list(names), [list(r) for r in rows])}, path,
-                    title="KL per latent (training batches) against training time, as in the paper's Figure 2",
-                    note="log scale; the top latent on top; below 0.1 nats a latent is collapsed")
 
     def load_run(self, folder: str | None) -> str:
         """Serve a run's best weights so far (config.json + safetensors) as the model "run <name>",
@@ -484,7 +464,7 @@ class Studio:
         if maps:
             for i, p in enumerate(preps):
                 progress(0.7 + 0.3 * i / n, f"pixel map {i + 1} of {n}")
-                panels.append(self._pixel_panel(entry, p, ks[-1], derive(seed, i, 1), out / f"{i:02d}_map.png", prior))
+                panels.append(report.pixel_panel(entry.model, p, ks[-1], derive(seed, i, 1), out / f"{i:02d}_map.png", prior))
         v = detector.test_scores(s) if detector is not None else None
         names = [p.name for p in preps]
         stem = out / f"{name}_anomaly_k{'_'.join(map(str, ks))}"
@@ -500,24 +480,6 @@ class Studio:
         return report.Anomalies(columns, table, str(plot_path), str(csv_path), report.note(v, ref, ks, alpha, skipped),
                                 skipped, [(str(path), caption) for path, caption in panels], items,
                                 report.summary_html(items, pictures))
-
-    def _pixel_panel(self, entry: Entry, p: Prepared, k: int, seed: int, path: Path,
-                     prior: str = "sample") -> tuple[Path, str]:
-        """input | bits per pixel with z from the posterior | with z_{<=k} from the prior (a draw, or
-        its mean with prior="mode"): the parts of the picture that the levels above k cannot explain
-        light up on the right."""
-        x = p.x[None]
-        post = entry.model.pixel_map(x, 0, seed=seed)
-        low = entry.model.pixel_map(x, k, seed=seed, prior=prior)
-        a, b = post["bits"][0].cpu().numpy(), low["bits"][0].cpu().numpy()
-        vmax = float(np.quantile(np.concatenate([a.ravel(), b.ravel()]), 0.99)) or 1.0
-        panel = draw.side_by_side([upscale(to_pil(p.x), 128), draw.heat(a, vmax), draw.heat(b, vmax),
-                                   draw.colour_bar(vmax)],
-                                  titles=["input", "bits/pixel, z from q", f"bits/pixel, z<={k} from p", "scale"])
-        panel.save(path)
-        caption = (f"{p.name}: input | bits per pixel, z from q: {a.sum():.0f} + KL {float(post['kl_bits'][0]):.0f} "
-                   f"bits | z<={k} {PRIOR_WORDS[prior]}: {b.sum():.0f} + KL>{k} {float(low['kl_bits'][0]):.0f} bits")
-        return path, caption
 
     @staticmethod
     def _ref_words(entry: Entry) -> str:

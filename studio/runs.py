@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from biva_core.io.plots import kl_panel
+from biva_core.io.plots import kl_heatmaps, kl_panel, line_chart
 from biva_core.model import ModelConfig
 
 from .card import read_metrics  # one reader of metrics.jsonl for the Model and Runs tabs
@@ -143,3 +143,31 @@ def _status(folder: Path, step: int, seconds: float, steps: int, train: list, va
     age = time.time() - _mtime(folder)
     parts.append("log written just now" if age < 120 else f"last log {age / 60:.0f} min ago")
     return ", ".join(p for p in parts if p) + "."
+
+
+def draw_pictures(view: RunView, kept: Path, stamp: int) -> dict[str, str]:
+    """The Runs tab's pictures of a run, drawn into `kept` once per log state (`stamp`: the log's
+    mtime): the bits/dim curves with their legend and the paper's Figure 2; older ones of the run
+    are removed, so a run watched for hours leaves two files."""
+    run, out = Path(view.folder).name, {}
+    for what, draw in (("curves", _draw_curves), ("figure2", _draw_figure2)):
+        path = kept / f"run-{run}-{what}-{stamp}.png"
+        if not path.is_file():
+            for old in kept.glob(f"run-{run}-{what}-*.png"):
+                old.unlink(missing_ok=True)
+            draw(view, path)
+        out[what] = str(path)
+    return out
+
+
+def _draw_curves(view: RunView, path: Path) -> None:
+    series = {name: list(zip(g["step"], g["bits/dim"])) for name, g in view.bpd.groupby("series", sort=False)}
+    line_chart(series, path, title=f"{Path(view.folder).name}: bits/dim", xlabel="step", ylabel="bits/dim",
+               note="train: the batches' ELBO; valid: the EMA and the raw weights on the valid split")
+
+
+def _draw_figure2(view: RunView, path: Path) -> None:
+    hours, names, rows = view.figure2
+    kl_heatmaps({Path(view.folder).name: (list(hours), list(names), [list(r) for r in rows])}, path,
+                title="KL per latent (training batches) against training time, as in the paper's Figure 2",
+                note="log scale; the top latent on top; below 0.1 nats a latent is collapsed")
