@@ -12,6 +12,7 @@ Seeds: an action draws its images in chunks of CHUNK; chunk c uses the seed deri
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -88,6 +89,11 @@ class Entry:
         return self.model.config.L
 
 
+def _absolute(path: str | Path) -> Path:
+    """The absolute path with "." and ".." taken out but symbolic links kept."""
+    return Path(os.path.normpath(os.path.abspath(path)))
+
+
 def discover(root: Path) -> list[Path]:
     """Every subfolder of `root` holding a config.json; face models first, celeba64 first."""
     if not root.is_dir():
@@ -110,7 +116,7 @@ class Studio:
         if kind == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r}: CUDA is not available on this machine")
         self.device = device
-        self.runs_root = Path(runs).resolve() if runs else None   # the Runs tab's folder (read only)
+        self.runs_root = _absolute(runs) if runs else None   # the Runs tab's folder (read only)
         self.entries: dict[str, Entry] = {}
         for directory in directories:
             self.add(directory, strict=strict)
@@ -183,7 +189,7 @@ class Studio:
     def _run_folder(self, folder: str | None) -> Path:
         if not folder or self.runs_root is None:
             raise ValueError("no run chosen" + ("" if self.runs_root else ": start the studio with --runs DIR"))
-        path = Path(folder).resolve()
+        path = _absolute(folder)   # a run linked into the runs folder is one of its runs
         if path != self.runs_root and self.runs_root not in path.parents:
             raise ValueError(f"{folder}: not a run under {self.runs_root.name}/")
         return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -441,6 +442,14 @@ def test_run_views_tolerate_folders_being_written(tmp_path, dirs):
     assert {Path(p).name for p in s.runs()} == {"new", "r1"}  # photos/ is not a run
     with pytest.raises(ValueError, match="not a run under runs/"):
         s.run_view(str(tmp_path))
+    with pytest.raises(ValueError, match="not a run under runs/"):     # no way out by ..
+        s.run_view(str(tmp_path / "runs" / ".." / "elsewhere"))
+    # a run kept elsewhere and linked into the runs folder is one of its runs
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(run / "metrics.jsonl", tmp_path / "elsewhere" / "metrics.jsonl")
+    (tmp_path / "runs" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    linked = [p for p in s.runs() if Path(p).name == "linked"]
+    assert linked and "linked" in s.run_view(linked[0]).status
     with pytest.raises(ValueError, match="no weights yet"):
         s.load_run(str(run))
 
