@@ -186,7 +186,7 @@ def cli_configs(*items: str, labels: int | None = None):
     import argparse
     from biva_core.train.cli import build_configs
     args = argparse.Namespace(preset="mnist_ssl", data="mnist_binary", data_dir=None, set=list(items), steps=None,
-                              batch_size=None, max_minutes=None, labels=labels)
+                              batch_size=None, max_minutes=None, max_cpu_minutes=None, labels=labels)
     return build_configs(args, log=lambda m: None)
 
 

@@ -239,6 +239,21 @@ def test_running_out_of_time_validates_the_last_step(tmp_path):
     assert (tmp_path / "model.safetensors").is_file()
 
 
+def test_a_cpu_time_budget_stops_the_run_by_the_process_cpu_clock(tmp_path, monkeypatch):
+    """max_cpu_minutes counts the process's CPU time, not the wall clock: with a clock that gains
+    10 s of CPU at each reading (one reading at the start, one after every step), a 0.5-minute
+    budget ends the run after the 4th step (40 s > 30 s) and validates it, whatever the wall time."""
+    import time as clock
+    cpu = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(clock, "process_time", lambda: float(next(cpu)))
+    t = Trainer(CFG, fast_config(eval_every=100, max_cpu_minutes=0.5), data(8, 0), data(6, 1), tmp_path, log=quiet)
+    t.run(progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert t.step == 4 and [r["step"] for r in rows if "valid_bpd" in r] == [4]
+    with pytest.raises(ValueError, match="max_cpu_minutes"):
+        fast_config(max_cpu_minutes=-1)
+
+
 def test_dynamic_binarization_draws_afresh_each_step(tmp_path):
     """binarize=true: every batch is a Bernoulli(intensity) draw of the 8-bit images, new at every
     step, fixed by (seed, step) so that resuming redraws the same pixels."""

@@ -82,7 +82,7 @@ def build_configs(args: argparse.Namespace, log=print) -> tuple[ModelConfig, Tra
             else:
                 raise SystemExit(f"--set {key}: unknown key; model keys {sorted(model)}, training keys "
                                  f"{sorted(flatten(train))} (or the flat names of older configs: {sorted(LEGACY)})")
-        for key in ("steps", "batch_size", "max_minutes", "labels"):
+        for key in ("steps", "batch_size", "max_minutes", "max_cpu_minutes", "labels"):
             if getattr(args, key) is not None:
                 set_key(train, key, getattr(args, key))
         return ModelConfig.from_dict(model), TrainConfig.from_dict(train)
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--max-minutes", type=float, help="stop after this wall time")
+    ap.add_argument("--max-cpu-minutes", type=float, help="stop after this much CPU time of the process (all its "
+                    "threads): the same budget for runs on a shared machine")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--resume", action="store_true", help="continue from OUT/state")
     ap.add_argument("--init", help="start from the weights of this pretrained folder")

@@ -131,6 +131,8 @@ class TrainConfig:
     eval_images: int = 1000          # valid images per validation (0 = all)
     ckpt_minutes: float = 5.0        # resume state at least this often
     max_minutes: float = 0.0         # stop after this wall time (0 = no limit)
+    max_cpu_minutes: float = 0.0     # stop after this much CPU time of the process, all its threads
+                                     # (0 = no limit): equal budgets on a shared or paused machine
     num_threads: int = 0             # CPU threads (0 = all cores)
     snapshots: bool = False          # also keep the best weights of every validation under
                                      # snapshots/<step>/ (to measure a score against training time)
@@ -147,7 +149,8 @@ class TrainConfig:
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         for name in ("lr", "lr_min", "skip_threshold", "grad_clip"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
-        for name in ("warmup", "free_bits", "max_minutes", "num_threads", "eval_images", "max_rollbacks"):
+        for name in ("warmup", "free_bits", "max_minutes", "max_cpu_minutes", "num_threads", "eval_images",
+                     "max_rollbacks"):
             _check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         _check(0 < self.ema < 1, "ema", self.ema, "must be in (0, 1)")
         _check(0 < self.lr_decay <= 1, "lr_decay", self.lr_decay, "must be in (0, 1]")

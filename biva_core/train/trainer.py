@@ -411,7 +411,9 @@ class Trainer:
             save_samples(best_model, self.out / f"samples_t{t:.1f}.png", t)
 
     def run(self, progress: bool = True) -> dict:
-        """Train to cfg.steps, or until cfg.max_minutes or a SIGINT / SIGTERM; save the state."""
+        """Train to cfg.steps, or until cfg.max_minutes (wall time) or cfg.max_cpu_minutes (this
+        process's CPU time, every thread: the budget a shared machine cannot shrink), or a SIGINT /
+        SIGTERM; save the state. Both budgets count from this call (a resumed run gets them anew)."""
         from tqdm import tqdm
         c = self.cfg
         self._install_signal_handlers()
@@ -420,7 +422,9 @@ class Trainer:
         bar = tqdm(total=c.steps, initial=self.step, disable=not progress or self.rank > 0,
                    dynamic_ncols=True, desc="train")
         acc, n_acc, t_log = None, 0, time.time()
-        out_of_time = lambda: bool(c.max_minutes) and time.time() - t_start > 60 * c.max_minutes  # noqa: E731
+        cpu_start = time.process_time()
+        out_of_time = lambda: ((bool(c.max_minutes) and time.time() - t_start > 60 * c.max_minutes)  # noqa: E731
+                               or (bool(c.max_cpu_minutes) and time.process_time() - cpu_start > 60 * c.max_cpu_minutes))
         stop = dist.any_flag([self.stop_requested], self.device)[0]  # max_minutes: after one step
         validated = self.step
         self.guard.remember(self.step, self._capture())
