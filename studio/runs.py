@@ -136,7 +136,12 @@ def _status(folder: Path, step: int, seconds: float, steps: int, train: list, va
     if steps and running and len(recent) >= 2 and recent[-1]["seconds"] > recent[0]["seconds"]:
         rate = (recent[-1]["step"] - recent[0]["step"]) / (recent[-1]["seconds"] - recent[0]["seconds"])
         left = max(0.0, (steps - step) / rate) if rate > 0 else float("inf")
+        wall = float(cfg.get("max_minutes") or 0) * 60    # the run's own budgets end it sooner
+        if wall:
+            left = min(left, max(0.0, wall - seconds))
         parts.append(f"about {left / 3600:.2f} h left at {rate * 60:.0f} steps/min" if left < 1e9 else "")
+        if cfg.get("max_cpu_minutes"):
+            parts.append(f"or sooner: it stops after {float(cfg['max_cpu_minutes']):g} CPU minutes")
     if valid:
         best = min(min(r["valid_bpd"], r.get("raw_valid_bpd", float("inf"))) for r in valid)
         parts.append(f"best valid {best:.4f} bits/dim")

@@ -430,6 +430,12 @@ def test_run_views_tolerate_folders_being_written(tmp_path, dirs):
     assert len(v.bpd) == 3 + 2 and set(v.bpd["series"]) == {"train (batch)", "valid, EMA weights", "valid, raw weights"}
     assert list(v.kl["latent"]) == ["z1_bu", "z1_td", "z2_bu", "z2_td", "z3"] and len(v.speed) == 3
     assert "step 30 of 60" in v.status and "best valid 4.5000" in v.status and "h left" in v.status
+    # 0.1 steps/s and 30 steps to go (300 s), but a wall budget of 5.25 minutes leaves 15 s; a CPU budget is named
+    scalars = json.loads((run / "state" / "scalars.json").read_text())
+    scalars["train_config"].update(max_minutes=5.25, max_cpu_minutes=120.4)
+    (run / "state" / "scalars.json").write_text(json.dumps(scalars))
+    budget = read_run(run).status
+    assert "about 0.00 h left" in budget and "stops after 120.4 CPU minutes" in budget, budget
     assert not v.has_weights
     hours, names, kl = v.figure2      # Figure 2: the training batches' KL of every latent, by hours
     assert hours == [10 / 360, 20 / 360, 30 / 360] and names == list(v.kl["latent"]) and kl[2][-1] == 60.0
