@@ -150,6 +150,10 @@ def test_every_tab_puts_images_on_the_page(page):
     shows_text(page, "#anom-summary", "atypically simple for this model" if SHOTS else "verdict")
     examples = [p for p in (ROOT / "studio" / "examples").glob("*.png")]   # the face examples, in and out
     assert page.locator("#anom-summary tr.anom-row").count() == len(examples) == 11
+    # each picture (image | maps | colour scale) is shown whole: the box keeps the picture's aspect
+    boxes = page.eval_on_selector_all("#anom-summary img", "imgs => imgs.map(i => [i.getBoundingClientRect().width, "
+                                      "i.getBoundingClientRect().height, i.naturalWidth, i.naturalHeight])")
+    assert all(abs(bw / bh - nw / nh) < 0.02 and bw >= 0.5 * nw for bw, bh, nw, nh in boxes), boxes
     screenshot(page, "4_anomaly")
     page.get_by_text("details: every statistic").click()
     images_shown(page, "#anom-plot")
