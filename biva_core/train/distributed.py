@@ -61,15 +61,6 @@ def any_flag(flags: list[bool], device: torch.device) -> list[bool]:
     return [bool(v) for v in t.tolist()]
 
 
-def mean(value: float, device: torch.device) -> float:
-    """The mean of a per-rank scalar over all ranks."""
-    if world_size() == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t) / world_size()
-
-
 def mean_tensor(value: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The mean of a per-rank 0-dim tensor over all ranks, on the device (no host sync)."""
     if world_size() == 1:
