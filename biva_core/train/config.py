@@ -103,8 +103,8 @@ class TrainConfig:
     init_partial: bool = False
     ema: float = 0.9995              # EMA decay, warmed up: min(ema, (1 + step) / (10 + step))
     grad_clip: float = 200.0         # clip the global gradient norm to this
-    # the update guard (guard.py): skip an update whose norm exceeds skip_factor x the median of
-    # the recent accepted norms (skip_threshold until 20 were accepted) or is not finite; after
+    # the update guard (guard.py): skip an update whose norm exceeds skip_factor x the 90th
+    # percentile of the recent accepted norms (skip_threshold until 20 were accepted) or is not finite; after
     # max_skips skips in a row restore the last healthy state at half the learning rate; stop
     # after max_rollbacks rollbacks with no healthy stretch between them
     skip_threshold: float = 1000.0

@@ -490,7 +490,7 @@ class Trainer:
         """max_skips skips in a row: restore the older healthy state at a lower learning rate, log it
         (console and metrics.jsonl, which the studio's Runs tab shows). False when the guard gives
         up: the run stops with its best weights saved."""
-        norm = float(self.guard.norms.nanmedian()) if torch.isfinite(self.guard.norms).any() else float("nan")
+        norm = self.guard.recent()
         step, state = self.guard.rollback_target()
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
@@ -498,7 +498,7 @@ class Trainer:
         lr = self.lr_at(self.step) * self.guard.lr_scale
         if self.guard.gave_up():
             self.stopped_why = (f"the run cannot learn: {self.cfg.max_skips} updates in a row were skipped "
-                                f"(loss or gradient norm not finite, or far above the recent median {norm:.3g}) "
+                                f"(loss or gradient norm not finite, or far above the recent norms, 90th percentile {norm:.3g}) "
                                 f"after {self.guard.rollbacks - 1} rollbacks at ever lower learning rates; "
                                 f"stopped at step {self.step} with the weights of step {step} restored and the "
                                 f"best weights saved in {self.out}. Try a lower --set lr=... (now {self.cfg.lr:g}).")
@@ -508,7 +508,7 @@ class Trainer:
             event = "rollback"
         message = self.stopped_why or (
             f"step {self.step}: {self.cfg.max_skips} updates in a row skipped (loss or gradient norm not finite, "
-            f"or above {self.cfg.skip_factor:g} x the recent median {norm:.3g}); restored the state of step "
+            f"or above {self.cfg.skip_factor:g} x the recent norms' 90th percentile {norm:.3g}); restored the state of step "
             f"{step}, learning rate x{self.guard.lr_scale:g} (now {lr:.3g})")
         if self.rank == 0:
             self.log(("training stopped: " if event == "stopped" else "warning: ") + message)
