@@ -276,7 +276,7 @@ def _conv_hierarchy() -> list[tuple[int, int, int, int, bool]]:
 
 def mnist_ssl() -> ModelConfig:
     """Semi-supervised MNIST (spec section 5; the paper's Table 3 uses 100 labels): six conv levels
-    of 8 channels at 14, 14, 7, 7, 7, 7 (1.5M parameters) with a class y of 10 values at the top,
+    of 8 channels at 14, 14, 7, 7, 7, 7 (2.1M parameters) with a class y of 10 values at the top,
     Bernoulli output for dynamically binarized MNIST (`--data mnist_binary --labels 100`)."""
     return ModelConfig(image_shape=(1, 28, 28), likelihood="bernoulli", levels=_levels(_conv_hierarchy()),
                        classes=10)
