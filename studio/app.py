@@ -69,9 +69,10 @@ def _image(elem_id: str | None = None, **kw) -> gr.Image:
 # ---------------------------------------------------------------------- tabs
 
 
-def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> tuple[gr.Dropdown, gr.Gallery]:
+def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> tuple[gr.Dropdown, gr.Gallery, gr.Markdown]:
     """Returns the class picker, which the model switch fills (hidden for a model without classes),
-    and the gallery, which it shows one class row a line for such a model (readable at the page's width)."""
+    the gallery, which it shows one class row a line for such a model (readable at the page's width),
+    and the line on how far the model was trained."""
     def sample(model, count, temperature, seed, label="all", progress=gr.Progress()):
         with user_errors():
             r = studio.sample(model, count, temperature, seed, progress=_progress(progress), label=label)
@@ -87,6 +88,7 @@ def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> tuple[gr.Drop
     with gr.Row():
         go = gr.Button("Sample", variant="primary")
         fresh = gr.Button("New seed")
+    about = gr.Markdown(elem_id="sample-about")
     gallery = gr.Gallery(label="samples (lossless PNG)", format="png", columns=8, height="auto", fit_columns=False,
                          object_fit="contain", elem_classes="pixelated", elem_id="sample-gallery")
     archive = gr.File(label="download all (zip)", elem_id="sample-zip")
@@ -94,7 +96,7 @@ def sample_tab(studio: Studio, model: gr.Dropdown, clear: list) -> tuple[gr.Drop
     clear += [gallery, archive]
     go.click(sample, inputs, outputs, api_name="sample", show_progress_on=[gallery])
     fresh.click(new_seed, None, seed, **PRIVATE).then(sample, inputs, outputs, **PRIVATE)
-    return label, gallery
+    return label, gallery, about
 
 
 def reconstruct_tab(studio: Studio, model: gr.Dropdown, examples: Callable, clear: list) -> None:
@@ -354,13 +356,15 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
         if entry is None or entry.error is not None:
             why = entry.error if entry else "unknown model"
             return (gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), *[gr.update() for _ in level_temps],
-                    gr.update(), gr.update(), f"**{model} could not be loaded:** {why}", "", "", None, None, [], *empty)
+                    gr.update(), gr.update(), f"**{model} could not be loaded:** {why}",
+                    f"**{model} could not be loaded:** {why}", "", "", None, None, [], *empty)
         L, C = entry.L, entry.model.config.classes
         d = studio.detector_defaults(model)
         return (gr.update(choices=list(range(L + 1)), value=default_ks(L)),
                 gr.update(choices=d["ks"], value=d["k"]), gr.update(value=d["K"]), gr.update(value=d["alpha"]),
                 gr.update(maximum=L - 1, value=0), *[gr.update(visible=i < L) for i in range(len(level_temps))],
                 gr.update(choices=["all", *range(C)], value="all", visible=C > 0), gr.update(columns=1 if C else 8),
+                studio.model_summary(model),
                 *card(model), *empty)
 
     def model_card(model: str) -> dict:
@@ -383,7 +387,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                         if broken else f"{len(loaded)} model(s) loaded.")
         with gr.Tabs():
             with gr.Tab("Sample", id="sample"):
-                class_pick, sample_gallery = sample_tab(studio, model, clear)
+                class_pick, sample_gallery, sample_about = sample_tab(studio, model, clear)
             with gr.Tab("Reconstruct", id="reconstruct"):
                 reconstruct_tab(studio, model, examples, clear)
             with gr.Tab("Hierarchy", id="hierarchy"):
@@ -394,7 +398,7 @@ def build(studio: Studio, *, concurrency: int = 1) -> gr.Blocks:
                 card_outputs = model_tab(studio, model, clear)
             with gr.Tab("Runs", id="runs"):
                 runs_tab(studio, model, demo)
-        per_model = [ks, *detector_controls, interp_k, *level_temps, class_pick, sample_gallery, *card_outputs, *clear]
+        per_model = [ks, *detector_controls, interp_k, *level_temps, class_pick, sample_gallery, sample_about, *card_outputs, *clear]
         model.change(on_model, model, per_model, **PRIVATE)
         demo.load(on_model, model, per_model, **PRIVATE)
         gr.api(model_card, api_name="model_card")

@@ -73,6 +73,25 @@ def training_curves(directory: Path, out: Path) -> str | None:
     return str(out)
 
 
+EARLY_STEPS = 1000   # below this many training steps a model's samples are still near its mean image
+
+
+def summary(name: str, model: BIVA) -> str:
+    """One line on what a model is and how far it was trained (the Sample tab's caption)."""
+    cfg, info = model.config, model.training_info or {}
+    words = f"**{name}**: {cfg.variant.upper()}, L = {cfg.L}, {parameter_count(model) / 1e6:.1f}M parameters"
+    if "step" not in info:
+        return words + "; no training record."
+    step, seconds = training_totals(info)
+    words += f", trained {step:,} steps ({seconds / 3600:.1f} h)"
+    if _number(info.get("best_valid_bpd")):
+        words += f", best valid {info['best_valid_bpd']:.3f} bits/dim"
+    if step < EARLY_STEPS:
+        words += (f". An early model (under {EARLY_STEPS:,} steps): its samples are still close to its mean "
+                  "image, flat and grey")
+    return words + "."
+
+
 def card(name: str, directory: Path, model: BIVA, reference_words: str, out: Path) -> Card:
     cfg = model.config
     c, h, w = cfg.image_shape

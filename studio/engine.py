@@ -503,6 +503,10 @@ class Studio:
 
     # ------------------------------------------------------------------ 5 model
 
+    def model_summary(self, name: str) -> str:
+        """One line on what the model is and how far it was trained."""
+        return card.summary(name, self.entry(name).model)
+
     def model_card(self, name: str) -> card.Card:
         """Config, parameter count, training summary, and the run's logs when shipped (cached)."""
         entry = self.entry(name)

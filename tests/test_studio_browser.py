@@ -111,6 +111,7 @@ def screenshot(page, name: str) -> None:
 
 
 def test_every_tab_puts_images_on_the_page(page):
+    shows_text(page, "#sample-about", "trained")              # how far the model was trained
     click(page, "Sample")
     assert images_shown(page, "#sample-gallery", 16) == 16
     page.locator("#sample-zip a").first.wait_for()

@@ -411,6 +411,17 @@ def test_seeds_are_whole_numbers_and_the_card_names_no_server_path(studio, dirs)
     assert str(dirs["celeba_tiny"]) not in studio.model_card("celeba_tiny").markdown
 
 
+def test_the_sample_tab_says_how_far_a_model_was_trained(tmp_path, dirs):
+    """A model trained a few steps samples near its mean image: the Sample tab's line says so."""
+    studio = Studio([dirs["celeba_tiny"], dirs["gray_tiny"]], workdir=tmp_path / "out")
+    try:
+        early = studio.model_summary("celeba_tiny")          # recorded: step 30, best valid 7.5
+        assert "trained 30 steps" in early and "best valid 7.500 bits/dim" in early and "early model" in early
+        assert "no training record" in studio.model_summary("gray_tiny")
+    finally:
+        studio.close()
+
+
 def test_run_views_tolerate_folders_being_written(tmp_path, dirs):
     """metrics.jsonl with a half-written last line, a run with nothing logged yet, a foreign folder:
     each gives a view or a message, never an exception; runs outside the runs folder are refused."""
