@@ -15,6 +15,8 @@ from biva_core.eval.export import TEMPERATURES, export, main, resample_ks
 
 from conftest import images, live_model, tiny_config
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_export_writes_a_folder_the_studio_loads(tmp_path: Path) -> None:
     model = live_model(tiny_config(), seed=5)
@@ -171,3 +173,15 @@ def test_an_export_warns_when_its_reference_is_too_small_to_flag_anything(tmp_pa
     big = export(run, tmp_path / "big", test_image=x[:1], valid_images=images(tiny_config(), n, seed=2), draws=2,
                  log=said.append)
     assert len([m for m in said if m.startswith("WARNING")]) == 1 and Detector(Reference.read(big)).smallest_p < 0.05
+
+
+def test_no_shipped_folder_names_a_path_of_the_machine_it_was_made_on():
+    """config.json, results.json and the model card speak of runs/NAME, not /work/... or /tmp/..."""
+    import re
+    bad = []
+    for folder in sorted((ROOT / "weights").iterdir()):
+        for name in ("config.json", "results.json", "README.md", "reference.json"):
+            path = folder / name
+            if path.is_file() and re.search(r'"/(work|tmp|root|home)/|\s/(work|tmp|root|home)/', path.read_text()):
+                bad.append(f"{folder.name}/{name}")
+    assert not bad, bad
