@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from biva_core.detect import (Detector, JointDensity, Reference, as_codecs, binomial_interval, build_reference,
+from biva_core.detect import (Detector, Reference, as_codecs, binomial_interval, build_reference,
                               combine, compressed_bits_per_dim, findings, tail_p, two_sided_p)
 
 from conftest import images, live_model, tiny_config

@@ -160,7 +160,7 @@ def test_consistency_term_is_the_confident_pseudo_labels_log_q_and_trains_only_t
     assert st["mask"] == 1.0
     none, st = consistency_term(model, x, x_aug, threshold=1.0, generator=gen(4))      # a 3-class q below 1
     assert torch.equal(none, torch.zeros(5)) and st["mask"] == 0.0
-    x_u, x_l, y_l = images(model.config, 4, seed=2), images(model.config, 3, seed=5), torch.tensor([0, 2, 1])
+    x_u = images(model.config, 4, seed=2)
     term, _ = consistency_term(model, x, x_aug, threshold=1e-6, generator=gen(5))
     model.zero_grad(set_to_none=True)
     (-(term.mean())).backward()
