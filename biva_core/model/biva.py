@@ -26,13 +26,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from biva_core.model import likelihoods as lik
+from biva_core.model import operations as ops
 from biva_core.model.bounds import floor_kl
 from biva_core.model.config import ModelConfig
 from biva_core.model.layers import BLOCKS, ELU, GaussianHead, LatentIn, Stack, down, elu, up
-from biva_core.model.operations import Operations
 from biva_core.model.passes import PRIORS, Boundary, BottomUp, TopDown
 
-class BIVA(Operations, nn.Module):
+
+class BIVA(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = cfg = config
@@ -372,3 +373,10 @@ class BIVA(Operations, nn.Module):
 
     def latent_names(self) -> list[str]:
         return self.config.latent_names
+
+    # the operations (operations.py) as methods: model.sample(16) is ops.sample(model, 16)
+    device = property(ops.device)
+    classify, sample, reconstruct, boundary = ops.classify, ops.sample, ops.reconstruct, ops.boundary
+    resample, mix, interpolate = ops.resample, ops.mix, ops.interpolate
+    elbo, iw_bound, scores, pixel_map = ops.elbo, ops.iw_bound, ops.scores, ops.pixel_map
+    posterior_means, active_units = ops.posterior_means, ops.active_units
