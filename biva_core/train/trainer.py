@@ -37,15 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
 
 from biva_core.model import bounds
 from biva_core.train import distributed as dist
 from biva_core.io.checkpoint import save_pretrained
-from biva_core.io.files import atomic_write
 from biva_core.model.config import ModelConfig
 from biva_core.train.batches import Batches, to_float
 from biva_core.train.config import TrainConfig
+from biva_core.train import state as resume
 from biva_core.train.guard import UpdateGuard
 from biva_core.model import BIVA
 
@@ -300,68 +299,12 @@ class Trainer:
                 **(extra or {})}
 
     def save_state(self) -> None:
-        """Everything --resume needs. Collective: every rank sends its RNG state, rank 0 writes.
-
-        The tensors go to state/tensors-<step>.safetensors, then scalars.json (naming that file)
-        replaces the old one atomically, then older tensor files are removed: a crash at any
-        point leaves a consistent pair."""
-        rng = dist.gather_rng(self.device)
-        if self.rank:
-            return
-        d = self.out / "state"
-        d.mkdir(exist_ok=True)
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
-        tensors.update({f"rng.{r}": v for r, v in enumerate(rng)})
-        guard_tensors, guard_scalars = self.guard.state()
-        tensors.update(guard_tensors)
-        opt = self.opt.state_dict()
-        for pid, st in opt["state"].items():
-            for name, v in st.items():
-                tensors[f"opt.{pid}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        name = f"tensors-{self.step:09d}.safetensors"
-        atomic_write(d / name, lambda p: save_file(tensors, p))
-        scalars = {"step": self.step, "epoch": self.batches.epoch, "pos": self.batches.pos, "best_bpd": self.best_bpd,
-                   "best_error": self.best_error if math.isfinite(self.best_error) else None,
-                   "seconds": self.seconds, "kl_history": self.kl_history, "tensors": name,
-                   "world_size": self.world, "param_groups": opt["param_groups"], "guard": guard_scalars,
-                   "train_config": self.cfg.to_dict(), "model_config": self.model.config.to_dict()}
-        atomic_write(d / "scalars.json", lambda p: Path(p).write_text(json.dumps(scalars)))
-        for old in d.glob("tensors*.safetensors"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
+        """Everything --resume needs (train/state.py)."""
+        resume.save(self)
 
     def load_state(self) -> None:
         """Restore a run saved by `save_state` (on every rank)."""
-        d = self.out / "state"
-        if not (d / "scalars.json").is_file():
-            raise FileNotFoundError(f"{d / 'scalars.json'}: no training state to resume from")
-        scalars = json.loads((d / "scalars.json").read_text())
-        if ModelConfig.from_dict(scalars["model_config"]) != self.model.config:  # JSON has lists, not tuples
-            raise ValueError(f"{d}: the saved run has another model config; resume with the same --preset/--set")
-        tensors = load_file(d / scalars.get("tensors", "tensors.safetensors"), device=str(self.device))
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        state: dict = {}
-        for k, v in tensors.items():
-            if k.startswith("opt."):
-                _, pid, name = k.split(".", 2)
-                state.setdefault(int(pid), {})[name] = v.cpu() if name == "step" else v
-        self.opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
-        self.step, self.batches.epoch, self.batches.pos = scalars["step"], scalars["epoch"], scalars["pos"]
-        self.best_bpd, self.seconds = scalars["best_bpd"], scalars["seconds"]
-        self.best_error = math.inf if scalars.get("best_error") is None else scalars["best_error"]
-        self.kl_history = [tuple(r) for r in scalars["kl_history"]]
-        self.guard.load(tensors, scalars.get("guard", {}))
-        if f"rng.{self.rank}" in tensors:
-            dist.set_rng(tensors[f"rng.{self.rank}"].cpu(), self.device)
-        elif "torch_rng" in scalars and self.rank == 0:  # the first state format: rank 0's CPU RNG
-            torch.set_rng_state(torch.tensor(scalars["torch_rng"], dtype=torch.uint8))
-        else:  # more ranks than the saved run: a fresh stream (the run is no longer bit-exact)
-            self.log(f"rank {self.rank}: no saved RNG state (saved with {scalars.get('world_size', 1)} ranks)")
-        if scalars.get("world_size", 1) != self.world and self.rank == 0:
-            self.log(f"resuming a {scalars.get('world_size', 1)}-rank run on {self.world} ranks")
+        resume.load(self)
 
     def write_metrics(self, row: dict) -> None:
         if self.rank == 0:
