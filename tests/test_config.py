@@ -25,7 +25,7 @@ def test_preset_builds_and_round_trips(name: str) -> None:
     assert again == cfg and isinstance(again.levels[0], LevelConfig)
 
 
-@pytest.mark.parametrize("name", ["celeba64", "celeba64_cpu", "celeba64_cpu_bottleneck", "celeba64_cpu_densetop"])
+@pytest.mark.parametrize("name", ["celeba64", "celeba64_cpu", "celeba64_cpu_bottleneck"])
 def test_celeba64_shape(name: str) -> None:
     """L = 20, N = 39, 64x64x3, latents at 32x32 and below."""
     cfg = preset(name)
@@ -52,16 +52,6 @@ def test_cpu_face_preset_puts_its_depth_where_it_is_cheap() -> None:
     fc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fc)
     assert fc.candidate("A") == cfg
-
-
-def test_dense_top_face_preset_differs_from_celeba64_cpu_only_in_its_top_latents() -> None:
-    """A warm start from celeba64_cpu copies every deterministic stack: the two presets differ in
-    the top two levels' latents (dense vectors of 64 and 32) and nowhere else."""
-    cfg, conv = preset("celeba64_cpu_densetop"), preset("celeba64_cpu")
-    assert [(lv.dense, lv.latent) for lv in cfg.levels[-2:]] == [(True, 64), (True, 32)]
-    assert cfg.levels[:-2] == conv.levels[:-2] and not any(lv.dense for lv in cfg.levels[:-2])
-    assert [(lv.blocks, lv.channels, lv.stride) for lv in cfg.levels] == [(lv.blocks, lv.channels, lv.stride) for lv in conv.levels]
-    assert cfg.replace(levels=conv.levels) == conv
 
 
 def test_reference_presets_follow_the_released_code() -> None:

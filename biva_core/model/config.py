@@ -236,17 +236,6 @@ def celeba64_cpu_bottleneck() -> ModelConfig:
     return faces64([(2, 64), (4, 96), (8, 128), (6, 128)]).replace(block="bottleneck")
 
 
-def celeba64_cpu_densetop() -> ModelConfig:
-    """`celeba64_cpu` with its top two 4x4 levels dense (latent vectors of 64 and 32, as the dense
-    top of Havtorn et al.'s HVAE), still L = 20. The conv latents at 4x4 carry ~2 nats each (the
-    free-bits floor), so LLR^{>k} at large k measures little; a vector top must hold global
-    content. Every deterministic stack has `celeba64_cpu`'s shapes, so a warm start from it
-    (`--init weights/celeba64 --set init_partial=true`) copies all but the top two levels' heads."""
-    cfg = celeba64_cpu()
-    top = [dataclasses.replace(lv, dense=True, latent=z) for lv, z in zip(cfg.levels[-2:], (64, 32))]
-    return cfg.replace(levels=cfg.levels[:-2] + tuple(top))
-
-
 def fashion_mnist() -> ModelConfig:
     """FashionMNIST 28x28 8-bit grayscale, L = 6 conv latents, discretized logistic mixture."""
     spec = [(2, 48, 8, 2, False), (2, 48, 8, 1, False), (2, 64, 8, 2, False),
@@ -325,7 +314,6 @@ PRESETS = {
     "celeba64": celeba64,
     "celeba64_cpu": celeba64_cpu,
     "celeba64_cpu_bottleneck": celeba64_cpu_bottleneck,
-    "celeba64_cpu_densetop": celeba64_cpu_densetop,
     "fashion_mnist": fashion_mnist,
     "fashion_mnist_binary": fashion_mnist_binary,
     "mnist_ssl": mnist_ssl,
