@@ -4,8 +4,11 @@ code around (a new layout, a helper shared instead of repeated) can be shown to 
     python tests/golden.py            # rewrite tests/golden/ (only after a change that is meant
                                       # to change numbers; say so in the commit)
 
-tests/test_golden.py recomputes each group and compares it with the files here: tensors with
-torch.equal, everything else (layouts, logs, reports) as JSON, exactly.
+tests/test_golden.py recomputes each group and compares it with the files here: on a machine of
+the kind that pinned them (machine.json: the CPU and its instruction set, torch, Pillow) tensors
+with torch.equal and everything else (layouts, logs, reports) as JSON, exactly; on another kind
+within the rounding that another instruction set gives (oneDNN and the image codecs take other
+code paths: float32 results move in their sixth digit, a decoded pixel by one level).
 
 The groups:
 - layouts: the state-dict keys and shapes of every preset;
@@ -33,6 +36,22 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+
+def machine() -> dict:
+    """What decides the rounding of every output: the CPU, its instruction set as torch uses it,
+    the versions of torch and Pillow."""
+    import PIL
+    cpu = "unknown"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+        flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+        cpu = f"{names[0] if names else 'unknown'}; " + " ".join(sorted(f for f in flags if f.startswith(("avx", "amx", "fma"))))
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__.split("+")[0], "pillow": PIL.__version__}
+
 
 TIMING_KEYS = {"seconds", "images_per_s", "seconds_total", "time_s", "elapsed_s", "minutes"}
 
@@ -158,6 +177,7 @@ def write() -> None:
     from safetensors.torch import save_file
     torch.set_num_threads(1)
     GOLDEN.mkdir(exist_ok=True)
+    (GOLDEN / "machine.json").write_text(json.dumps(machine(), indent=1) + "\n")
     (GOLDEN / "layouts.json").write_text(json.dumps(layouts(), indent=0))
     for folder in shipped_folders():
         save_file(shipped(folder), str(GOLDEN / f"shipped_{folder.name}.safetensors"))
