@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             return fail(f"weights folder not found: {', '.join(missing)}")
     else:
         root = default_weights_root()
-        from .engine import discover
+        from .models import discover
         directories = discover(root)
         if not directories:
             return fail(f"no model under {root.resolve()} (a model is a folder with config.json and "

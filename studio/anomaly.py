@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from biva_core.data.prepare import Prepared
 from biva_core.detect import Detector, Finding, Reference, Verdicts
 from biva_core.model import BIVA, PRIOR_WORDS
 
 from . import draw
-from .images import Prepared, to_pil, upscale
+from .images import to_pil, upscale
 
 
 @dataclass

@@ -26,7 +26,8 @@ import gradio as gr
 
 from . import anomaly as report
 from .card import LatentReport
-from .engine import (EXAMPLES, MAX_DRAWS, MAX_K_SAMPLES, MAX_SAMPLES, TEMPERATURE, Reconstructions, Studio)
+from .engine import MAX_DRAWS, MAX_K_SAMPLES, MAX_SAMPLES, TEMPERATURE, Reconstructions, Studio
+from .models import EXAMPLES
 from .fields import LevelsK, Number, Slider
 from .params import default_ks, new_seed
 
@@ -247,7 +248,7 @@ def runs_tab(studio: Studio, model: gr.Dropdown, demo: gr.Blocks) -> None:
     which is only read; one click serves its best weights in the other tabs."""
     def labelled(found: list[str]) -> list[tuple[str, str]]:
         """(name under the runs folder, folder): the page names a run, not the server's path."""
-        root = Path(studio.runs_root) if studio.runs_root else None
+        root = studio.runs_folder.root
         return [(Path(f).relative_to(root).as_posix() if root and Path(f).is_relative_to(root) and Path(f) != root
                  else Path(f).name, f) for f in found]
 
@@ -261,7 +262,7 @@ def runs_tab(studio: Studio, model: gr.Dropdown, demo: gr.Blocks) -> None:
 
     def view(folder):
         if not folder:
-            msg = ("No run chosen." if studio.runs_root else
+            msg = ("No run chosen." if studio.runs_folder.root else
                    "No runs folder: start the studio with `--runs DIR` (default `runs/` when it exists).")
             return msg, None, None, None, None
         with user_errors():

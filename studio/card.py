@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from biva_core import BIVA
+from biva_core.data.prepare import Prepared
 from biva_core.io.checkpoint import read_metrics, training_totals  # read_metrics: also the Runs tab's reader
 from biva_core.io.plots import kl_heatmaps, kl_panel, line_chart
 
 from . import draw
-from .images import Prepared
 
 METRICS = "metrics.jsonl"
 KL_PLOT = "kl_per_latent.png"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 BACKGROUND = (255, 255, 255)
@@ -18,7 +19,6 @@ TAIL = (252, 222, 222)
 def heat(bits, vmax: float, height: int = 128) -> Image.Image:
     """A (H, W) array of bits per pixel as a heat map from black (0) over red and yellow to
     white (vmax and above), enlarged by a whole factor (nearest neighbour)."""
-    import numpy as np
     t = np.clip(np.asarray(bits, dtype=np.float64) / max(vmax, 1e-9), 0, 1)
     rgb = np.stack([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], -1)
     image = Image.fromarray((rgb * 255).round().astype("uint8"), "RGB")
@@ -28,7 +28,6 @@ def heat(bits, vmax: float, height: int = 128) -> Image.Image:
 
 def colour_bar(vmax: float, width: int = 128, label: str = "bits per pixel") -> Image.Image:
     """The heat map's scale, 0 to vmax, with its label."""
-    import numpy as np
     bar = heat(np.linspace(0, vmax, width)[None].repeat(10, 0), vmax, height=10)
     out = Image.new("RGB", (width, 36), BACKGROUND)
     out.paste(bar.resize((width, 10)), (0, 0))

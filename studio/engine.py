@@ -12,7 +12,6 @@ Seeds: an action draws its images in chunks of CHUNK; chunk c uses the seed deri
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -25,16 +24,18 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from biva_core import BIVA, load_pretrained
-from biva_core.data import NOUNS
+from biva_core import BIVA
+from biva_core.data.prepare import Prepared, header_pixels, prepare
 from biva_core.model import PRIOR_WORDS
 from biva_core.io.plots import grid_image
 
 from . import anomaly as report
 from . import card, draw
-from .images import Prepared, binarization, header_pixels, is_face, prepare, show_crop, to_pil, upscale
+from .models import Entry, examples, open_entry
+from .runs import RunsFolder, RunView
+from .images import show_crop, to_pil, upscale
 from .params import check_float, check_int, check_seed, default_ks, derive, parse_ks, parse_temperature
-from biva_core.detect import ALPHA, Detector, Reference, as_ks, findings, scores_per_image
+from biva_core.detect import ALPHA, Detector, as_ks, findings, scores_per_image
 
 Progress = Callable[[float, str], None]
 CHUNK = 8                      # images per forward pass: progress granularity and seed unit
@@ -44,7 +45,6 @@ MAX_UPLOADS = 64
 MAX_K_SAMPLES = 64             # importance samples for the anomaly scores
 MAX_REQUEST_PIXELS = 160_000_000  # the uploads of one request together (4 at the 40 MP limit)
 TEMPERATURE = 0.8              # the default prior temperature of every tab that draws from p
-EXAMPLES = Path(__file__).resolve().parent / "examples"
 KEEP_OUTPUTS_S = 3600          # output folders older than this are removed
 GRADIO_FOLDER = "gradio"       # the CLI's Gradio temp folder (uploads, served files) inside the work folder
 
@@ -70,38 +70,6 @@ def chunks(n: int, verb: str, progress: Progress):
         yield c, start, stop
 
 
-@dataclass
-class Entry:
-    """One served model, or the reason it could not be loaded."""
-    name: str
-    directory: Path
-    model: BIVA | None = None
-    error: str | None = None
-    face: bool = False
-    binarize: str = "threshold"      # how uploads are binarized for a Bernoulli model
-    noun: str = "image"              # what one of its images shows ("face"): verdicts in words
-    reference: Reference | None = None
-    reference_error: str | None = None
-    cache: dict = field(default_factory=dict)
-
-    @property
-    def L(self) -> int:
-        return self.model.config.L
-
-
-def _absolute(path: str | Path) -> Path:
-    """The absolute path with "." and ".." taken out but symbolic links kept."""
-    return Path(os.path.normpath(os.path.abspath(path)))
-
-
-def discover(root: Path) -> list[Path]:
-    """Every subfolder of `root` holding a config.json; face models first, celeba64 first."""
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if (p / "config.json").is_file() and not p.name.startswith(".")]
-    return sorted(found, key=lambda p: (not is_face(p.name), p.name != "celeba64", p.name))
-
-
 class Studio:
     """The loaded models and the actions on them."""
 
@@ -116,7 +84,6 @@ class Studio:
         if kind == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r}: CUDA is not available on this machine")
         self.device = device
-        self.runs_root = _absolute(runs) if runs else None   # the Runs tab's folder (read only)
         self.entries: dict[str, Entry] = {}
         for directory in directories:
             self.add(directory, strict=strict)
@@ -125,6 +92,7 @@ class Studio:
                              "and safetensors weights) or put such folders under weights/")
         self._workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="biva-studio-"))
         self._workdir.mkdir(parents=True, exist_ok=True)
+        self.runs_folder = RunsFolder(runs, self._workdir / "kept")   # the Runs tab's folder (read only)
 
     def add(self, directory: str | Path, name: str | None = None, *, strict: bool = True,
             replace: bool = False) -> str:
@@ -135,64 +103,25 @@ class Studio:
         name = name or directory.name or str(directory)
         while name in self.entries and not replace:
             name += "+"
-        entry = Entry(name, directory)
-        try:
-            entry.model = load_pretrained(directory, self.device)
-        except (ValueError, OSError, RuntimeError) as err:  # CheckpointError is a ValueError
-            if strict:
-                raise ValueError(f"cannot load weights {directory}: {err}") from None
-            entry.error = str(err)
-        else:
-            entry.face = is_face(name, entry.model.training_info) and entry.model.config.image_shape[0] == 3
-            entry.binarize = binarization(entry.model.training_info)
-            entry.noun = NOUNS.get(str((entry.model.training_info or {}).get("dataset")), "face" if entry.face else "image")
-            try:
-                entry.reference = Reference.read(directory)
-            except ValueError as err:
-                entry.reference_error = str(err)
+        entry = open_entry(directory, name, self.device, strict=strict)
         self.entries[name] = entry
         return name
 
     def runs(self) -> list[str]:
         """The training runs under the runs folder, newest first (empty without one)."""
-        from .runs import list_runs
-        return list_runs(self.runs_root)
+        return self.runs_folder.list()
 
-    def run_view(self, folder: str | None):
-        """A run as the Runs tab shows it, with its pictures drawn (bits/dim with a legend, the
-        paper's Figure 2) and its samples copied into the studio's own folder (the run folder is
-        never served). A picture is redrawn only when the run logged something new."""
-        from .runs import draw_pictures, read_run
-        view = read_run(self._run_folder(folder))
-        kept = self._workdir / "kept"
-        kept.mkdir(exist_ok=True)
-        run = Path(view.folder).name
-        if view.samples:
-            copy = kept / f"run-{run}-{Path(view.samples).name}"
-            shutil.copyfile(view.samples, copy)
-            view.samples = str(copy)
-        try:
-            stamp = (Path(view.folder) / "metrics.jsonl").stat().st_mtime_ns
-        except OSError:
-            return view
-        view.pictures = draw_pictures(view, kept, stamp)
-        return view
+    def run_view(self, folder: str | None) -> RunView:
+        """A run as the Runs tab shows it (runs.RunsFolder.view)."""
+        return self.runs_folder.view(folder)
 
     def load_run(self, folder: str | None) -> str:
         """Serve a run's best weights so far (config.json + safetensors) as the model "run <name>",
         replacing an earlier load of the same run; returns the model's name."""
-        path = self._run_folder(folder)
+        path = self.runs_folder.folder(folder)
         if not (path / "config.json").is_file() or not any(path.glob("model*.safetensors")):
             raise ValueError(f"run {path.name} has no weights yet: train.py writes them at its first validation")
         return self.add(path, f"run {path.name}", replace=True)
-
-    def _run_folder(self, folder: str | None) -> Path:
-        if not folder or self.runs_root is None:
-            raise ValueError("no run chosen" + ("" if self.runs_root else ": start the studio with --runs DIR"))
-        path = _absolute(folder)   # a run linked into the runs folder is one of its runs
-        if path != self.runs_root and self.runs_root not in path.parents:
-            raise ValueError(f"{folder}: not a run under {self.runs_root.name}/")
-        return path
 
     # ------------------------------------------------------------------ helpers
 
@@ -217,16 +146,7 @@ class Studio:
     def examples(self, name: str, *, ood: bool = False) -> list[str]:
         """Example files for a model: its folder's examples/, else the shipped faces for face
         models; with ood, the out-of-distribution examples (files named ood_*) as well."""
-        entry = self.entry(name)
-        own = entry.directory / "examples"
-        if own.is_dir():
-            files = sorted(p for p in own.iterdir() if p.is_file() and not p.name.startswith("."))
-            return [str(p) for p in files if ood or not p.name.startswith("ood_")]
-        if not entry.face:
-            return []
-        pattern = ["celeba_test_*.png"] + (["ood_mnist_*.png", "ood_fashion_*.png", "ood_upside_down_*.png",
-                                            "ood_noise.png", "ood_flat.png"] if ood else ["celeba_aligned_*.jpg"])
-        return [str(p) for pat in pattern for p in sorted(EXAMPLES.glob(pat))]
+        return examples(self.entry(name), ood=ood)
 
     def close(self) -> None:
         shutil.rmtree(self._workdir, ignore_errors=True)

@@ -7,8 +7,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from biva_core.data.prepare import (CELEBA_ALIGNED, MAX_BYTES, MAX_PIXELS, Prepared, binarization,  # noqa: F401
-                                    crop_box, decode, header_pixels, is_face, prepare)
+from biva_core.data.prepare import Prepared
 
 
 def to_pil(x: Tensor) -> Image.Image:

@@ -10,6 +10,7 @@ message, never an exception.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from biva_core.io.plots import kl_heatmaps, kl_panel, line_chart
 from biva_core.model import ModelConfig
 
 from .card import read_metrics  # one reader of metrics.jsonl for the Model and Runs tabs
+from .models import absolute
 
 TRAIN_COLUMNS = ["step", "hours", "series", "bits/dim"]
 
@@ -176,3 +178,43 @@ def _draw_figure2(view: RunView, path: Path) -> None:
     kl_heatmaps({Path(view.folder).name: (list(hours), list(names), [list(r) for r in rows])}, path,
                 title="KL per latent (training batches) against training time, as in the paper's Figure 2",
                 note="log scale; the top latent on top; below 0.1 nats a latent is collapsed")
+
+
+class RunsFolder:
+    """The folder of runs a studio watches (read only; None: the studio watches none) and the
+    pictures it draws of them into its own folder `kept` (a run folder is never served)."""
+
+    def __init__(self, root: str | Path | None, kept: Path):
+        self.root = absolute(root) if root else None
+        self.kept = kept
+
+    def list(self) -> list[str]:
+        """The training runs under the runs folder, newest first (empty without one)."""
+        return list_runs(self.root)
+
+    def folder(self, folder: str | None) -> Path:
+        """The run folder named `folder`, which must lie under the runs folder (a run linked
+        into it counts as one of its runs); ValueError otherwise."""
+        if not folder or self.root is None:
+            raise ValueError("no run chosen" + ("" if self.root else ": start the studio with --runs DIR"))
+        path = absolute(folder)
+        if path != self.root and self.root not in path.parents:
+            raise ValueError(f"{folder}: not a run under {self.root.name}/")
+        return path
+
+    def view(self, folder: str | None) -> RunView:
+        """A run as the Runs tab shows it, with its pictures drawn (bits/dim with a legend, the
+        paper's Figure 2) and its samples copied into `kept`. A picture is redrawn only when the
+        run logged something new."""
+        view = read_run(self.folder(folder))
+        self.kept.mkdir(parents=True, exist_ok=True)
+        if view.samples:
+            copy = self.kept / f"run-{Path(view.folder).name}-{Path(view.samples).name}"
+            shutil.copyfile(view.samples, copy)
+            view.samples = str(copy)
+        try:
+            stamp = (Path(view.folder) / "metrics.jsonl").stat().st_mtime_ns
+        except OSError:
+            return view
+        view.pictures = draw_pictures(view, self.kept, stamp)
+        return view

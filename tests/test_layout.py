@@ -109,6 +109,26 @@ def test_no_module_imports_a_command_line_module():
     assert "biva_core.eval.evaluate" not in graph()["biva_core.eval.export"]
 
 
+# imports kept inside a function, each for a reason: the studio's command points GRADIO_TEMP_DIR
+# into its own folder before Gradio is imported (Gradio reads it once, at import), and answers a
+# bad argument before it imports torch
+LAZY = {"studio/__main__.py"}
+
+
+def test_every_module_imports_at_its_top():
+    """A reader sees what a module depends on in its first lines: no import inside a function or
+    method of biva_core or studio (but LAZY's)."""
+    bad = []
+    for path in sorted(list(PACKAGE.rglob("*.py")) + list((ROOT / "studio").rglob("*.py"))):
+        name = str(path.relative_to(ROOT))
+        if name in LAZY:
+            continue
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                bad += [f"{name}:{n.lineno} in {fn.name}()" for n in ast.walk(fn)
+                        if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not bad, "imports inside functions:\n" + "\n".join(bad)
+
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_script_imports_the_package_as_installed_and_answers_help(script, monkeypatch, capsys):

@@ -17,8 +17,9 @@ from PIL import Image
 
 from studio import params
 from studio.__main__ import main
-from studio.engine import Studio, discover
-from studio.images import CELEBA_ALIGNED, crop_box, prepare
+from studio.engine import Studio
+from studio.models import discover
+from biva_core.data.prepare import CELEBA_ALIGNED, MAX_PIXELS, crop_box, prepare
 from studio.params import default_ks, derive, parse_ks, parse_temperature
 from biva_core.detect import Detector, Reference, compressed_bits_per_dim
 
@@ -390,7 +391,6 @@ def test_pixel_budget_per_request_and_the_documented_limit(studio, tmp_path):
     decoded; a 90 MP image is refused with the 40 MP limit that the README documents."""
     from studio_weights import bomb_png
     from studio.engine import MAX_REQUEST_PIXELS
-    from studio.images import MAX_PIXELS
     big = []
     for i in range(5):
         big.append(tmp_path / f"big{i}.png")

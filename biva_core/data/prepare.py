@@ -31,6 +31,7 @@ import torch
 from PIL import Image, ImageFile
 from torch import Tensor
 
+from biva_core.data.mnist import binarize as bernoulli_draw
 from biva_core.model.config import ModelConfig
 from biva_core.data.celeba import CROP_BOX
 from biva_core.data.images import to_rgb
@@ -145,7 +146,6 @@ def prepare(path: str | os.PathLike, config: ModelConfig, *, face: bool, name: s
         if binarize == "threshold":
             x = (x >= 0.5).float()
         else:
-            from biva_core.data.mnist import binarize as bernoulli_draw
             drawn = bernoulli_draw(pixels.transpose(2, 0, 1), zlib.crc32(pixels.tobytes()))
             x = torch.from_numpy(drawn.astype(np.float32))
     return Prepared(name, original, box, rule, x)

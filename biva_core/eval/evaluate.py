@@ -27,16 +27,20 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from biva_core.data import DATASETS, load_labels
 from biva_core.data.inputs import load_images, load_model_folder
+from biva_core.io.checkpoint import CheckpointError, load_pretrained
 from biva_core.model.bounds import bits_per_dim
 from biva_core.detect import (ALPHA, CODECS, COMBINES, REFERENCE_FILE, Detector, Reference, as_codecs, as_ks, batches,
                        build_reference, reference_from_scores, scores_per_image)
 from biva_core.model import BIVA, PRIOR_WORDS, PRIORS
+from biva_core.train.semisupervised import error_rate
 
 
 # ---------------------------------------------------------------- AUROC
@@ -166,8 +170,6 @@ def ks_words(k) -> str:
 
 def classification_error(model: BIVA, x: Tensor, args) -> float:
     """The fraction of the split misclassified by argmax q(y | x) (a model with classes)."""
-    from biva_core.data import load_labels
-    from biva_core.train.semisupervised import error_rate
     if not model.config.classes:
         raise SystemExit("--classify needs a model with classes (config \"classes\" > 0); this one has none")
     try:
@@ -220,8 +222,6 @@ def detector_report(det: Detector, s_in: dict, s_ood: dict, source: str) -> dict
 
 def run(argv: list[str] | None = None) -> dict:
     """Parse the command line, evaluate, print (table or --json) and return the report."""
-    from biva_core.io.checkpoint import CheckpointError, load_pretrained
-    from biva_core.data import DATASETS
     ap = argparse.ArgumentParser(prog="biva-evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="a pretrained folder (config.json + safetensors)")
@@ -356,7 +356,6 @@ def run(argv: list[str] | None = None) -> dict:
         if len(sets) > 1:
             report["ood_sets"] = sets
     if args.reference:
-        from pathlib import Path
         note = f"first {len(x)} images of the {args.data} {args.split} split"
         if ref_scores is not None:
             ref = reference_from_scores(ref_scores, K, k=args.detector_k, alpha=args.alpha or ALPHA,

@@ -30,9 +30,10 @@ import torch
 from biva_core.io.files import atomic_write
 from biva_core.io.checkpoint import (CheckpointError, load_pretrained, read_config, read_metrics, save_pretrained,
                          training_totals)
-from biva_core.detect import CODECS, COMBINES
+from biva_core.data.inputs import load_images
+from biva_core.detect import CODECS, COMBINES, Detector, build_reference
 from biva_core.model import BIVA, PRIORS
-from biva_core.io.plots import save_grid, save_samples
+from biva_core.io.plots import line_chart, save_grid, save_samples
 
 TEMPERATURES = (1.0, 0.8, 0.6)
 
@@ -85,7 +86,6 @@ def continue_record(run: str | os.PathLike, earlier: str | os.PathLike, out: str
     hours_before = train.get("hours_total", sec0 / 3600)  # may count runs before earlier's metrics
     train["hours_total"] = round(hours_before + entry["seconds"] / 3600, 2)
     atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=1) + "\n"))
-    from biva_core.io.plots import line_chart
     pts = [r for r in rows if "valid_bpd" in r]
     line_chart({"valid, EMA weights": [(r["seconds"] / 3600, r["valid_bpd"]) for r in pts],
                 "valid, raw weights": [(r["seconds"] / 3600, r["raw_valid_bpd"]) for r in pts if "raw_valid_bpd" in r]},
@@ -109,7 +109,6 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
     statistics by default (biva_core.detect.COMBINES); continues: the
     shipped folder the run was warm-started from, whose record it extends; from_step: the run's step
     at which `continues` was exported from it, when the run resumed a copy of that run)."""
-    from biva_core.detect import build_reference
     run, out = Path(run), Path(out)
     source = source if source is not None else load_pretrained(run)
     info = {**(source.training_info or {}), "exported_from": str(run)}
@@ -146,7 +145,6 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
         log(f"reference.json over {len(valid_images)} valid images, K={K}, prior={prior}, k in {ref.ks}, "
             f"detector k={list(ref.default_ks)}{f', complexity {list(ref.complexity)}' if ref.complexity else ''}, "
             f"combined by {ref.combine}")
-        from biva_core.detect import Detector
         det = Detector(ref)
         if det.smallest_p >= det.alpha:
             log(f"WARNING: a reference of {len(valid_images)} valid images is too small for its detector to flag "
@@ -156,7 +154,6 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, test_image: torch.
 
 
 def main(argv: list[str] | None = None) -> None:
-    from biva_core.data.inputs import load_images
     ap = argparse.ArgumentParser(prog="python -m biva_core.eval.export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a training output folder (its best weights are exported)")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from biva_core.train.config import TrainConfig
+from biva_core.train.semisupervised import draw_labels
 
 
 def to_float(batch: torch.Tensor, binary: bool) -> torch.Tensor:
@@ -49,7 +50,6 @@ class Batches:
         if c.labels % classes or len(np.unique(train_labels)) != classes:
             raise ValueError(f"train config: ssl.labels={c.labels} must be a multiple of the {classes} classes, "
                              f"and the data must have {classes} classes (found {len(np.unique(train_labels))})")
-        from biva_core.train.semisupervised import draw_labels
         idx = draw_labels(train_labels, c.labels // classes, c.label_seed)
         self.label_index = idx
         self.labelled = torch.from_numpy(np.ascontiguousarray(train[idx]))

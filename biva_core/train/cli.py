@@ -23,8 +23,12 @@ import sys
 import torch
 import torch.distributed
 
+from biva_core.data import DATASETS, base_dataset, dataset_root, load_labels, load_split
+from biva_core.data.folder import inspect
+from biva_core.data.images import adapt
+from biva_core.data.mnist import binarize
 from biva_core.train import distributed as dist
-from biva_core.model.config import PRESETS, RETIRED as RETIRED_MODEL_KEYS, ModelConfig, preset
+from biva_core.model.config import PRESETS, RETIRED as RETIRED_MODEL_KEYS, ModelConfig, auto, preset
 from biva_core.train.config import LEGACY, RETIRED as RETIRED_TRAIN_KEYS, flatten, set_key
 from biva_core.train.trainer import TrainConfig, Trainer
 
@@ -41,9 +45,6 @@ def parse_value(text: str):
 def folder_model(args: argparse.Namespace, log=print) -> dict:
     """The model config for `--data folder`: the auto preset from the images' channels and size
     without --preset; with one, the preset with the folder's channels (unless --set image_shape)."""
-    from biva_core.data import dataset_root
-    from biva_core.data.folder import inspect
-    from biva_core.model.config import auto
     channels, native = inspect(dataset_root("folder", args.data_dir))
     kind = "grey" if channels == 1 else "RGB"
     if args.preset is None:
@@ -91,7 +92,6 @@ def build_configs(args: argparse.Namespace, log=print) -> tuple[ModelConfig, Tra
 
 
 def main(argv: list[str] | None = None) -> None:
-    from biva_core.data import DATASETS, base_dataset, load_labels, load_split
     ap = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), help="the model layout; with --data folder it may be "
                     "left out: the auto preset picks one by the images' size and channels")
@@ -123,7 +123,6 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"data: {e}") from None
     if args.data == "folder" and tuple(train.shape[1:]) != model_cfg.image_shape:  # RGB files, a grey model
-        from biva_core.data.images import adapt
         train, valid = adapt(train, model_cfg.image_shape), adapt(valid, model_cfg.image_shape)
     if tuple(train.shape[1:]) != model_cfg.image_shape:
         raise SystemExit(f"data: {args.data} images are {tuple(train.shape[1:])}, the model expects "
@@ -131,7 +130,6 @@ def main(argv: list[str] | None = None) -> None:
     if len(valid) == 0:
         raise SystemExit(f"data: the valid split of {args.data} is empty")
     if train_cfg.binarize and valid.max() > 1:  # --set binarize=true on an 8-bit set
-        from biva_core.data.mnist import binarize
         valid = binarize(valid, f"{args.data}/valid")
     if args.data == "mnist" and model_cfg.likelihood == "bernoulli":
         train, valid = (train > 127).astype("uint8"), (valid > 127).astype("uint8")

@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -108,7 +109,6 @@ def jitter(x: Tensor, *, shift: float, rotate: float, elastic: float = 0.0, sigm
     smoothed by a Gaussian of `sigma` pixels and scaled so that a field of constant 1 moves a pixel
     `elastic` pixels. Nearest-neighbour sampled (binary images stay binary), zeros outside.
     x: (B, C, H, W) float."""
-    import torch.nn.functional as F
     b, _, h, w = x.shape
     u = torch.rand(b, 3, generator=generator) * 2 - 1                        # (B, 3) in [-1, 1)
     angle = u[:, 0] * math.radians(rotate)

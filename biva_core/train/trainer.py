@@ -27,6 +27,8 @@ needs the state folder on a file system every node sees.
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -37,15 +39,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from biva_core.model import bounds
 from biva_core.train import distributed as dist
-from biva_core.io.checkpoint import save_pretrained
+from biva_core.io.checkpoint import save_pretrained, warm_start
+from biva_core.io.plots import kl_per_latent_plot, save_samples
 from biva_core.model.config import ModelConfig
 from biva_core.train.batches import Batches, to_float
 from biva_core.train.config import TrainConfig
 from biva_core.train import state as resume
 from biva_core.train.guard import UpdateGuard
+from biva_core.train.semisupervised import error_rate, jitter, objective
 from biva_core.model import BIVA
 
 
@@ -57,8 +63,6 @@ def keep_freed_memory() -> bool:
     step page-faults them in again and zero-fills the pages. Measured here (2 cores, a face
     model, batch 48): 3.04 -> 2.53 s per step. A no-op off glibc; returns whether it applied.
     """
-    import ctypes
-    import ctypes.util
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
@@ -108,7 +112,6 @@ class Trainer:
         self.valid_data = torch.from_numpy(np.ascontiguousarray(valid))
         self.model = BIVA(model_cfg).to(self.device)
         if init:  # warm start from a pretrained layout; the optimizer starts fresh
-            from biva_core.io.checkpoint import warm_start
             fresh = warm_start(self.model, init, partial=cfg.init_partial)
             if fresh and self.rank == 0:
                 log(f"warm start from {init}: {len(fresh)} of {len(self.model.state_dict())} tensors "
@@ -127,7 +130,6 @@ class Trainer:
         self.amp = cfg.amp == "bf16"
         forward = self.model
         if self.distributed:  # broadcasts rank 0's parameters; averages gradients in backward
-            from torch.nn.parallel import DistributedDataParallel
             forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.forward = torch.compile(forward) if cfg.compile else forward
         self.step = 0
@@ -214,7 +216,6 @@ class Trainer:
     def _ssl_loss(self, x: torch.Tensor):
         """-J / (N D) of semisupervised.objective for this batch (unlabelled x, and ssl.labelled_batch
         labelled images when there are labels); U(x) stands for the ELBO in the logs."""
-        from biva_core.train.semisupervised import jitter, objective
         ssl, cc = self.cfg.ssl, self.cfg.ssl.consistency
         data = self.batches
         n_l = 0 if data.labelled is None else len(data.labelled)
@@ -278,7 +279,6 @@ class Trainer:
         row = {"valid_elbo": elbo, "valid_bpd": bounds.bits_per_dim(elbo, model.config.dims),
                "valid_kl": kl, "valid_images": len(data)}
         if self.valid_labels is not None:  # a model with classes is chosen by its valid error
-            from biva_core.train.semisupervised import error_rate
             e = self.cfg.eval_error_images
             n_e = n if e == 0 else len(self.valid_data) if e < 0 else min(e, len(self.valid_data))
             row["valid_error"] = error_rate(model, self.valid_data[:n_e], self.valid_labels[:n_e],
@@ -347,7 +347,6 @@ class Trainer:
             save_pretrained(best_model, self.out / "snapshots" / f"{self.step:08d}",
                             training=self.metadata({"valid": {k: v for k, v in row.items() if "kl" not in k}}))
         self.kl_history.append((self.step, row["valid_kl"]))
-        from biva_core.io.plots import kl_per_latent_plot, save_samples
         names = self.model.latent_names()
         kl_per_latent_plot(self.kl_history, names, self.out / "kl_per_latent.png")
         for t in (1.0, 0.8):  # with classes: a row of 8 per class
@@ -357,7 +356,6 @@ class Trainer:
         """Train to cfg.steps, or until cfg.max_minutes (wall time) or cfg.max_cpu_minutes (this
         process's CPU time, every thread: the budget a shared machine cannot shrink), or a SIGINT /
         SIGTERM; save the state. Both budgets count from this call (a resumed run gets them anew)."""
-        from tqdm import tqdm
         c = self.cfg
         self._install_signal_handlers()
         last_ckpt = time.time()
