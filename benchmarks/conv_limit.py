@@ -4,6 +4,7 @@ alone, in one run.
 
     python benchmarks/conv_limit.py --preset celeba64_cpu --batch 16 --threads 2
     python benchmarks/conv_limit.py --threads 1 --steps 3
+    python benchmarks/conv_limit.py --compile        # the step under torch.compile (compiled first)
 
 FLOPs: 2 x output elements x (input channels / groups) x kernel area for a forward convolution, and
 twice that for its backward (the gradients of the input and of the weight; the first convolution's
@@ -16,6 +17,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -77,6 +79,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="time the step with compile=true (the shapes come from an eager twin)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = preset(args.preset)
@@ -89,6 +92,12 @@ def main() -> None:
         tr = Trainer(cfg, tc, data, data[:args.batch], out, log=lambda *a: None)
         convs = record_convolutions(tr)
         total = sum(flops(c, i == 0) for i, c in enumerate(convs))
+        if args.compile:  # hooks would break the compiled graph: shapes from the eager model, time this one
+            tr = Trainer(cfg, replace(tc, compile=True), data, data[:args.batch], out, log=lambda *a: None)
+            t = time.perf_counter()
+            for _ in range(2):
+                tr.train_step(tr.next_batch())
+            print(f"compiled in {time.perf_counter() - t:.0f} s (two steps)")
         step_times, alone_times = [], []
         for _ in range(args.steps):               # alternate: a slower minute hurts both alike
             batch = tr.next_batch()
@@ -97,7 +106,8 @@ def main() -> None:
             step_times.append(time.perf_counter() - t)
             alone_times.append(time_alone(convs, channels_last, 1))
     step, alone = statistics.median(step_times), statistics.median(alone_times)
-    print(f"{args.preset}, batch {args.batch}, {args.threads} thread(s), channels-last {channels_last}: "
+    print(f"{args.preset}, batch {args.batch}, {args.threads} thread(s), channels-last {channels_last}, "
+          f"compile {args.compile}: "
           f"{len(convs)} convolutions, {total / 1e9:.1f} GFLOP a step (forward + backward)")
     print(f"  training step       {step:6.3f} s   {total / step / 1e9:6.1f} GFLOP/s   {args.batch / step:5.1f} images/s")
     print(f"  convolutions alone  {alone:6.3f} s   {total / alone / 1e9:6.1f} GFLOP/s   (the limit)")
