@@ -210,7 +210,7 @@ def test_train_config_checks_types_and_ranges_when_made():
     from biva_core.train.config import TrainConfig
     for bad, key in ((dict(snapshots=1), "snapshots"), (dict(steps=2.5), "steps"), (dict(lr="fast"), "lr"),
                      (dict(flip="yes"), "flip"), (dict(lr_schedule="linear"), "lr_schedule"),
-                     (dict(amp="auto"), "amp"), (dict(ema=1.0), "ema"), (dict(batch_size=0), "batch_size"),
+                     (dict(amp="auto"), "amp"), (dict(amp="fp16"), "amp"), (dict(ema=1.0), "ema"), (dict(batch_size=0), "batch_size"),
                      (dict(skip_factor=1.0), "skip_factor"), (dict(ssl={"alpha": 1.0}), "ssl")):
         with pytest.raises(ValueError, match=f"train config: {key}="):
             TrainConfig(**bad)
@@ -222,7 +222,7 @@ def test_retired_training_switches_load_when_off_and_are_refused_when_on():
     old = {**dataclasses.asdict(TrainConfig()),
            **RETIRED, "amp": "auto"}
     cfg = TrainConfig.from_dict(old)
-    assert cfg.amp == "none" and cfg == TrainConfig()
+    assert cfg.amp == "none" and cfg == TrainConfig(amp="none")
     for key in RETIRED:
         with pytest.raises(ValueError, match=f"{key} was retired.*docs/notes/2026-12-07-retired-switches.md"):
             TrainConfig.from_dict({key: 1})

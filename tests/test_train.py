@@ -84,6 +84,37 @@ def test_validation_leaves_the_training_rng_alone(tmp_path):
     assert torch.equal(before, torch.get_rng_state())
 
 
+def test_amx_means_bf16_on_a_cpu_with_amx_tiles_only(monkeypatch):
+    from biva_core.train.trainer import uses_bf16
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for has_amx in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda has_amx=has_amx: has_amx)
+        assert uses_bf16("amx", cpu) is has_amx
+        assert not uses_bf16("amx", gpu) and not uses_bf16("none", cpu) and uses_bf16("bf16", cpu)
+
+
+def test_a_bf16_step_follows_the_float32_one_and_validates_in_float32(tmp_path):
+    """amp=bf16: the losses of three steps within 1% of float32's from the same start, the weights
+    within a few Adamax steps; validation runs in float32 whatever the training precision, so its
+    number is the float32 bound of the EMA weights."""
+    runs, logged = {}, []
+    for amp in ("none", "bf16"):
+        t = Trainer(CFG, fast_config(amp=amp, flip=False), data(8, 0), data(6, 1), tmp_path / amp, log=logged.append)
+        torch.manual_seed(5)
+        losses = [float(t.train_step(t.next_batch())["loss"]) for _ in range(3)]
+        runs[amp] = losses, t
+    assert "precision: float32" in logged and "precision: bf16 convolutions (amp=bf16)" in logged
+    assert runs["bf16"][0] == pytest.approx(runs["none"][0], rel=1e-2) and runs["bf16"][0] != runs["none"][0]
+    lr = max(runs["none"][1].lr_at(s) for s in range(3))
+    for (k, a), b in zip(runs["none"][1].model.state_dict().items(), runs["bf16"][1].model.state_dict().values()):
+        assert (a - b).abs().max() <= 3 * lr, k
+    t = runs["bf16"][1]
+    row = t.validate()
+    twin = Trainer(CFG, fast_config(amp="none"), data(8, 0), data(6, 1), tmp_path / "twin", log=quiet)
+    twin.ema.load_state_dict(t.ema.state_dict())
+    assert row["valid_elbo"] == twin.validate()["valid_elbo"]
+
+
 def test_init_warm_starts_from_a_pretrained_folder(tmp_path):
     first = Trainer(CFG, fast_config(steps=3, eval_every=3), data(12, 0), data(6, 1), tmp_path / "a", log=quiet)
     first.run(progress=False)
@@ -317,7 +348,7 @@ def test_the_compiled_step_matches_the_eager_one(tmp_path):
     runs = {}
     old, inductor.fallback_random = inductor.fallback_random, True
     for compiled in (False, True):
-        t = Trainer(CFG, fast_config(compile=compiled, flip=False), data(8, 0), data(4, 1),
+        t = Trainer(CFG, fast_config(compile=compiled, flip=False, amp="none"), data(8, 0), data(4, 1),
                     tmp_path / str(compiled), log=quiet)
         torch.manual_seed(5)
         losses = [float(t.train_step(t.next_batch())["loss"]) for _ in range(3)]

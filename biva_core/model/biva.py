@@ -29,7 +29,8 @@ from biva_core.model import likelihoods as lik
 from biva_core.model import operations as ops
 from biva_core.model.bounds import floor_kl
 from biva_core.model.config import ModelConfig
-from biva_core.model.layers import BLOCKS, ELU, GaussianHead, LatentIn, Stack, down, elu, up
+from biva_core.model.layers import (BLOCKS, ELU, Conv2d, GaussianHead, LatentIn, Linear, Stack, down, elu,
+                                    in_float32, up)
 from biva_core.model.passes import PRIORS, Boundary, BottomUp, TopDown
 
 
@@ -47,7 +48,7 @@ class BIVA(nn.Module):
         z_down = [lv[j].latent * (2 if self.biva and j < L - 1 else 1) for j in range(L)]
 
         # ---- bottom-up (inference) streams
-        self.bu_stem = nn.Conv2d(c_img, ch[0], 3, stride=lv[0].stride, padding=1)
+        self.bu_stem = Conv2d(c_img, ch[0], 3, stride=lv[0].stride, padding=1)
         self.bu_down = nn.ModuleList([nn.Identity()] + [down(ch[j - 1], ch[j], lv[j].stride) for j in range(1, L)])
         self.bu_stacks = nn.ModuleList(
             Stack(lv[j].blocks, ch[j], aux_channels=ch[j] if self.biva and j > 0 else 0, dropout=cfg.dropout_q,
@@ -60,7 +61,7 @@ class BIVA(nn.Module):
                 down(2 * ch[j - 1], ch[j], lv[j].stride) for j in range(1, L)])
             self.q_bu_heads = nn.ModuleList(
                 GaussianHead(ch[j], lv[j].latent, hw[j], dense=lv[j].dense) for j in range(L - 1))
-            self.td_stem = nn.Conv2d(c_img, ch[0], 3, stride=lv[0].stride, padding=1)
+            self.td_stem = Conv2d(c_img, ch[0], 3, stride=lv[0].stride, padding=1)
             self.td_down = nn.ModuleList([nn.Identity()] + [down(ch[j - 1], ch[j], lv[j].stride) for j in range(1, L)])
             self.td_stacks = nn.ModuleList(
                 Stack(lv[j].blocks, ch[j], aux_channels=ch[j], dropout=cfg.dropout_q, block=cfg.block)
@@ -68,8 +69,8 @@ class BIVA(nn.Module):
         top_in = 2 * ch[-1] if self.biva else ch[-1]
         self.q_top_head = GaussianHead(top_in, lv[-1].latent, hw[-1], dense=lv[-1].dense)
         if cfg.classes:  # q(y | x): the top features, flattened, through a small MLP
-            self.classifier = nn.Sequential(ELU(), nn.Flatten(), nn.Linear(top_in * hw[-1][0] * hw[-1][1], 128),
-                                            ELU(), nn.Linear(128, cfg.classes))
+            self.classifier = nn.Sequential(ELU(), nn.Flatten(), Linear(top_in * hw[-1][0] * hw[-1][1], 128),
+                                            ELU(), Linear(128, cfg.classes))
 
         # ---- top-down (generative) path, shared by inference; gen_*[j] computes d_{j+1}
         # the top-down path starts from [z_L, y] when there is a class
@@ -98,7 +99,7 @@ class BIVA(nn.Module):
                                block=cfg.block)
         self.out_up = up(ch[0], ch[0], lv[0].stride)
         p_channels = 1 if cfg.likelihood == "bernoulli" else lik.dmol_channels(c_img, cfg.mixtures)
-        self.out_conv = nn.Conv2d(ch[0], p_channels, 3, padding=1)
+        self.out_conv = Conv2d(ch[0], p_channels, 3, padding=1)
 
     # ------------------------------------------------------------------ data <-> model
 
@@ -140,12 +141,12 @@ class BIVA(nn.Module):
         L = self.config.L
         z_bu, log_q_bu, q_bu, feats = [None] * (L - 1), [None] * (L - 1), [None] * (L - 1), []
         if not self.biva:
-            b = self.bu_stem(h)
+            b = in_float32(self.bu_stem, h)
             for j in range(L):
                 b = self.bu_stacks[j](self.bu_down[j](b))
                 feats.append(b)
             return BottomUp(z_bu, log_q_bu, q_bu, feats[:-1], self.q_top_head(feats[-1])[0], feats[-1])
-        b, t = self.bu_stem(h), self.td_stem(h)
+        b, t = in_float32(self.bu_stem, h), in_float32(self.td_stem, h)
         for j in range(L):
             if j > 0:
                 aux = self.bu_skip[j](torch.cat([b, t], dim=1))        # skip: BU + TD-inf features
@@ -267,7 +268,7 @@ class BIVA(nn.Module):
             if keep == j:
                 boundary = Boundary(j, z, d, y)
         h = self.out_stack(self.out_zin(z), d if self.skip else None)
-        px = self.out_conv(elu(self.out_up(h)))
+        px = in_float32(self.out_conv, elu(self.out_up(h)))
         return TopDown(px, log_q, log_p, zs, qs, boundary)
 
     # ------------------------------------------------------------------ the bound

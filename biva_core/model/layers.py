@@ -7,6 +7,12 @@ Choices the spec leaves open (written down here):
   nothing at run time (weight norm costs a reparameterisation per call).
 - Scales of the Gaussians are softplus(raw + 0.5413) + 1e-3: 1 at initialisation, free to go
   below 1 (the released code's std >= 1 quirk is not copied).
+- Precision under bf16 autocast (TrainConfig.amp): the convolutions and matrix products run in
+  bf16 with float32 accumulation and hand float32 on (Conv2d, ConvTranspose2d, Linear below), so
+  the elementwise work, the residual sums and the likelihoods stay float32; the layers that read
+  pixels or write a distribution's parameters run wholly in float32 (in_float32). Measured on
+  weights/celeba64, 512 test images: the bound moves by 0.0017 bits/dim; with every convolution
+  in bf16 by 0.010, with plain autocast (bf16 between the convolutions too) by 0.011.
 """
 from __future__ import annotations
 
@@ -43,6 +49,30 @@ def elu(x: Tensor) -> Tensor:
     return _ELU.apply(x)
 
 
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d with a float32 output (bf16 inside under autocast: see the module's notes)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x).float()
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        return super().forward(x, output_size).float()
+
+
+class Linear(nn.Linear):
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x).float()
+
+
+def in_float32(layer: nn.Module, x: Tensor) -> Tensor:
+    """layer(x) wholly in float32, also under bf16 autocast: the stems, the Gaussian heads and the
+    likelihood's convolution."""
+    with torch.autocast(x.device.type, enabled=False):
+        return layer(x.float())
+
+
 class ELU(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return elu(x)
@@ -53,10 +83,10 @@ class GatedBlock(nn.Module):
 
     def __init__(self, channels: int, *, aux_channels: int = 0, dropout: float = 0.0):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.aux = nn.Conv2d(aux_channels, channels, 1) if aux_channels else None
+        self.conv1 = Conv2d(channels, channels, 3, padding=1)
+        self.aux = Conv2d(aux_channels, channels, 1) if aux_channels else None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = nn.Conv2d(channels, 2 * channels, 3, padding=1)
+        self.conv2 = Conv2d(channels, 2 * channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
@@ -68,7 +98,7 @@ class GatedBlock(nn.Module):
         return x + a * torch.sigmoid(g)
 
     @property
-    def last(self) -> nn.Conv2d:
+    def last(self) -> Conv2d:
         """The zero-initialised convolution that ends the residual branch."""
         return self.conv2
 
@@ -84,12 +114,12 @@ class BottleneckBlock(nn.Module):
     def __init__(self, channels: int, *, aux_channels: int = 0, dropout: float = 0.0):
         super().__init__()
         mid = max(1, channels // 4)
-        self.conv1 = nn.Conv2d(channels, mid, 1)
-        self.aux = nn.Conv2d(aux_channels, mid, 1) if aux_channels else None
-        self.conv2 = nn.Conv2d(mid, mid, 3, padding=1)
-        self.conv3 = nn.Conv2d(mid, mid, 3, padding=1)
+        self.conv1 = Conv2d(channels, mid, 1)
+        self.aux = Conv2d(aux_channels, mid, 1) if aux_channels else None
+        self.conv2 = Conv2d(mid, mid, 3, padding=1)
+        self.conv3 = Conv2d(mid, mid, 3, padding=1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv4 = nn.Conv2d(mid, 2 * channels, 1)
+        self.conv4 = Conv2d(mid, 2 * channels, 1)
         nn.init.zeros_(self.conv4.weight)
         nn.init.zeros_(self.conv4.bias)
 
@@ -102,7 +132,7 @@ class BottleneckBlock(nn.Module):
         return x + a * torch.sigmoid(g)
 
     @property
-    def last(self) -> nn.Conv2d:
+    def last(self) -> Conv2d:
         return self.conv4
 
 
@@ -126,15 +156,15 @@ class Stack(nn.Module):
 def down(c_in: int, c_out: int, stride: int) -> nn.Module:
     """Bring features to the next level up: 3x3 conv with the level's stride (or 1x1)."""
     if stride == 2:
-        return nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
-    return nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        return Conv2d(c_in, c_out, 3, stride=2, padding=1)
+    return Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
 
 def up(c_in: int, c_out: int, stride: int) -> nn.Module:
     """Bring features to the next level down: transposed 4x4 conv for stride 2 (or 1x1)."""
     if stride == 2:
-        return nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
-    return nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        return ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
+    return Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
 
 class GaussianHead(nn.Module):
@@ -145,9 +175,9 @@ class GaussianHead(nn.Module):
         super().__init__()
         self.count, self.dense = count, dense
         if dense:
-            self.proj = nn.Linear(channels * hw[0] * hw[1], 2 * count * latent)
+            self.proj = Linear(channels * hw[0] * hw[1], 2 * count * latent)
         else:
-            self.proj = nn.Conv2d(channels, 2 * count * latent, 3, padding=1)
+            self.proj = Conv2d(channels, 2 * count * latent, 3, padding=1)
         # start near N(0, 1): small means, scales ~ 1
         with torch.no_grad():
             self.proj.weight.mul_(0.1)
@@ -155,7 +185,7 @@ class GaussianHead(nn.Module):
 
     def forward(self, h: Tensor) -> list[tuple[Tensor, Tensor]]:
         h = elu(h)
-        out = self.proj(h.flatten(1) if self.dense else h).float()
+        out = in_float32(self.proj, h.flatten(1) if self.dense else h)
         out = out.chunk(2 * self.count, dim=1)
         return [(out[2 * j], F.softplus(out[2 * j + 1] + SOFTPLUS_ONE) + 1e-3) for j in range(self.count)]
 
@@ -167,9 +197,9 @@ class LatentIn(nn.Module):
         super().__init__()
         self.hw, self.dense, self.channels = hw, dense, channels
         if dense:
-            self.proj = nn.Linear(latent, channels * hw[0] * hw[1])
+            self.proj = Linear(latent, channels * hw[0] * hw[1])
         else:
-            self.proj = nn.Conv2d(latent, channels, 3, padding=1)
+            self.proj = Conv2d(latent, channels, 3, padding=1)
 
     def forward(self, z: Tensor) -> Tensor:
         if self.dense:

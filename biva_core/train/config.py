@@ -111,10 +111,12 @@ class TrainConfig:
     skip_factor: float = 10.0
     max_skips: int = 5
     max_rollbacks: int = 3
-    # "bf16" autocast or "none". Measured on an H200 (docs/gpu_flagship.md) the step is bound by
-    # kernel launches and bf16 adds cast kernels, and on these CPU cores bf16 was slower on the
-    # face model's small convolutions: fp32 is the default everywhere
-    amp: str = "none"
+    # "amx": bf16 autocast on a CPU with AMX tiles (bf16 matrix units, Intel Sapphire Rapids and
+    # later), where the model's convolutions run 4-6x faster; float32 anywhere else (on an H200
+    # the step is bound by kernel launches and bf16 adds casts: docs/gpu_flagship.md; a CPU without
+    # AMX runs bf16 convolutions slower). "bf16": always; "none": float32. What runs in bf16 and
+    # what it costs the bound: biva_core/model/layers.py. Validation is always float32.
+    amp: str = "amx"
     channels_last: bool = False      # helps bf16 convolutions (CPU and GPU), not fp32 ones
     compile: bool = False
     # the update without a host sync (Trainer._guarded_update): "auto" = on CUDA only. On a CPU a
@@ -143,7 +145,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_types(self, "")
         _check(self.lr_schedule in ("exp", "cosine"), "lr_schedule", self.lr_schedule, "must be 'exp' or 'cosine'")
-        _check(self.amp in ("bf16", "none"), "amp", self.amp, "must be 'bf16' or 'none'")
+        _check(self.amp in ("amx", "bf16", "none"), "amp", self.amp, "must be 'amx', 'bf16' or 'none'")
         _check(self.sync_free in ("auto", "on", "off"), "sync_free", self.sync_free, "must be 'auto', 'on' or 'off'")
         for name in ("steps", "batch_size", "log_every", "eval_every", "max_skips"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")

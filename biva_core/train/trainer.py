@@ -71,6 +71,13 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def uses_bf16(amp: str, device: torch.device) -> bool:
+    """Whether TrainConfig.amp means bf16 autocast on `device`: "bf16", or "amx" on a CPU with
+    AMX tiles."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return amp == "bf16" or (amp == "amx" and device.type == "cpu" and bool(amx()))
+
+
 def _blend(old: list[torch.Tensor], new: list[torch.Tensor], ok: torch.Tensor) -> None:
     """new <- new where ok else old, in place; ok a 0-dim tensor in {0, 1}."""
     if not new:
@@ -127,7 +134,9 @@ class Trainer:
         self.ema_params = [p for p in self.ema.parameters()]
         self.opt = torch.optim.Adamax(self.params, lr=cfg.lr, **self._fused())
         self.sync_free = cfg.sync_free == "on" or (cfg.sync_free == "auto" and self.device.type == "cuda")
-        self.amp = cfg.amp == "bf16"
+        self.amp = uses_bf16(cfg.amp, self.device)
+        if self.rank == 0:
+            log(f"precision: {'bf16 convolutions (amp=' + cfg.amp + ')' if self.amp else 'float32'}")
         forward = self.model
         if self.distributed:  # broadcasts rank 0's parameters; averages gradients in backward
             forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -259,8 +268,8 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self, model: BIVA | None = None, images: int | None = None) -> dict:
-        """Single-sample ELBO and per-latent KL of the EMA model on the valid split (its own
-        generator: the training RNG stream is left as it was)."""
+        """Single-sample ELBO and per-latent KL of the EMA model on the valid split, in float32 also
+        when training runs in bf16 (its own generator: the training RNG stream is left as it was)."""
         model = model or self.ema
         n = images if images is not None else (self.cfg.eval_images or len(self.valid_data))
         data = self.valid_data[:n]
@@ -269,8 +278,7 @@ class Trainer:
         model.eval()
         for i in range(0, len(data), 4 * self.cfg.batch_size):
             x = to_float(data[i:i + 4 * self.cfg.batch_size].to(self.device), self.binary)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                log_px, kl = model(x, generator=g)
+            log_px, kl = model(x, generator=g)
             kl = torch.stack([t.float() for t in kl], 1)
             elbos.append(log_px.float() - kl.sum(1))
             kls.append(kl)
