@@ -4,7 +4,8 @@
     python benchmarks/train_speed.py --device cpu --presets celeba64 binarized_mnist --modes fp32 bf16_cl
 
 Modes: fp32 | fp32_cl (+ channels-last) | fp32_compile (+ torch.compile) | fp32_cl_compile (both) | bf16 (autocast) | bf16_cl (+ channels-last) | bf16_cl_fused (+ fused optimizer)
-| bf16_cl_fused_compile (+ torch.compile). Every mode runs the real `Trainer.train_step` on
+| bf16_cl_fused_compile (+ torch.compile) | default (TrainConfig's defaults for a long run: on a CPU
+with AMX tiles bf16 + channels-last + compile, elsewhere float32). Every mode runs the real `Trainer.train_step` on
 random data. With --procs N the step runs data-parallel in N processes of --threads threads
 each (Gloo, as `torchrun --nproc_per_node N train.py` trains), the batch split between them:
 
@@ -32,6 +33,7 @@ from biva_core.model.config import preset
 from biva_core.train.trainer import TrainConfig, Trainer
 
 MODES = {
+    "default": dict(),
     "fp32": dict(amp="none", channels_last=False, fused=False, compile=False),
     "fp32_cl": dict(amp="none", channels_last=True, fused=False, compile=False),
     "fp32_compile": dict(amp="none", channels_last=False, fused=False, compile=True),
@@ -58,7 +60,7 @@ def measure(name: str, mode: str, *, batch: int, device: str, steps: int, warmup
         tr = Trainer(cfg, tc, data, data[:batch], out, device=device, log=lambda *a: None)
         x = tr.next_batch()
         flops = None
-        if not tc.compile:
+        if not tr.compiled:
             with FlopCounterMode(display=False) as fc:
                 tr.train_step(x)
             flops = fc.get_total_flops() * tr.world  # this rank's share of the batch, times the ranks

@@ -93,17 +93,46 @@ def test_amx_means_bf16_on_a_cpu_with_amx_tiles_only(monkeypatch):
         assert not uses_bf16("amx", gpu) and not uses_bf16("none", cpu) and uses_bf16("bf16", cpu)
 
 
+def test_auto_turns_on_channels_last_with_bf16_and_compile_for_long_runs_only(monkeypatch):
+    """channels_last / compile = "auto": on where the convolutions run bf16 on a CPU, compile only
+    for runs of COMPILE_STEPS steps or more without a time limit under COMPILE_MINUTES and never
+    for a model with classes; "on" / "off" and the booleans of older configs choose."""
+    from biva_core.train.config import COMPILE_MINUTES, COMPILE_STEPS
+    from biva_core.train.trainer import step_options
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    long = TrainConfig(steps=COMPILE_STEPS)
+    assert step_options(long, cpu) == (True, True, True)
+    assert step_options(long, gpu) == (False, False, False)
+    assert step_options(long, cpu, classes=10) == (True, True, False)
+    assert step_options(long, cpu, distributed=True) == (True, True, False)
+    assert step_options(TrainConfig(steps=COMPILE_STEPS - 1), cpu) == (True, True, False)
+    assert step_options(TrainConfig(max_minutes=COMPILE_MINUTES - 1), cpu) == (True, True, False)
+    assert step_options(TrainConfig(max_cpu_minutes=COMPILE_MINUTES), cpu) == (True, True, True)
+    assert step_options(TrainConfig(amp="none"), cpu) == (False, False, False)
+    assert step_options(TrainConfig(amp="none", channels_last="on", compile="on"), cpu) == (False, True, True)
+    assert step_options(TrainConfig(channels_last=False, compile=False), cpu) == (True, False, False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert step_options(long, cpu) == (False, False, False)
+    old = TrainConfig.from_dict({"channels_last": True, "compile": False})
+    assert (old.channels_last, old.compile) == ("on", "off")
+    with pytest.raises(ValueError, match="channels_last"):
+        TrainConfig(channels_last="yes")
+
+
 def test_a_bf16_step_follows_the_float32_one_and_validates_in_float32(tmp_path):
-    """amp=bf16: the losses of three steps within 1% of float32's from the same start, the weights
-    within a few Adamax steps; validation runs in float32 whatever the training precision, so its
+    """amp=bf16: the losses of three steps within 1% of float32's from the same start (both
+    channels-last), the weights within a few Adamax steps; validation runs in float32 whatever the training precision, so its
     number is the float32 bound of the EMA weights."""
     runs, logged = {}, []
     for amp in ("none", "bf16"):
-        t = Trainer(CFG, fast_config(amp=amp, flip=False), data(8, 0), data(6, 1), tmp_path / amp, log=logged.append)
+        t = Trainer(CFG, fast_config(amp=amp, flip=False, channels_last="on"), data(8, 0), data(6, 1), tmp_path / amp,
+                    log=logged.append)
         torch.manual_seed(5)
         losses = [float(t.train_step(t.next_batch())["loss"]) for _ in range(3)]
         runs[amp] = losses, t
-    assert "precision: float32" in logged and "precision: bf16 convolutions (amp=bf16)" in logged
+    assert logged[:2] == ["precision: float32; channels-last on; compile off",
+                          "precision: bf16 convolutions (amp=bf16); channels-last on; compile off"]
     assert runs["bf16"][0] == pytest.approx(runs["none"][0], rel=1e-2) and runs["bf16"][0] != runs["none"][0]
     lr = max(runs["none"][1].lr_at(s) for s in range(3))
     for (k, a), b in zip(runs["none"][1].model.state_dict().items(), runs["bf16"][1].model.state_dict().values()):

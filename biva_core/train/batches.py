@@ -24,8 +24,10 @@ class Batches:
     faces at 64x64 are 197 MB), served as float batches on the device."""
 
     def __init__(self, train: np.ndarray, cfg: TrainConfig, device: torch.device, *, classes: int = 0,
-                 train_labels: np.ndarray | None = None, rank: int = 0, world: int = 1):
+                 train_labels: np.ndarray | None = None, rank: int = 0, world: int = 1,
+                 channels_last: bool = False):
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
+        self.channels_last = channels_last  # the layout of the served batches (Trainer's choice)
         self.binary = cfg.binarize or bool(train.max() <= 1)
         if cfg.binarize and train.max() <= 1:
             raise ValueError("train config: binarize=true needs 8-bit training images (0..255), "
@@ -98,4 +100,4 @@ class Batches:
             g = torch.Generator().manual_seed(self.cfg.seed * 104_729 + step * 1_009 + self.rank + salt)
             x = (torch.rand(x.shape, generator=g) * 255 < x.cpu()).to(torch.uint8)
         x = to_float(x.to(self.device, non_blocking=True), self.binary)
-        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -17,6 +17,10 @@ SCALARS = {"int": int, "float": (int, float), "bool": bool, "str": str}
 RETIRED = {"free_bits_top": -1.0, "free_bits_top_levels": 0, "ssl_q_hold": 0, "ssl_thickness": 0.0}
 RETIRED_WHY = "what its experiments found is in docs/notes/2026-12-07-retired-switches.md"
 
+# compile="auto" compiles long runs only: at least this many steps (the face step: ~25 minutes) and
+# no --max-minutes / --max-cpu-minutes under COMPILE_MINUTES
+COMPILE_STEPS, COMPILE_MINUTES = 2000, 20.0
+
 # the flat keys of configs saved before the semi-supervised keys were nested -> where they are now
 LEGACY = {"labels": "ssl.labels", "label_seed": "ssl.label_seed", "labelled_batch": "ssl.labelled_batch",
           "ssl_alpha": "ssl.alpha", "ssl_consistency": "ssl.consistency.weight",
@@ -117,8 +121,13 @@ class TrainConfig:
     # AMX runs bf16 convolutions slower). "bf16": always; "none": float32. What runs in bf16 and
     # what it costs the bound: biva_core/model/layers.py. Validation is always float32.
     amp: str = "amx"
-    channels_last: bool = False      # helps bf16 convolutions (CPU and GPU), not fp32 ones
-    compile: bool = False
+    # "auto" (the default): channels-last and torch.compile where the convolutions run bf16 on a
+    # CPU (amp above), compile only for long runs (COMPILE_STEPS), as it costs about 3 minutes per
+    # process start; "on" / "off" (true / false) choose. The face step, idle, 2 threads:
+    # bf16 1.16x the float32 step, + channels-last 1.29x, + compile 1.66x
+    # (docs/notes/2026-12-07-bf16-convolutions-on-amx.md); in float32 channels-last was neutral
+    channels_last: str = "auto"
+    compile: str = "auto"
     # the update without a host sync (Trainer._guarded_update): "auto" = on CUDA only. On a CPU a
     # sync costs nothing and the undo costs time (measured: 1.135x the step on celeba64_cpu, batch
     # 16, 2 threads; benchmarks/guarded_step.py), so there the skip is a plain branch
@@ -143,7 +152,13 @@ class TrainConfig:
     eval_error_images: int = 0       # valid images for the valid error (0 = eval_images; -1 = all)
 
     def __post_init__(self) -> None:
+        for name in ("channels_last", "compile"):  # booleans, as older configs store them
+            if isinstance(getattr(self, name), bool):
+                object.__setattr__(self, name, "on" if getattr(self, name) else "off")
         _check_types(self, "")
+        for name in ("channels_last", "compile"):
+            _check(getattr(self, name) in ("auto", "on", "off"), name, getattr(self, name),
+                   "must be 'auto', 'on' or 'off' (or true / false)")
         _check(self.lr_schedule in ("exp", "cosine"), "lr_schedule", self.lr_schedule, "must be 'exp' or 'cosine'")
         _check(self.amp in ("amx", "bf16", "none"), "amp", self.amp, "must be 'amx', 'bf16' or 'none'")
         _check(self.sync_free in ("auto", "on", "off"), "sync_free", self.sync_free, "must be 'auto', 'on' or 'off'")

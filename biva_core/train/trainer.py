@@ -1,6 +1,6 @@
 """Training: the released recipe (Adamax, free bits, EMA, evaluation with the EMA weights) plus
-warm-up, gradient clipping, skipping of non-finite or spiking updates, bf16 autocast,
-channels-last and optional torch.compile.
+warm-up, gradient clipping, skipping of non-finite or spiking updates, and the fast CPU step
+(step_options): bf16 convolutions, channels-last and torch.compile where the CPU has AMX tiles.
 
 The trainer works on uint8 arrays (N, C, H, W) held in memory (8-bit data in 0..255, binarized
 data in {0, 1}). It writes to `out`:
@@ -48,7 +48,7 @@ from biva_core.io.checkpoint import save_pretrained, warm_start
 from biva_core.io.plots import kl_per_latent_plot, save_samples
 from biva_core.model.config import ModelConfig
 from biva_core.train.batches import Batches, to_float
-from biva_core.train.config import TrainConfig
+from biva_core.train.config import COMPILE_MINUTES, COMPILE_STEPS, TrainConfig
 from biva_core.train import state as resume
 from biva_core.train.guard import UpdateGuard
 from biva_core.train.semisupervised import error_rate, jitter, objective
@@ -76,6 +76,22 @@ def uses_bf16(amp: str, device: torch.device) -> bool:
     AMX tiles."""
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     return amp == "bf16" or (amp == "amx" and device.type == "cpu" and bool(amx()))
+
+
+def step_options(cfg: TrainConfig, device: torch.device, *, classes: int = 0,
+                 distributed: bool = False) -> tuple[bool, bool, bool]:
+    """(bf16, channels_last, compile) for a run of `cfg` on `device`: "auto" turns channels-last
+    and compile on where the convolutions run bf16 on a CPU, compile only for long runs (at least
+    COMPILE_STEPS steps and no time limit under COMPILE_MINUTES) of a model without classes in one
+    process (a model with classes never compiles)."""
+    bf16 = uses_bf16(cfg.amp, device)
+    fast_cpu = bf16 and device.type == "cpu"
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and fast_cpu)
+    limits = [m for m in (cfg.max_minutes, cfg.max_cpu_minutes) if m > 0]
+    long_run = cfg.steps >= COMPILE_STEPS and min(limits, default=COMPILE_MINUTES) >= COMPILE_MINUTES
+    compiles = cfg.compile == "on" or (cfg.compile == "auto" and fast_cpu and long_run and not classes
+                                       and not distributed)
+    return bf16, channels_last, compiles
 
 
 def _blend(old: list[torch.Tensor], new: list[torch.Tensor], ok: torch.Tensor) -> None:
@@ -110,11 +126,13 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.classes = model_cfg.classes
+        self.amp, self.channels_last, self.compiled = step_options(cfg, self.device, classes=self.classes,
+                                                                   distributed=self.distributed)
         self.batches = Batches(train, cfg, self.device, classes=self.classes, train_labels=train_labels,
-                               rank=self.rank, world=self.world)
+                               rank=self.rank, world=self.world, channels_last=self.channels_last)
         self.binary = self.batches.binary
         self.valid_labels = valid_labels if self.classes else None
-        if self.classes and (self.distributed or cfg.compile):
+        if self.classes and (self.distributed or self.compiled):
             raise ValueError("train config: a model with classes trains in one process, without compile")
         self.valid_data = torch.from_numpy(np.ascontiguousarray(valid))
         self.model = BIVA(model_cfg).to(self.device)
@@ -126,7 +144,7 @@ class Trainer:
         self.ema = BIVA(model_cfg).to(self.device)
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False).eval()
-        if cfg.channels_last:
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
             self.ema.to(memory_format=torch.channels_last)
         self.free_bits = cfg.free_bits
@@ -134,13 +152,13 @@ class Trainer:
         self.ema_params = [p for p in self.ema.parameters()]
         self.opt = torch.optim.Adamax(self.params, lr=cfg.lr, **self._fused())
         self.sync_free = cfg.sync_free == "on" or (cfg.sync_free == "auto" and self.device.type == "cuda")
-        self.amp = uses_bf16(cfg.amp, self.device)
         if self.rank == 0:
-            log(f"precision: {'bf16 convolutions (amp=' + cfg.amp + ')' if self.amp else 'float32'}")
+            log(f"precision: {'bf16 convolutions (amp=' + cfg.amp + ')' if self.amp else 'float32'}; "
+                f"channels-last {'on' if self.channels_last else 'off'}; compile {'on' if self.compiled else 'off'}")
         forward = self.model
         if self.distributed:  # broadcasts rank 0's parameters; averages gradients in backward
             forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.forward = torch.compile(forward) if cfg.compile else forward
+        self.forward = torch.compile(forward) if self.compiled else forward
         self.step = 0
         self.best_bpd, self.best_error, self.seconds = math.inf, math.inf, 0.0
         self.kl_history: list[tuple[int, list[float]]] = []
