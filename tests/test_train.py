@@ -122,8 +122,8 @@ def test_auto_turns_on_channels_last_with_bf16_and_compile_for_long_runs_only(mo
 
 def test_a_bf16_step_follows_the_float32_one_and_validates_in_float32(tmp_path):
     """amp=bf16: the losses of three steps within 1% of float32's from the same start (both
-    channels-last), the weights within a few Adamax steps; validation runs in float32 whatever the training precision, so its
-    number is the float32 bound of the EMA weights."""
+    channels-last), the weights within a few Adamax steps; validation runs in float32 whatever the
+    training precision, so its number is the float32 bound of the EMA weights."""
     runs, logged = {}, []
     for amp in ("none", "bf16"):
         t = Trainer(CFG, fast_config(amp=amp, flip=False, channels_last="on"), data(8, 0), data(6, 1), tmp_path / amp,
