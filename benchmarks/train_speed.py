@@ -6,7 +6,8 @@
 Modes: fp32 | fp32_cl (+ channels-last) | fp32_compile (+ torch.compile) | fp32_cl_compile (both)
 | bf16 (autocast) | bf16_cl (+ channels-last) | bf16_cl_fused (+ fused optimizer)
 | bf16_cl_fused_compile (+ torch.compile) | default (TrainConfig's defaults for a long run: on a
-CPU with AMX tiles bf16 + channels-last + compile, elsewhere float32). Every mode runs the real
+CPU with AMX tiles bf16 + channels-last + compile, elsewhere float32, channels-last on one
+thread). Every mode runs the real
 `Trainer.train_step` on random data. With --procs N the step runs data-parallel in N processes of --threads threads
 each (Gloo, as `torchrun --nproc_per_node N train.py` trains), the batch split between them:
 

@@ -15,9 +15,10 @@ The groups:
 - shipped: for every folder under weights/, seeded sample, reconstruct, resample, mix,
   interpolate, elbo, scores with K = 2, pixel_map (and classify for a model with classes), on
   inputs the model draws itself;
-- training: the tiny preset trained 20 steps in float32 (amp="none": the default picks bf16 on a
-  CPU with AMX), plain and with a class and the consistency term: the final parameters and the
-  metrics log (timings left out);
+- training: the tiny preset trained 20 steps in float32 and the plain layout (amp="none",
+  channels_last="off": the defaults pick bf16 on a CPU with AMX, channels-last on one thread),
+  plain and with a class and the consistency term: the final parameters and the metrics log
+  (timings left out);
 - export: the reference.json of the plain tiny run's export (timings left out);
 - evaluate: `biva-evaluate --json` on 16 binarized MNIST test images (needs $BIVA_DATA);
 - anomaly: the studio's anomaly rows for the face model's example images.
@@ -111,7 +112,7 @@ def _tiny_run(out: Path, *, classes: bool) -> tuple[dict[str, torch.Tensor], lis
         valid = rng.integers(0, 2, (8, 1, 8, 8), dtype=np.uint8)
         labels = dict(train_labels=np.arange(40) % 2, valid_labels=np.arange(8) % 2)
         cfg = TrainConfig(steps=20, batch_size=4, warmup=3, log_every=5, eval_every=10, eval_images=8,
-                          ckpt_minutes=1e9, flip=False, num_threads=1, amp="none",
+                          ckpt_minutes=1e9, flip=False, num_threads=1, amp="none", channels_last="off",
                           ssl=SemiSupervised(labels=4, labelled_batch=4, consistency=Consistency(
                               weight=1.0, batch=4, threshold=0.5, teacher="ema")))
     else:
@@ -120,7 +121,7 @@ def _tiny_run(out: Path, *, classes: bool) -> tuple[dict[str, torch.Tensor], lis
         valid = rng.integers(0, 256, (8, 3, 8, 8), dtype=np.uint8)
         labels = {}
         cfg = TrainConfig(steps=20, batch_size=4, warmup=3, log_every=5, eval_every=10, eval_images=8,
-                          ckpt_minutes=1e9, flip=True, num_threads=1, amp="none")
+                          ckpt_minutes=1e9, flip=True, num_threads=1, amp="none", channels_last="off")
     t = Trainer(model_cfg, cfg, train, valid, out, log=lambda m: None, **labels)
     t.run(progress=False)
     rows = [without_timings(json.loads(line)) for line in (out / "metrics.jsonl").read_text().splitlines()]

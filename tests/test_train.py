@@ -93,14 +93,16 @@ def test_amx_means_bf16_on_a_cpu_with_amx_tiles_only(monkeypatch):
         assert not uses_bf16("amx", gpu) and not uses_bf16("none", cpu) and uses_bf16("bf16", cpu)
 
 
-def test_auto_turns_on_channels_last_with_bf16_and_compile_for_long_runs_only(monkeypatch):
-    """channels_last / compile = "auto": on where the convolutions run bf16 on a CPU, compile only
-    for runs of COMPILE_STEPS steps or more without a time limit under COMPILE_MINUTES and never
-    for a model with classes; "on" / "off" and the booleans of older configs choose."""
+def test_auto_turns_on_channels_last_with_bf16_or_one_thread_and_compile_for_long_runs_only(monkeypatch):
+    """channels_last / compile = "auto": on where the convolutions run bf16 on a CPU (channels-last
+    also for float32 on one CPU thread), compile only for runs of COMPILE_STEPS steps or more
+    without a time limit under COMPILE_MINUTES and never for a model with classes; "on" / "off"
+    and the booleans of older configs choose."""
     from biva_core.train.config import COMPILE_MINUTES, COMPILE_STEPS
     from biva_core.train.trainer import step_options
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     long = TrainConfig(steps=COMPILE_STEPS)
     assert step_options(long, cpu) == (True, True, True)
     assert step_options(long, gpu) == (False, False, False)
@@ -114,6 +116,10 @@ def test_auto_turns_on_channels_last_with_bf16_and_compile_for_long_runs_only(mo
     assert step_options(TrainConfig(channels_last=False, compile=False), cpu) == (True, False, False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert step_options(long, cpu) == (False, False, False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert step_options(long, cpu) == (False, True, False)
+    assert step_options(long, gpu) == (False, False, False)
+    assert step_options(TrainConfig(channels_last="off"), cpu) == (False, False, False)
     old = TrainConfig.from_dict({"channels_last": True, "compile": False})
     assert (old.channels_last, old.compile) == ("on", "off")
     with pytest.raises(ValueError, match="channels_last"):

@@ -1,6 +1,7 @@
 """Training: the released recipe (Adamax, free bits, EMA, evaluation with the EMA weights) plus
 warm-up, gradient clipping, skipping of non-finite or spiking updates, and the fast CPU step
-(step_options): bf16 convolutions, channels-last and torch.compile where the CPU has AMX tiles.
+(step_options): bf16 convolutions, channels-last and torch.compile where the CPU has AMX tiles,
+channels-last on one CPU thread.
 
 The trainer works on uint8 arrays (N, C, H, W) held in memory (8-bit data in 0..255, binarized
 data in {0, 1}). It writes to `out`:
@@ -81,12 +82,14 @@ def uses_bf16(amp: str, device: torch.device) -> bool:
 def step_options(cfg: TrainConfig, device: torch.device, *, classes: int = 0,
                  distributed: bool = False) -> tuple[bool, bool, bool]:
     """(bf16, channels_last, compile) for a run of `cfg` on `device`: "auto" turns channels-last
-    and compile on where the convolutions run bf16 on a CPU, compile only for long runs (at least
-    COMPILE_STEPS steps and no time limit under COMPILE_MINUTES) of a model without classes in one
-    process (a model with classes never compiles)."""
+    on where the convolutions run bf16 on a CPU and for float32 on one CPU thread (where it was
+    faster: docs/cpu_training.md), and compile where they run bf16 on a CPU, only for long runs (at
+    least COMPILE_STEPS steps and no time limit under COMPILE_MINUTES) of a model without classes
+    in one process (a model with classes never compiles). Call it after torch.set_num_threads."""
     bf16 = uses_bf16(cfg.amp, device)
     fast_cpu = bf16 and device.type == "cpu"
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and fast_cpu)
+    one_thread = device.type == "cpu" and torch.get_num_threads() == 1
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and (fast_cpu or one_thread))
     limits = [m for m in (cfg.max_minutes, cfg.max_cpu_minutes) if m > 0]
     long_run = cfg.steps >= COMPILE_STEPS and min(limits, default=COMPILE_MINUTES) >= COMPILE_MINUTES
     compiles = cfg.compile == "on" or (cfg.compile == "auto" and fast_cpu and long_run and not classes
