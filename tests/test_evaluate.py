@@ -72,6 +72,33 @@ def test_cli_bounds(saved, tmp_path, monkeypatch, capsys):
     assert r["latents_above_0.1_nats"] == sum(v > 0.1 for v in kl.values())
 
 
+def test_pieces_of_a_split_merge_into_the_run_over_all_of_it(saved, tmp_path, monkeypatch, capsys):
+    """--skip S --limit N draws images S.. as the whole split does, so the merge of two pieces is
+    the report of one run over all six images: means, standard errors and KL per latent."""
+    whole = cli(saved, tmp_path, monkeypatch, capsys, "--iw", "4")
+    a = cli(saved, tmp_path, monkeypatch, capsys, "--iw", "4", "--limit", "4")
+    b = cli(saved, tmp_path, monkeypatch, capsys, "--iw", "4", "--skip", "4")
+    assert (a["images"], b["images"], b["skip"]) == (4, 2, 4) and "skip" not in a
+    assert b["L_K"]["nats"] != whole["L_K"]["nats"]
+    for name, r in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    run(["--merge", str(tmp_path / "b.json"), str(tmp_path / "a.json"), "--json"])
+    merged = json.loads(capsys.readouterr().out)
+    assert merged["images"] == 6 and merged["pieces"] == [[0, 4], [4, 6]]
+    for key in ("L_1", "L_K"):
+        for q in ("nats", "bits_per_dim", "stderr_nats"):
+            assert merged[key][q] == pytest.approx(whole[key][q], rel=1e-9), (key, q)
+    assert merged["kl_per_latent"] == pytest.approx(whole["kl_per_latent"], rel=1e-6)
+    with pytest.raises(SystemExit, match="overlap"):
+        run(["--merge", str(tmp_path / "a.json"), str(tmp_path / "a.json")])
+    (tmp_path / "c.json").write_text(json.dumps({**b, "K": 8}))
+    with pytest.raises(SystemExit, match="differ in \\['K'\\]"):
+        run(["--merge", str(tmp_path / "a.json"), str(tmp_path / "c.json")])
+    for bad in (["--skip", "2"], ["--skip", "4", "--ood", "mnist"]):   # not a batch's start; not with --ood
+        with pytest.raises(SystemExit):
+            run(["--weights", str(saved / "weights"), "--data", "folder", "--batch-size", "4", *bad])
+
+
 def ood_folder(root) -> str:
     """Images unlike the valid PNGs (random 8x8 colours): flat ones and 16x16 noise to be resized."""
     from PIL import Image

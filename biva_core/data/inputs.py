@@ -22,11 +22,11 @@ from biva_core.model.config import ModelConfig
 
 
 def load_images(dataset: str, split: str, data_dir: str | os.PathLike | None, config: ModelConfig, *,
-                limit: int | None = None) -> Tensor:
-    """The first `limit` images (all: None) of a split, in the form a model of `config` was trained
-    on; a set of another shape is adapted to the model's (`adapt`), and a Bernoulli model reads
-    8-bit digits binarized at > 127, as train.py does."""
-    arr = load_split(dataset, split, data_dir, image_size=config.image_shape[1], progress=False)
+                limit: int | None = None, skip: int = 0) -> Tensor:
+    """The first `limit` images (all: None) of a split after its first `skip`, in the form a model
+    of `config` was trained on; a set of another shape is adapted to the model's (`adapt`), and a
+    Bernoulli model reads 8-bit digits binarized at > 127, as train.py does."""
+    arr = load_split(dataset, split, data_dir, image_size=config.image_shape[1], progress=False)[skip:]
     if limit:
         arr = arr[:limit]
     binary = dataset in BINARY

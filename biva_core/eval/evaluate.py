@@ -16,7 +16,14 @@ means more anomalous: -L^{>0}, -L^{>k} and LLR^{>k}. An AUROC below 0.5 means th
 the OOD set as *more* likely (FashionMNIST -> MNIST with L^{>0}: 0.268 in Havtorn et al. 2021).
 
 Digits: a Bernoulli model reads MNIST / Fashion-MNIST binarized at > 127, as train.py does.
-Randomness: batch i draws with the seed `seed + i`, so a run is reproducible.
+Randomness: batch i draws with the seed `seed + i`, so a run is reproducible. A long L_K runs in
+pieces: `--skip S --limit N` takes images S..S+N-1 and draws them as the whole split does (S a
+multiple of --batch-size, 64 by default), and `biva-evaluate --merge A.json B.json ...` joins the pieces' reports
+into the report of all their images, the same as one run over them:
+
+    biva-evaluate --weights weights/celeba64 --data celeba --split test --iw 1000 --limit 128 --json > a.json
+    biva-evaluate --weights weights/celeba64 --data celeba --split test --iw 1000 --skip 128 --limit 128 ...
+    biva-evaluate --merge a.json b.json
 """
 from __future__ import annotations
 
@@ -93,6 +100,41 @@ def _mean(values: Tensor, dims: int) -> dict:
     sem = float(v.std() / math.sqrt(n)) if n > 1 else float("nan")
     m = float(v.mean())
     return {"nats": m, "bits_per_dim": float(bits_per_dim(m, dims)), "stderr_nats": sem}
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """The bound report of all the images of several pieces of one split (`--skip`, `--limit`):
+    L_1 and L_K as one run over them gives them (each mean and its standard error from the
+    pieces' counts, means and standard errors), the KL per latent weighted by images. The pieces
+    must share the weights, data, split, K and prior and hold no image twice."""
+    if not reports:
+        raise SystemExit("--merge: no reports")
+    same = ("weights", "data", "split", "K", "prior")
+    first = reports[0]
+    for r in reports:
+        if "ood" in r or "L_K" not in r:
+            raise SystemExit("--merge: only the bound reports of biva-evaluate --json (no --ood) merge")
+        if any(r.get(k) != first.get(k) for k in same):
+            raise SystemExit(f"--merge: the pieces differ in {[k for k in same if r.get(k) != first.get(k)]}")
+    pieces = sorted((r.get("skip", 0), r.get("skip", 0) + r["images"]) for r in reports)
+    if any(b0 < a1 for (_, a1), (b0, _) in zip(pieces, pieces[1:])):
+        raise SystemExit(f"--merge: the pieces overlap: images {pieces}")
+    n = sum(r["images"] for r in reports)
+    dims = round(-first["L_1"]["nats"] / (first["L_1"]["bits_per_dim"] * math.log(2)))
+    out = {**{k: first[k] for k in same}, "images": n, "pieces": [list(p) for p in pieces]}
+    for key in ("L_1", "L_K"):
+        total = sum(r["images"] * r[key]["nats"] for r in reports)
+        # each piece's sum of squares from its mean and (ddof 1) standard error
+        squares = sum((r["images"] - 1) * r["images"] * (r[key]["stderr_nats"] if r["images"] > 1 else 0.0) ** 2
+                      + r["images"] * r[key]["nats"] ** 2 for r in reports)
+        m = total / n
+        var = (squares - n * m * m) / (n - 1) if n > 1 else float("nan")
+        out[key] = {"nats": m, "bits_per_dim": float(bits_per_dim(m, dims)),
+                    "stderr_nats": math.sqrt(max(var, 0.0) / n) if n > 1 else float("nan")}
+    if all("kl_per_latent" in r for r in reports):
+        kl = {name: sum(r["images"] * r["kl_per_latent"][name] for r in reports) / n for name in first["kl_per_latent"]}
+        out["kl_per_latent"], out["latents_above_0.1_nats"] = kl, sum(v > 0.1 for v in kl.values())
+    return out
 
 
 def ood_aurocs(in_scores: dict, ood_scores: dict) -> dict:
@@ -224,8 +266,8 @@ def run(argv: list[str] | None = None) -> dict:
     """Parse the command line, evaluate, print (table or --json) and return the report."""
     ap = argparse.ArgumentParser(prog="biva-evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", required=True, help="a pretrained folder (config.json + safetensors)")
-    ap.add_argument("--data", required=True, choices=DATASETS)
+    ap.add_argument("--weights", help="a pretrained folder (config.json + safetensors)")
+    ap.add_argument("--data", choices=DATASETS)
     ap.add_argument("--data-dir", default=os.environ.get("BIVA_DATA"), help="default: $BIVA_DATA")
     ap.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ap.add_argument("--iw", type=int, metavar="K", help="importance samples of L_K and the scores (default: "
@@ -253,6 +295,10 @@ def run(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reference-images", type=int, default=1000,
                     help="valid images of a reference built when the weights' one does not fit (default 1000)")
     ap.add_argument("--limit", type=int, help="use the first N images of each split")
+    ap.add_argument("--skip", type=int, default=0, help="bounds only: leave out the first S images of the split "
+                    "(a piece of a long L_K), a multiple of --batch-size: they are drawn as the whole split draws them")
+    ap.add_argument("--merge", nargs="+", metavar="REPORT.json", help="join the --json bound reports of pieces "
+                    "of one split (--skip, --limit) into one report, and print it; nothing else runs")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--chunk", type=int, default=256, help="rows (images x samples) per forward pass")
     ap.add_argument("--seed", type=int, default=0)
@@ -266,6 +312,16 @@ def run(argv: list[str] | None = None) -> dict:
                     "q(y | x) against the split's labels (\"error\" in the JSON)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.merge:
+        report = merge_reports([json.loads(Path(f).read_text()) for f in args.merge])
+        print(json.dumps(report, indent=1) if args.json else format_table(report))
+        return report
+    if args.weights is None or args.data is None:
+        ap.error("--weights and --data are required (or --merge)")
+    if args.skip and (args.ood or args.reference or args.classify):
+        ap.error("--skip is for the bounds alone, not with --ood, --reference or --classify")
+    if args.skip < 0 or args.skip % args.batch_size:
+        ap.error(f"--skip must be a multiple of --batch-size ({args.batch_size}): batch i draws with seed + i")
     if args.iw is not None and args.iw < 1:
         ap.error("--iw must be >= 1")
     if (args.ood or []).count("folder") != len(args.ood_dir):
@@ -298,7 +354,7 @@ def run(argv: list[str] | None = None) -> dict:
         ap.error(f"--ks and --detector-k must lie in 1..{L - 1} for this model (L = {L})")
     oods: list[tuple[str, Tensor, list[str]]] = []   # (name, images, skipped files)
     try:
-        x = load_images(args.data, args.split, args.data_dir, model.config, limit=args.limit)
+        x = load_images(args.data, args.split, args.data_dir, model.config, limit=args.limit, skip=args.skip)
         dirs = iter(args.ood_dir)
         for name in args.ood or []:
             limit = args.ood_limit or args.limit
@@ -317,6 +373,9 @@ def run(argv: list[str] | None = None) -> dict:
     kw = dict(batch_size=args.batch_size, chunk=args.chunk, seed=args.seed, progress=progress)
     report = {"weights": str(args.weights), "data": args.data, "split": args.split, "images": len(x), "K": K,
               "prior": args.prior}
+    if args.skip:
+        report["skip"] = args.skip      # these are images skip .. skip + images - 1 of the split
+        kw["seed"] = args.seed + args.skip // args.batch_size   # those images' draws in a run over the whole split
     sw = dict(kw, prior=args.prior)   # the keywords of the scores
     if args.classify:
         report["error"] = classification_error(model, x, args)
