@@ -2,7 +2,7 @@
 fastest, and which stands lowest after the same CPU time?
 
     python experiments/face_race.py --runs warm=runs/race_warm bottleneck=runs/race_bottleneck \
-        A=weights/celeba64_biva_120min --minutes 60 --against A --out docs/celeba64_race60
+        A=weights/celeba64_biva_120min --minutes 60 --against A --out docs/notes/2026-12-08-face-race
 
 A run is a run folder or a shipped one (config.json with its training config, metrics.jsonl).
 Its CPU minutes come from its budget (`max_cpu_minutes`) spread evenly over its steps: a step

@@ -18,8 +18,8 @@ the OOD set as *more* likely (FashionMNIST -> MNIST with L^{>0}: 0.268 in Havtor
 Digits: a Bernoulli model reads MNIST / Fashion-MNIST binarized at > 127, as train.py does.
 Randomness: batch i draws with the seed `seed + i`, so a run is reproducible. A long L_K runs in
 pieces: `--skip S --limit N` takes images S..S+N-1 and draws them as the whole split does (S a
-multiple of --batch-size, 64 by default), and `biva-evaluate --merge A.json B.json ...` joins the pieces' reports
-into the report of all their images, the same as one run over them:
+multiple of --batch-size, 64 by default), and `biva-evaluate --merge A.json B.json ...` joins the
+pieces' reports into the report of all their images, the same as one run over them:
 
     biva-evaluate --weights weights/celeba64 --data celeba --split test --iw 1000 --limit 128 --json > a.json
     biva-evaluate --weights weights/celeba64 --data celeba --split test --iw 1000 --skip 128 --limit 128 ...
@@ -120,7 +120,6 @@ def merge_reports(reports: list[dict]) -> dict:
     if any(b0 < a1 for (_, a1), (b0, _) in zip(pieces, pieces[1:])):
         raise SystemExit(f"--merge: the pieces overlap: images {pieces}")
     n = sum(r["images"] for r in reports)
-    dims = round(-first["L_1"]["nats"] / (first["L_1"]["bits_per_dim"] * math.log(2)))
     out = {**{k: first[k] for k in same}, "images": n, "pieces": [list(p) for p in pieces]}
     for key in ("L_1", "L_K"):
         total = sum(r["images"] * r[key]["nats"] for r in reports)
@@ -129,7 +128,7 @@ def merge_reports(reports: list[dict]) -> dict:
                       + r["images"] * r[key]["nats"] ** 2 for r in reports)
         m = total / n
         var = (squares - n * m * m) / (n - 1) if n > 1 else float("nan")
-        out[key] = {"nats": m, "bits_per_dim": float(bits_per_dim(m, dims)),
+        out[key] = {"nats": m, "bits_per_dim": sum(r["images"] * r[key]["bits_per_dim"] for r in reports) / n,
                     "stderr_nats": math.sqrt(max(var, 0.0) / n) if n > 1 else float("nan")}
     if all("kl_per_latent" in r for r in reports):
         kl = {name: sum(r["images"] * r["kl_per_latent"][name] for r in reports) / n for name in first["kl_per_latent"]}
